@@ -1,0 +1,1 @@
+//! Binary translation trace, reader and offline replay.

@@ -1,0 +1,2 @@
+//! Cross-crate integration tests: driver-sequence conformance and the boot matrix.
+#![deny(missing_docs)]

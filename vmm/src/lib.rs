@@ -1,0 +1,2 @@
+//! `iommu-vmm`: a KVM VMM that boots Linux guests against emulated IOMMUs.
+#![deny(missing_docs)]
