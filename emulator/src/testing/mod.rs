@@ -256,3 +256,6 @@ mod tests {
         assert!(m.messages().is_empty());
     }
 }
+
+pub mod vmsa_pt;
+pub mod x86_pt;
