@@ -308,7 +308,7 @@ impl<T: CacheTag, E> Set<T, E> {
                 x ^= x << 17;
                 self.rng = x;
                 let n = u64::try_from(self.ways.len()).unwrap_or(1).max(1);
-                usize::try_from(x % n).unwrap_or(0)
+                usize::try_from(x.checked_rem(n).unwrap_or(0)).unwrap_or(0)
             }
         }
     }
@@ -389,7 +389,7 @@ impl<T: CacheTag, E: Clone> Cache<T, E> {
         if n == 0 {
             return None;
         }
-        let i = usize::try_from(mix(tag.set_hash()) % n).ok()?;
+        let i = usize::try_from(mix(tag.set_hash()).checked_rem(n)?).ok()?;
         self.sets.get(i)
     }
 

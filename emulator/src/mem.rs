@@ -131,7 +131,7 @@ impl<M: GuestMemoryBackend + Send + Sync> GuestRam for M {
         current: u64,
         new: u64,
     ) -> Result<Result<u64, u64>, MemError> {
-        if gpa.0 % 8 != 0 {
+        if !gpa.0.is_multiple_of(8) {
             return Err(MemError::Misaligned { addr: gpa.0 });
         }
         let oor = MemError::OutOfRange {

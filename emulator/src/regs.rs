@@ -135,7 +135,7 @@ impl RegFile {
                 if bytes >= 8 {
                     u64::MAX
                 } else {
-                    (1u64 << (u32::from(bytes) * 8)) - 1
+                    (1u64 << (u32::from(bytes) * 8)).wrapping_sub(1)
                 }
             };
             if offset == s.offset && size == s.width {
@@ -213,10 +213,8 @@ impl RegFile {
     /// Set a register's value from the model side (status bits, hardware
     /// pointers), bypassing the guest masks.
     pub fn set(&mut self, offset: u64, value: u64) {
-        if let Some(i) = self.index_of(offset) {
-            if let Some(slot) = self.values.get_mut(i) {
-                *slot = value;
-            }
+        if let Some(slot) = self.index_of(offset).and_then(|i| self.values.get_mut(i)) {
+            *slot = value;
         }
     }
 

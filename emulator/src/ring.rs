@@ -44,12 +44,12 @@ impl Ring {
     }
 
     const fn index_mask(self) -> u32 {
-        self.len() - 1
+        self.len().wrapping_sub(1)
     }
 
     /// Mask of the meaningful pointer bits (index plus wrap).
     pub const fn ptr_mask(self) -> u32 {
-        (self.len() << 1) - 1
+        (self.len() << 1).wrapping_sub(1)
     }
 
     /// The index part of a pointer.
@@ -88,10 +88,10 @@ impl Ring {
     /// entry index of `offset` with `entry_size`-byte entries, or `None` when
     /// the offset is misaligned or beyond the ring.
     pub fn offset_index(self, offset: u64, entry_size: u64) -> Option<u32> {
-        if entry_size == 0 || offset % entry_size != 0 {
+        if entry_size == 0 || !offset.is_multiple_of(entry_size) {
             return None;
         }
-        let idx = u32::try_from(offset / entry_size).ok()?;
+        let idx = u32::try_from(offset.checked_div(entry_size)?).ok()?;
         (idx < self.len()).then_some(idx)
     }
 }

@@ -293,7 +293,7 @@ impl PageSize {
 
     /// Mask of the offset bits inside a page.
     pub const fn offset_mask(self) -> u64 {
-        self.bytes() - 1
+        self.bytes().wrapping_sub(1)
     }
 
     /// `addr` rounded down to this page size.

@@ -4,6 +4,15 @@
 //!   writes and refuses anything outside it;
 //! - [`RecordingMsi`]: an MSI sink that keeps every message;
 //! - page-table builders for the walkers' formats (in submodules).
+//!
+//! These fakes run only in tests, fuzzers and benches, never on a guest's
+//! behalf in the VMM, so the model crates' no-panic lints are relaxed here;
+//! bounds are still checked before every slice index.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation
+)]
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -146,7 +155,7 @@ impl GuestRam for FakeRam {
         current: u64,
         new: u64,
     ) -> Result<Result<u64, u64>, MemError> {
-        if gpa.0 % 8 != 0 {
+        if !gpa.0.is_multiple_of(8) {
             return Err(MemError::Misaligned { addr: gpa.0 });
         }
         self.check(gpa.0, 8)?;
@@ -203,6 +212,103 @@ impl MsiSink for RecordingMsi {
         if let Ok(mut m) = self.msgs.lock() {
             m.push(msg);
         }
+    }
+}
+
+/// (PASID, IOVA page) -> (GPA page, rights).
+type PageMap = std::collections::HashMap<(Option<u32>, u64), (u64, crate::Perm)>;
+
+/// A simple test IOMMU: a flat map of 4 KiB IOVA pages per PASID (or none)
+/// to guest-physical pages with permissions, ignoring the requester. It
+/// counts translations and faults and returns `FaultKind::NotPresent` /
+/// `FaultKind::Permission` faults. Not an architectural model: a stand-in
+/// for tests of the glue, devices and tools.
+#[derive(Debug, Default)]
+pub struct MapIommu {
+    map: std::sync::RwLock<PageMap>,
+    translations: AtomicU64,
+    faults: AtomicU64,
+}
+
+impl MapIommu {
+    /// An empty map: every request faults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Map `len` bytes (rounded up to pages) at `iova` to `gpa` for `pasid`.
+    pub fn map(&self, pasid: Option<u32>, iova: u64, gpa: u64, len: u64, perm: crate::Perm) {
+        let mut m = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pages = len.div_ceil(PAGE);
+        for i in 0..pages {
+            m.insert((pasid, (iova >> 12) + i), ((gpa >> 12) + i, perm));
+        }
+    }
+
+    /// Unmap and invalidate: once this returns no translation uses the old
+    /// mapping (the map is the only cache).
+    pub fn unmap(&self, pasid: Option<u32>, iova: u64, len: u64) {
+        let mut m = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pages = len.div_ceil(PAGE);
+        for i in 0..pages {
+            m.remove(&(pasid, (iova >> 12) + i));
+        }
+    }
+
+    /// Successful translations so far.
+    pub fn translations(&self) -> u64 {
+        self.translations.load(Ordering::Relaxed)
+    }
+
+    /// Faults so far.
+    pub fn faults(&self) -> u64 {
+        self.faults.load(Ordering::Relaxed)
+    }
+}
+
+impl crate::Iommu for MapIommu {
+    fn translate(
+        &self,
+        _mem: &dyn GuestRam,
+        req: &crate::DmaRequest,
+    ) -> Result<crate::Translation, crate::Fault> {
+        let pasid = req.pasid.map(|t| t.pasid.get());
+        let m = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fault = |kind| crate::Fault {
+            kind,
+            reason: 0,
+            addr: req.addr,
+            level: None,
+            recorded: false,
+            cycles: crate::Cycles(1),
+        };
+        let Some(&(page, perm)) = m.get(&(pasid, req.addr.0 >> 12)) else {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+            return Err(fault(crate::FaultKind::NotPresent));
+        };
+        if !perm.allows(req.access) {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+            return Err(fault(crate::FaultKind::Permission));
+        }
+        self.translations.fetch_add(1, Ordering::Relaxed);
+        Ok(crate::Translation {
+            output: Gpa((page << 12) | (req.addr.0 & (PAGE - 1))),
+            page_size: crate::PageSize::SIZE_4K,
+            perm,
+            privileged: false,
+            cycles: crate::Cycles(1),
+            path: crate::CachePath::WALK,
+            walk_reads: 1,
+        })
     }
 }
 
