@@ -8,7 +8,8 @@
 //!
 //! Each set has its own lock, so lookups that fall in different sets never
 //! wait for each other (the hit path takes one uncontended set lock and no
-//! global lock). Counters are relaxed atomics.
+//! global lock). Counters live in each set, under its lock, so the hit
+//! path writes no cache line shared with other sets.
 //!
 //! **Guarantee:** once an `invalidate_*` call has returned, no lookup that
 //! starts afterwards can hit an entry that the invalidation covered, and no
@@ -174,19 +175,14 @@ impl CacheStats {
     }
 }
 
+/// Counters for what has no set to live in (a cache of zero entries).
 #[derive(Default)]
 struct Counters {
-    lookups: AtomicU64,
-    hits: AtomicU64,
     misses: AtomicU64,
-    inserts: AtomicU64,
-    evictions: AtomicU64,
-    invalidated: AtomicU64,
-    stale_inserts: AtomicU64,
 }
 
-fn bump(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
+fn inc(c: &mut u64) {
+    *c = c.wrapping_add(1);
 }
 
 struct Way<T, E> {
@@ -197,6 +193,9 @@ struct Way<T, E> {
 
 struct Set<T, E> {
     ways: Vec<Way<T, E>>,
+    /// Counters kept under the set lock: no shared cache line is written
+    /// on the hit path, so threads hitting different sets never contend.
+    stats: CacheStats,
     clock: u64,
     /// Tree-PLRU bits (node i has children 2i+1, 2i+2), or xorshift state.
     plru: u64,
@@ -212,6 +211,7 @@ impl<T: CacheTag, E> Set<T, E> {
         });
         Set {
             ways: v,
+            stats: CacheStats::default(),
             clock: 0,
             plru: 0,
             rng: seed | 1,
@@ -402,9 +402,8 @@ impl<T: CacheTag, E: Clone> Cache<T, E> {
     /// lookups whose tags are not plain equality, e.g. an address within a
     /// large page). Counts one lookup.
     pub fn lookup_by(&self, tag: &T, mut matches: impl FnMut(&T, &E) -> bool) -> Option<E> {
-        bump(&self.counters.lookups, 1);
         let Some(set) = self.set_of(tag) else {
-            bump(&self.counters.misses, 1);
+            self.counters.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         };
         let mut set = lock(set);
@@ -420,11 +419,11 @@ impl<T: CacheTag, E: Clone> Cache<T, E> {
                     .get(i)
                     .and_then(|w| w.slot.as_ref())
                     .map(|(_, e)| e.clone());
-                bump(&self.counters.hits, 1);
+                inc(&mut set.stats.hits);
                 e
             }
             None => {
-                bump(&self.counters.misses, 1);
+                inc(&mut set.stats.misses);
                 None
             }
         }
@@ -444,7 +443,7 @@ impl<T: CacheTag, E: Clone> Cache<T, E> {
         };
         let mut set = lock(set);
         if self.generation.load(Ordering::SeqCst) != ticket.0 {
-            bump(&self.counters.stale_inserts, 1);
+            inc(&mut set.stats.stale_inserts);
             return false;
         }
         let policy = self.config.policy;
@@ -457,7 +456,7 @@ impl<T: CacheTag, E: Clone> Cache<T, E> {
             None => {
                 let v = set.victim(policy);
                 if set.ways.get(v).is_some_and(|w| w.slot.is_some()) {
-                    bump(&self.counters.evictions, 1);
+                    inc(&mut set.stats.evictions);
                 }
                 v
             }
@@ -468,7 +467,7 @@ impl<T: CacheTag, E: Clone> Cache<T, E> {
             w.stamp = stamp;
         }
         set.touch(idx, policy);
-        bump(&self.counters.inserts, 1);
+        inc(&mut set.stats.inserts);
         true
     }
 
@@ -479,17 +478,16 @@ impl<T: CacheTag, E: Clone> Cache<T, E> {
         let mut removed = 0usize;
         for set in self.sets.iter() {
             let mut set = lock(set);
+            let mut here = 0u64;
             for w in set.ways.iter_mut() {
                 if w.slot.as_ref().is_some_and(|(t, e)| pred(t, e)) {
                     w.slot = None;
-                    removed = removed.saturating_add(1);
+                    here = here.wrapping_add(1);
                 }
             }
+            set.stats.invalidated = set.stats.invalidated.wrapping_add(here);
+            removed = removed.saturating_add(usize::try_from(here).unwrap_or(usize::MAX));
         }
-        bump(
-            &self.counters.invalidated,
-            u64::try_from(removed).unwrap_or(u64::MAX),
-        );
         removed
     }
 
@@ -527,17 +525,21 @@ impl<T: CacheTag, E: Clone> Cache<T, E> {
 
     /// Counters so far.
     pub fn stats(&self) -> CacheStats {
-        let c = &self.counters;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        CacheStats {
-            lookups: l(&c.lookups),
-            hits: l(&c.hits),
-            misses: l(&c.misses),
-            inserts: l(&c.inserts),
-            evictions: l(&c.evictions),
-            invalidated: l(&c.invalidated),
-            stale_inserts: l(&c.stale_inserts),
+        let mut t = CacheStats {
+            misses: self.counters.misses.load(Ordering::Relaxed),
+            ..CacheStats::default()
+        };
+        for set in self.sets.iter() {
+            let s = lock(set).stats;
+            t.hits = t.hits.wrapping_add(s.hits);
+            t.misses = t.misses.wrapping_add(s.misses);
+            t.inserts = t.inserts.wrapping_add(s.inserts);
+            t.evictions = t.evictions.wrapping_add(s.evictions);
+            t.invalidated = t.invalidated.wrapping_add(s.invalidated);
+            t.stale_inserts = t.stale_inserts.wrapping_add(s.stale_inserts);
         }
+        t.lookups = t.hits.wrapping_add(t.misses);
+        t
     }
 }
 
