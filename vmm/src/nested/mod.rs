@@ -1,1 +1,895 @@
 //! Nested runner: boots the L2 guest inside a QEMU (TCG, AMD SVM) L1 machine when the host has no KVM usable by stock kernels.
+//!
+//! Some hosts have a `/dev/kvm` that cannot run a stock kernel: `kvm_pvm` (a page-table based
+//! hypervisor without VT-x/AMD-V, the machines this project is developed on), or no KVM at all
+//! (many CI runners). There `iommu-vmm` runs itself one level down:
+//!
+//! ```text
+//! host:  iommu-vmm (outer) ── QEMU, TCG, -cpu EPYC -m 4G -smp 2 ──┐
+//! L1:    Debian 6.1 kernel, kvm_amd (nested paging), /init        │ serial: framed lines
+//!        └─ iommu-vmm --nested off <user's arguments> ── KVM ─────┤ 9p: the host's files
+//! L2:    the guest under test, with the emulated IOMMU            │
+//! ```
+//!
+//! - [`detect_kvm`] decides whether hardware KVM is usable; [`maybe_run_nested`] applies the
+//!   `--nested auto|on|off` policy and, when nesting, runs the whole command in L1 and returns
+//!   the L2 run's exit status.
+//! - [`run_jobs`] runs several `iommu-vmm` invocations (or shell scripts) one after another in a
+//!   single L1 boot, each with its own exit status and console: the test matrix uses it.
+//! - The L1 image is built and cached by `guest_images::runner` (rebuilt when this binary's
+//!   content changes). QEMU comes from [`qemu::find_qemu`].
+//! - Files: the host directories the arguments name (and the current directory and the guest
+//!   image cache) are exported to L1 over virtio-9p, mounted at the same absolute paths. Disks the
+//!   L2 guest writes, traces and statistics land directly in the host's files; nothing is copied
+//!   back. Console: the L1 serial port on QEMU's stdout; `/init` frames each job with marker
+//!   lines (see [`protocol`]).
+//! - QEMU 7.2 hangs the inner machine in about 1 of 20 boots, and a timeout inside L1 cannot
+//!   fire then: every L1 boot has an outer wall-clock deadline, and jobs that got no result are
+//!   run again in one more L1 boot.
+
+pub mod detect;
+pub mod protocol;
+pub mod qemu;
+pub mod share;
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub use detect::{CpuVendor, KvmSupport, detect_kvm};
+use protocol::{Event, parse_line, shell_quote};
+pub use qemu::{Qemu, QemuSource, find_qemu};
+use share::{Share, ShareSet};
+
+/// Expected cost of one L2 boot through the runner, told to the user in auto mode.
+pub const EXPECTED_COST: &str = "~15-30 s per boot";
+
+/// `--nested auto|on|off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NestedMode {
+    /// Nest only when hardware KVM is not usable (the default).
+    #[default]
+    Auto,
+    /// Always nest (also on hosts with hardware KVM: tests the runner itself).
+    On,
+    /// Never nest; fail with the reason when hardware KVM is not usable.
+    Off,
+}
+
+impl FromStr for NestedMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(NestedMode::Auto),
+            "on" => Ok(NestedMode::On),
+            "off" => Ok(NestedMode::Off),
+            other => Err(format!(
+                "unknown nested mode {other:?} (expected auto, on or off)"
+            )),
+        }
+    }
+}
+
+/// Errors of the nested runner.
+#[derive(Debug, thiserror::Error)]
+pub enum NestedError {
+    /// `--nested off` on a host whose KVM cannot run a stock kernel.
+    #[error(
+        "cannot run here with --nested off: {reason}. \
+         Use --nested auto (the default) to boot through the nested runner (QEMU TCG with AMD SVM, {EXPECTED_COST})"
+    )]
+    NoHardwareKvm {
+        /// Why hardware KVM is not usable.
+        reason: String,
+    },
+    /// QEMU is missing or broken.
+    #[error("nested runner: {0}")]
+    Qemu(String),
+    /// The runner image could not be built.
+    #[error("nested runner image: {0}")]
+    Image(#[from] guest_images::runner::RunnerError),
+    /// KVM does not work inside the L1 machine.
+    #[error("nested runner: KVM does not work in the L1 machine: {0}")]
+    L1Kvm(String),
+    /// The L1 machine never produced a result for a job, in every attempt.
+    #[error("nested runner: {0}")]
+    Lost(String),
+    /// A host I/O error (temporary directory, spawning QEMU).
+    #[error("nested runner: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What a job runs in L1.
+#[derive(Debug, Clone)]
+pub enum JobProgram {
+    /// `iommu-vmm` with these arguments (without argv\[0\]); `--nested off` is forced and
+    /// paths are mapped into L1.
+    Vmm(Vec<OsString>),
+    /// A `/bin/sh` script (busybox) run in L1: for checking the runner itself.
+    Shell(String),
+}
+
+/// One run in the L1 machine.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// What to run.
+    pub program: JobProgram,
+    /// Working directory (host path; exported to L1). Default: the current directory.
+    pub cwd: Option<PathBuf>,
+    /// More host paths to export (files: their directory).
+    pub extra_paths: Vec<PathBuf>,
+}
+
+impl Job {
+    /// An `iommu-vmm` run with the user's arguments.
+    pub fn vmm<I: IntoIterator<Item = S>, S: Into<OsString>>(args: I) -> Self {
+        Job {
+            program: JobProgram::Vmm(args.into_iter().map(Into::into).collect()),
+            cwd: None,
+            extra_paths: Vec::new(),
+        }
+    }
+    /// A shell script run in L1.
+    pub fn shell(script: impl Into<String>) -> Self {
+        Job {
+            program: JobProgram::Shell(script.into()),
+            cwd: None,
+            extra_paths: Vec::new(),
+        }
+    }
+    /// Sets the working directory.
+    pub fn with_cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
+    }
+    /// Exports one more host path to L1.
+    pub fn with_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.extra_paths.push(path.into());
+        self
+    }
+}
+
+/// How to run the L1 machine.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// The `iommu-vmm` binary L1 carries; `None`: this process's own executable.
+    pub vmm_binary: Option<PathBuf>,
+    /// Time limit of one job (enforced in L1, and from outside with a margin).
+    pub job_timeout: Duration,
+    /// Time limit from QEMU start to the end of the L1 KVM smoke check.
+    pub boot_timeout: Duration,
+    /// How long past `job_timeout` the host waits for a job's END line before it declares the
+    /// L1 machine frozen (the inner timeout cannot fire then) and kills it.
+    pub outer_margin: Duration,
+    /// L1 boots at most (2 = one retry for jobs left without a result).
+    pub attempts: u32,
+    /// Print job consoles to stdout (and their stderr to stderr) as they arrive.
+    pub stream: bool,
+    /// Install QEMU when missing (apt-get as root, or backports extraction).
+    pub install_qemu: bool,
+    /// A specific QEMU; `None`: [`find_qemu`].
+    pub qemu: Option<Qemu>,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        let secs = |var: &str, default: u64| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        RunnerOptions {
+            vmm_binary: None,
+            job_timeout: Duration::from_secs(secs("IOMMU_VMM_NESTED_JOB_TIMEOUT", 600)),
+            boot_timeout: Duration::from_secs(secs("IOMMU_VMM_NESTED_BOOT_TIMEOUT", 180)),
+            outer_margin: Duration::from_secs(60),
+            attempts: 2,
+            stream: false,
+            install_qemu: true,
+            qemu: None,
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// It ran to its end in L1 with this exit status (137: killed by the L1 job timeout).
+    Exited(i32),
+    /// No L1 boot produced its result (L1 hung, crashed or timed out in every attempt).
+    Lost {
+        /// What happened to the last attempt.
+        reason: String,
+    },
+}
+
+/// The result of one job.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    /// How it ended.
+    pub outcome: JobOutcome,
+    /// Its stdout as it reached the L1 console (for `iommu-vmm`: the L2 console and report).
+    pub console: String,
+    /// Its stderr.
+    pub stderr: String,
+    /// Its duration on the L1 clock.
+    pub l1_secs: f64,
+    /// Its duration on the host clock, from its BEGIN line to its END line.
+    pub host_time: Duration,
+    /// The L1 boot (index in [`BatchReport::boots`]) that produced this result.
+    pub boot: usize,
+}
+
+impl JobResult {
+    /// The exit status, when the job ran to its end.
+    pub fn status(&self) -> Option<i32> {
+        match self.outcome {
+            JobOutcome::Exited(rc) => Some(rc),
+            JobOutcome::Lost { .. } => None,
+        }
+    }
+}
+
+/// KVM inside L1, as `/init` and the smoke check saw it.
+#[derive(Debug, Clone, Default)]
+pub struct L1Kvm {
+    /// `kvm_amd`, `kvm_intel` or `none`.
+    pub module: String,
+    /// `Y` when the module has nested paging (NPT) on.
+    pub npt: String,
+    /// `1` when nested virtualisation is on.
+    pub nested: String,
+    /// Whether `/dev/kvm` exists in L1.
+    pub dev_kvm: bool,
+    /// Exit status of the smoke check (0: a vCPU ran real-mode code to HLT with port I/O exits).
+    pub smoke_rc: i32,
+    /// Smoke check output line.
+    pub smoke: String,
+    /// Duration of the smoke check on the L1 clock.
+    pub smoke_secs: f64,
+}
+
+impl L1Kvm {
+    /// True when L1 has a working hardware-style KVM (module with NPT, and the smoke check ran).
+    pub fn works(&self) -> bool {
+        self.module != "none" && self.dev_kvm && self.smoke_rc == 0 && self.smoke.contains(" ok ")
+    }
+}
+
+/// How one L1 boot went.
+#[derive(Debug, Clone)]
+pub struct L1Boot {
+    /// The QEMU used.
+    pub qemu_version: String,
+    /// Host time from starting QEMU to `/init` running.
+    pub to_init: Option<Duration>,
+    /// L1 uptime when `/init` started.
+    pub l1_uptime_at_init: Option<f64>,
+    /// Host time from `/init` running to the smoke check's result.
+    pub to_smoke: Option<Duration>,
+    /// KVM in L1 (absent if L1 never got that far).
+    pub kvm: Option<L1Kvm>,
+    /// Host time for the whole boot, QEMU start to exit.
+    pub total: Duration,
+    /// Whether `/init` finished (DONE) and QEMU exited by itself.
+    pub completed: bool,
+    /// Why it did not complete.
+    pub failure: Option<String>,
+    /// Console lines outside any job (L1 kernel messages, `/init` warnings): for diagnosis.
+    pub log: String,
+}
+
+/// The results of [`run_jobs`].
+#[derive(Debug, Clone)]
+pub struct BatchReport {
+    /// One result per job, in the order given.
+    pub jobs: Vec<JobResult>,
+    /// Each L1 boot made (more than one when a retry was needed).
+    pub boots: Vec<L1Boot>,
+}
+
+/// Decides whether to run nested, and if so runs the whole command inside the L1 runner.
+///
+/// `args` are the user's original arguments (without argv\[0\]). Returns `Ok(None)` when the
+/// caller should run the guest directly on this host, `Ok(Some(status))` with the L2 run's exit
+/// status when it ran nested.
+pub fn maybe_run_nested(mode: NestedMode, args: &[OsString]) -> Result<Option<i32>, NestedError> {
+    let support = detect_kvm();
+    let reason = match (mode, support) {
+        (NestedMode::Off, KvmSupport::Unusable { reason }) => {
+            return Err(NestedError::NoHardwareKvm { reason });
+        }
+        (NestedMode::Off | NestedMode::Auto, KvmSupport::Hardware { .. }) => return Ok(None),
+        (NestedMode::Auto, KvmSupport::Unusable { reason }) => reason,
+        (NestedMode::On, KvmSupport::Unusable { reason }) => reason,
+        (NestedMode::On, KvmSupport::Hardware { vendor }) => {
+            format!("--nested on (the host has {vendor})")
+        }
+    };
+    eprintln!(
+        "iommu-vmm: {reason}; running nested: the guest boots on KVM inside a QEMU TCG machine with AMD SVM ({EXPECTED_COST})"
+    );
+    let opts = RunnerOptions {
+        stream: true,
+        ..RunnerOptions::default()
+    };
+    let report = run_jobs(&[Job::vmm(args.iter().cloned())], &opts)?;
+    let Some(job) = report.jobs.into_iter().next() else {
+        return Err(NestedError::Lost("no job result".into()));
+    };
+    match job.outcome {
+        JobOutcome::Exited(rc) => Ok(Some(rc)),
+        JobOutcome::Lost { reason } => Err(NestedError::Lost(reason)),
+    }
+}
+
+/// Boots L1 once with no job: proves the runner image boots and KVM works inside it.
+pub fn run_smoke(opts: &RunnerOptions) -> Result<L1Boot, NestedError> {
+    let report = run_jobs(&[], opts)?;
+    report
+        .boots
+        .into_iter()
+        .next()
+        .ok_or_else(|| NestedError::Lost("no L1 boot".into()))
+}
+
+/// Runs `jobs` one after another in one L1 boot (plus one retry boot for the jobs left without
+/// a result when L1 hung or died), and returns each job's result.
+///
+/// Errors: QEMU or the image cannot be had, or KVM does not work in L1 (then no job could run).
+/// A job that ran and failed is an `Ok` result with its exit status.
+pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, NestedError> {
+    let qemu = match &opts.qemu {
+        Some(q) => q.clone(),
+        None => find_qemu(opts.install_qemu)?,
+    };
+    if qemu.major().is_some_and(|m| m < 8) {
+        tracing::info!(
+            "using {} for the L1 machine: it hangs the inner machine in ~1 of 20 boots; \
+             guarded by a timeout and a retry",
+            qemu.version
+        );
+    }
+    let vmm_binary = match &opts.vmm_binary {
+        Some(b) => Some(b.clone()),
+        None if jobs.iter().any(|j| matches!(j.program, JobProgram::Vmm(_))) => {
+            Some(std::env::current_exe()?)
+        }
+        None => None,
+    };
+    let image =
+        guest_images::runner::build_runner(&guest_images::runner::RunnerSpec { vmm_binary })?;
+
+    let mut results: Vec<Option<JobResult>> = vec![None; jobs.len()];
+    let mut boots = Vec::new();
+    let attempts = opts.attempts.max(1);
+    for attempt in 0..attempts {
+        let pending: Vec<usize> = (0..jobs.len()).filter(|i| results[*i].is_none()).collect();
+        if attempt > 0 && pending.is_empty() {
+            break;
+        }
+        if attempt > 0 {
+            eprintln!(
+                "iommu-vmm: nested runner: L1 machine failed ({}); retrying {} job(s) in a new L1 boot",
+                boots
+                    .last()
+                    .and_then(|b: &L1Boot| b.failure.clone())
+                    .unwrap_or_default(),
+                pending.len()
+            );
+        }
+        let boot_index = boots.len();
+        let (boot, got) = boot_once(&qemu, &image, jobs, &pending, opts, boot_index)?;
+        for (i, r) in got {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+        let kvm_broken = boot.kvm.as_ref().is_some_and(|k| !k.works());
+        if kvm_broken {
+            let k = boot.kvm.clone().unwrap_or_default();
+            return Err(NestedError::L1Kvm(format!(
+                "module={} npt={} /dev/kvm={} smoke rc={}: {}\n{}",
+                k.module,
+                k.npt,
+                k.dev_kvm,
+                k.smoke_rc,
+                k.smoke,
+                boot.log.trim_end()
+            )));
+        }
+        let failed = !boot.completed;
+        boots.push(boot);
+        if !failed && jobs.is_empty() {
+            break;
+        }
+    }
+    let last_failure = boots
+        .last()
+        .and_then(|b| b.failure.clone())
+        .unwrap_or_else(|| "no result".into());
+    let jobs = results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| JobResult {
+                outcome: JobOutcome::Lost {
+                    reason: format!("{last_failure} (after {} L1 boot(s))", boots.len()),
+                },
+                console: String::new(),
+                stderr: String::new(),
+                l1_secs: 0.0,
+                host_time: Duration::ZERO,
+                boot: boots.len().saturating_sub(1),
+            })
+        })
+        .collect();
+    Ok(BatchReport { jobs, boots })
+}
+
+/// A random-enough per-boot nonce (no RNG crate needed: time, pid and a std hasher seed).
+fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// Environment variables handed to jobs in L1.
+fn job_env(cache_dir: &Path) -> String {
+    let mut out = String::new();
+    for (k, v) in std::env::vars() {
+        let pass = k.starts_with("IOMMU_")
+            || k.starts_with("RUST_")
+            || ["HOME", "XDG_CACHE_HOME", "NO_COLOR"].contains(&k.as_str());
+        if pass && !k.starts_with("IOMMU_VMM_QEMU") {
+            let _ = writeln!(out, "export {k}={}", shell_quote(&v));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "export IOMMU_EMU_CACHE={}",
+        shell_quote(&cache_dir.to_string_lossy())
+    );
+    let _ = writeln!(out, "export IOMMU_VMM_IN_NESTED_L1=1");
+    out
+}
+
+/// The QEMU command line of the L1 machine.
+pub fn qemu_command(
+    qemu: &Qemu,
+    kernel: &Path,
+    initramfs: &Path,
+    append: &str,
+    ctl: &Path,
+    shares: &[Share],
+) -> Command {
+    let virtfs = |path: &Path, tag: &str| {
+        // QEMU option values escape ',' by doubling it.
+        format!(
+            "local,path={},mount_tag={tag},security_model=none",
+            path.to_string_lossy().replace(',', ",,")
+        )
+    };
+    let mut cmd = Command::new(&qemu.binary);
+    for d in &qemu.data_dirs {
+        cmd.arg("-L").arg(d);
+    }
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-cpu",
+        "EPYC",
+        "-m",
+        "4G",
+        "-smp",
+        "2",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-no-reboot",
+    ]);
+    cmd.arg("-kernel").arg(kernel);
+    cmd.arg("-initrd").arg(initramfs);
+    cmd.arg("-append").arg(append);
+    cmd.arg("-virtfs").arg(virtfs(ctl, "nestedctl"));
+    for s in shares {
+        cmd.arg("-virtfs").arg(virtfs(&s.host, &s.tag));
+    }
+    cmd
+}
+
+/// What the console reader thread sends.
+enum Line {
+    Text(String),
+    Eof,
+}
+
+/// One L1 boot running `pending` (indexes into `jobs`). Returns the boot and the results it got.
+fn boot_once(
+    qemu: &Qemu,
+    image: &guest_images::runner::RunnerImage,
+    jobs: &[Job],
+    pending: &[usize],
+    opts: &RunnerOptions,
+    boot_index: usize,
+) -> Result<(L1Boot, Vec<(usize, JobResult)>), NestedError> {
+    let nonce = nonce();
+    let host_cwd = std::env::current_dir()?;
+    let cache = guest_images::runner::cache_dir();
+    std::fs::create_dir_all(&cache)?;
+
+    // Shares: every job's cwd and paths, and the image cache.
+    let mut set = ShareSet::default();
+    set.add_dir(&cache);
+    for &i in pending {
+        let Some(job) = jobs.get(i) else { continue };
+        let cwd = job.cwd.clone().unwrap_or_else(|| host_cwd.clone());
+        set.add_dir(&cwd);
+        for p in &job.extra_paths {
+            set.add_path(&cwd.join(p));
+        }
+        if let JobProgram::Vmm(args) = &job.program {
+            share::for_each_path(args, &cwd, |p| {
+                set.add_path(p);
+            });
+        }
+    }
+    let shares = set.shares();
+
+    // The control directory: job scripts, mounts, env; job stderr comes back here.
+    let ctl = std::env::temp_dir().join(format!("iommu-vmm-nested-{}-{nonce}", std::process::id()));
+    std::fs::create_dir_all(&ctl)?;
+    let _cleanup = RemoveOnDrop(ctl.clone());
+    let mut mounts = String::new();
+    for s in &shares {
+        let _ = writeln!(mounts, "{} {} rw", s.tag, s.guest.display());
+    }
+    std::fs::write(ctl.join("mounts"), mounts)?;
+    std::fs::write(ctl.join("env"), job_env(&share::map_path(&cache, &shares)))?;
+    std::fs::write(ctl.join("jobs"), format!("{}\n", pending.len()))?;
+    for (n, &i) in pending.iter().enumerate() {
+        let Some(job) = jobs.get(i) else { continue };
+        let cwd = job.cwd.clone().unwrap_or_else(|| host_cwd.clone());
+        let l1_cwd = share::map_path(&cwd, &shares);
+        let mut script = format!(
+            "cd {} || exit 125\n",
+            shell_quote(&l1_cwd.to_string_lossy())
+        );
+        match &job.program {
+            JobProgram::Vmm(args) => {
+                let args = share::rewrite_args(&share::force_nested_off(args), &cwd, &shares);
+                script.push_str("exec /bin/iommu-vmm");
+                for a in args {
+                    script.push(' ');
+                    script.push_str(&shell_quote(&a.to_string_lossy()));
+                }
+                script.push('\n');
+            }
+            JobProgram::Shell(s) => {
+                script.push_str(s);
+                script.push('\n');
+            }
+        }
+        std::fs::write(ctl.join(format!("job-{n}.sh")), script)?;
+    }
+
+    let append = format!(
+        "console=ttyS0 loglevel=1 panic=-1 nested.nonce={nonce} nested.job_timeout={}",
+        opts.job_timeout.as_secs().max(1)
+    );
+    let mut cmd = qemu_command(
+        qemu,
+        &image.kernel,
+        &image.initramfs,
+        &append,
+        &ctl,
+        &shares,
+    );
+    let qemu_log = ctl.join("qemu.log");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&qemu_log)?));
+    tracing::debug!("L1 machine: {cmd:?}");
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| NestedError::Qemu(format!("cannot start {}: {e}", qemu.binary.display())))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| NestedError::Qemu("no stdout pipe".into()))?;
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let s = String::from_utf8_lossy(&buf);
+                    let s = s.trim_end_matches(['\n', '\r']).to_string();
+                    if tx.send(Line::Text(s)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Line::Eof);
+    });
+
+    let mut boot = L1Boot {
+        qemu_version: qemu.version.clone(),
+        to_init: None,
+        l1_uptime_at_init: None,
+        to_smoke: None,
+        kvm: None,
+        total: Duration::ZERO,
+        completed: false,
+        failure: None,
+        log: String::new(),
+    };
+    let mut results = Vec::new();
+    let mut current: Option<(usize, Instant, String)> = None;
+    let mut deadline = start + opts.boot_timeout;
+    let job_deadline = opts.job_timeout + opts.outer_margin;
+    let mut done = false;
+    let stdout_lock = std::io::stdout();
+    loop {
+        let now = Instant::now();
+        let Some(wait) = deadline.checked_duration_since(now) else {
+            boot.failure = Some(match &current {
+                Some((n, ..)) => format!(
+                    "L1 machine stopped answering during job {} (outer timeout {} s)",
+                    pending.get(*n).copied().unwrap_or(*n),
+                    job_deadline.as_secs()
+                ),
+                None => format!(
+                    "L1 machine did not finish booting within {} s",
+                    opts.boot_timeout.as_secs()
+                ),
+            });
+            let _ = child.kill();
+            break;
+        };
+        let line = match rx.recv_timeout(wait) {
+            Ok(Line::Text(l)) => l,
+            Ok(Line::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+        };
+        match parse_line(&line, &nonce) {
+            None => match current.as_mut() {
+                Some((_, _, console)) => {
+                    if opts.stream {
+                        let mut out = stdout_lock.lock();
+                        let _ = writeln!(out, "{line}");
+                        let _ = out.flush();
+                    }
+                    console.push_str(&line);
+                    console.push('\n');
+                }
+                None => {
+                    boot.log.push_str(&line);
+                    boot.log.push('\n');
+                }
+            },
+            Some(Event::Booted { uptime }) => {
+                boot.to_init = Some(start.elapsed());
+                boot.l1_uptime_at_init = Some(uptime);
+            }
+            Some(Event::Kvm(m)) => {
+                let get = |k: &str| m.get(k).cloned().unwrap_or_default();
+                boot.kvm = Some(L1Kvm {
+                    module: get("module"),
+                    npt: get("npt"),
+                    nested: get("nested"),
+                    dev_kvm: get("dev") == "yes",
+                    smoke_rc: -1,
+                    ..L1Kvm::default()
+                });
+            }
+            Some(Event::Smoke { rc, secs, text }) => {
+                boot.to_smoke = boot.to_init.map(|t| start.elapsed().saturating_sub(t));
+                let k = boot.kvm.get_or_insert_with(L1Kvm::default);
+                k.smoke_rc = rc;
+                k.smoke = text;
+                k.smoke_secs = secs;
+                if !k.works() {
+                    boot.failure = Some("KVM does not work in L1".into());
+                    let _ = child.kill();
+                    break;
+                }
+                deadline = Instant::now() + job_deadline;
+            }
+            Some(Event::Begin(n)) => {
+                current = Some((n, Instant::now(), String::new()));
+                deadline = Instant::now() + job_deadline;
+            }
+            Some(Event::End { index, rc, secs }) => {
+                let (console, host_time) = match current.take() {
+                    Some((n, t, c)) if n == index => (c, t.elapsed()),
+                    _ => (String::new(), Duration::ZERO),
+                };
+                let stderr = std::fs::read_to_string(ctl.join(format!("job-{index}.stderr")))
+                    .unwrap_or_default();
+                if opts.stream && !stderr.is_empty() {
+                    eprint!("{stderr}");
+                }
+                if let Some(&i) = pending.get(index) {
+                    results.push((
+                        i,
+                        JobResult {
+                            outcome: JobOutcome::Exited(rc),
+                            console,
+                            stderr,
+                            l1_secs: secs,
+                            host_time,
+                            boot: boot_index,
+                        },
+                    ));
+                }
+                deadline = Instant::now() + job_deadline;
+            }
+            Some(Event::Done) => {
+                done = true;
+                // QEMU exits on poweroff; allow it a moment.
+                deadline = Instant::now() + Duration::from_secs(30);
+            }
+            Some(Event::Warn(w)) => {
+                let _ = writeln!(boot.log, "init: {w}");
+            }
+        }
+    }
+    let status = child.wait()?;
+    let _ = reader.join();
+    boot.total = start.elapsed();
+    boot.completed = done && boot.failure.is_none();
+    if boot.failure.is_none() && !done {
+        let log = std::fs::read_to_string(&qemu_log).unwrap_or_default();
+        let tail: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("TCG doesn't support requested feature"))
+            .collect();
+        boot.failure = Some(format!(
+            "L1 machine ended before finishing its jobs (QEMU {status}){}{}",
+            if tail.is_empty() { "" } else { ": " },
+            tail.join(" | ")
+        ));
+    }
+    if let Some((n, t, console)) = current.take() {
+        // The job that was running when L1 died: keep what it printed for diagnosis.
+        let _ = writeln!(
+            boot.log,
+            "job {} had run {:.1} s when L1 was lost; its console:\n{console}",
+            pending.get(n).copied().unwrap_or(n),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok((boot, results))
+}
+
+/// Removes a directory when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_mode_parses_the_three_modes() {
+        assert_eq!("auto".parse::<NestedMode>(), Ok(NestedMode::Auto));
+        assert_eq!("on".parse::<NestedMode>(), Ok(NestedMode::On));
+        assert_eq!("off".parse::<NestedMode>(), Ok(NestedMode::Off));
+        assert!("yes".parse::<NestedMode>().is_err());
+    }
+
+    #[test]
+    fn no_hardware_kvm_error_says_why_and_what_to_do() {
+        let e = NestedError::NoHardwareKvm {
+            reason: "/dev/kvm is kvm_pvm".into(),
+        };
+        let s = e.to_string();
+        assert!(s.contains("kvm_pvm") && s.contains("--nested auto"), "{s}");
+    }
+
+    #[test]
+    fn qemu_command_has_epyc_tcg_and_escaped_shares() {
+        let q = Qemu {
+            binary: "/q/qemu-system-x86_64".into(),
+            data_dirs: vec!["/q/share/qemu".into(), "/q/share/seabios".into()],
+            version: "QEMU emulator version 10.0.2".into(),
+            source: QemuSource::Backports,
+        };
+        let shares = vec![Share {
+            host: "/data/a,b".into(),
+            guest: "/data/a,b".into(),
+            tag: "nested0".into(),
+        }];
+        let cmd = qemu_command(
+            &q,
+            Path::new("/k"),
+            Path::new("/i"),
+            "console=ttyS0",
+            Path::new("/ctl"),
+            &shares,
+        );
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        assert!(
+            joined.starts_with("-L /q/share/qemu -L /q/share/seabios"),
+            "{joined}"
+        );
+        for want in ["-accel tcg", "-cpu EPYC", "-m 4G", "-smp 2", "-no-reboot"] {
+            assert!(joined.contains(want), "missing {want}: {joined}");
+        }
+        assert!(
+            args.contains(
+                &"local,path=/data/a,,b,mount_tag=nested0,security_model=none".to_string()
+            )
+        );
+        assert!(
+            args.contains(&"local,path=/ctl,mount_tag=nestedctl,security_model=none".to_string())
+        );
+    }
+
+    #[test]
+    fn l1_kvm_works_needs_module_dev_and_smoke() {
+        let good = L1Kvm {
+            module: "kvm_amd".into(),
+            npt: "Y".into(),
+            nested: "1".into(),
+            dev_kvm: true,
+            smoke_rc: 0,
+            smoke: "kvm-smoke: ok api=12".into(),
+            smoke_secs: 0.3,
+        };
+        assert!(good.works());
+        assert!(
+            !L1Kvm {
+                smoke_rc: 1,
+                ..good.clone()
+            }
+            .works()
+        );
+        assert!(
+            !L1Kvm {
+                dev_kvm: false,
+                ..good.clone()
+            }
+            .works()
+        );
+        assert!(
+            !L1Kvm {
+                module: "none".into(),
+                ..good
+            }
+            .works()
+        );
+    }
+}
