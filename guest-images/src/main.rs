@@ -1,6 +1,196 @@
-//! The `guest-image` command.
+//! The `guest-image` command: builds, lists and locates cached guest images.
 
-fn main() {
-    eprintln!("guest-image: not implemented yet");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use guest_images::cache::{Cache, INITRAMFS_FILE, KERNEL_FILE};
+use guest_images::image::{BuildOptions, Builder, image_path, list_images};
+use guest_images::manifest::{self, Manifest};
+use guest_images::{Error, Result};
+
+/// Builds and caches bootable guest images (kernel + initramfs + IOMMU test payload) from
+/// Debian packages or from your own kernel tree.
+#[derive(Debug, Parser)]
+#[command(name = "guest-image", version)]
+struct Cli {
+    /// Manifest of pinned kernels (default: the one built into this binary).
+    #[arg(long, global = true)]
+    manifest: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build images: guest names from the manifest (5.10, 6.1, 6.12), `all`, or a kernel tree.
+    Build {
+        /// Guests to build; `all` builds every manifest guest.
+        names: Vec<String>,
+        /// Build from your own built kernel tree (bzImage, Module.symvers) instead.
+        #[arg(long, requires = "name", conflicts_with = "names")]
+        kernel_tree: Option<PathBuf>,
+        /// Name of the image built with --kernel-tree.
+        #[arg(long)]
+        name: Option<String>,
+        /// Guest whose Debian suite provides busybox for a --kernel-tree image.
+        #[arg(long, default_value = "6.1")]
+        busybox_from: String,
+        /// Rebuild even when the cached image is current.
+        #[arg(long)]
+        force: bool,
+        /// Keep the work folder (unpacked packages, build trees) for inspection.
+        #[arg(long)]
+        keep_work: bool,
+        /// Print only errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List cached images.
+    List,
+    /// Print the folder of a cached image (or its kernel / initramfs).
+    Path {
+        /// Image name.
+        name: String,
+        /// Print the kernel's path.
+        #[arg(long, conflicts_with = "initramfs")]
+        kernel: bool,
+        /// Print the initramfs's path.
+        #[arg(long)]
+        initramfs: bool,
+    },
+    /// Re-pin a guest to the newest kernel ABI of its series (rewrites manifest.toml).
+    Repin {
+        /// Guest name.
+        name: String,
+        /// Print the new pins without writing the manifest.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let manifest = match &cli.manifest {
+        Some(p) => Manifest::load(p)?,
+        None => Manifest::embedded()?,
+    };
+    let cache = Cache::from_env()?;
+    match cli.command {
+        Cmd::Build {
+            names,
+            kernel_tree,
+            name,
+            busybox_from,
+            force,
+            keep_work,
+            quiet,
+        } => {
+            let opts = BuildOptions {
+                force,
+                quiet,
+                keep_work,
+            };
+            let builder = Builder::new(cache, manifest.clone(), opts);
+            if let Some(tree) = kernel_tree {
+                let name = name.unwrap_or_default();
+                let img = builder.build_kernel_tree(&tree, &name, &busybox_from)?;
+                println!("{}", img.dir.display());
+                return Ok(());
+            }
+            if names.is_empty() {
+                return Err(Error::UnknownGuest {
+                    name: String::new(),
+                    known: format!("{}, all", manifest.names().join(", ")),
+                });
+            }
+            let mut list = Vec::new();
+            for n in names {
+                if n == "all" {
+                    list.extend(manifest.names());
+                } else if n == "runner" {
+                    return Err(Error::Manifest(
+                        "the runner image is built by iommu-vmm's nested mode \
+                         (guest_images::runner); run `iommu-vmm --nested on` once"
+                            .into(),
+                    ));
+                } else {
+                    manifest.guest(&n)?;
+                    list.push(n);
+                }
+            }
+            list.dedup();
+            for n in list {
+                let img = builder.build_debian(&n)?;
+                println!("{}", img.dir.display());
+            }
+            Ok(())
+        }
+        Cmd::List => {
+            let images = list_images(&cache)?;
+            if images.is_empty() {
+                println!("no images in {}", cache.images().display());
+            }
+            for (name, dir, lock) in images {
+                match lock {
+                    Some(l) => println!(
+                        "{name:<10} {:<12} {:<24} {:>7.1} MiB  {}",
+                        l.kind,
+                        l.release,
+                        l.total_size() as f64 / 1048576.0,
+                        dir.display()
+                    ),
+                    None => println!("{name:<10} (incomplete)  {}", dir.display()),
+                }
+            }
+            Ok(())
+        }
+        Cmd::Path {
+            name,
+            kernel,
+            initramfs,
+        } => {
+            let dir = image_path(&cache, &name)?;
+            let p = if kernel {
+                dir.join(KERNEL_FILE)
+            } else if initramfs {
+                dir.join(INITRAMFS_FILE)
+            } else {
+                dir
+            };
+            println!("{}", p.display());
+            Ok(())
+        }
+        Cmd::Repin { name, dry_run } => {
+            let builder = Builder::new(cache, manifest, BuildOptions::default());
+            let new = builder.find_repin(&name)?;
+            println!(
+                "{name}: abi {} version {} busybox-static {}",
+                new.abi, new.version, new.busybox
+            );
+            if !dry_run {
+                let path = cli.manifest.unwrap_or_else(manifest::source_path);
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::Io {
+                    context: format!("reading {} (pass --manifest)", path.display()),
+                    source: e,
+                })?;
+                let out = manifest::repin_text(&text, &name, &new)?;
+                std::fs::write(&path, out).map_err(|e| Error::Io {
+                    context: format!("writing {}", path.display()),
+                    source: e,
+                })?;
+                println!("wrote {}; rebuild guest-image to use it", path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guest-image: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,152 @@
+#!/bin/busybox sh
+# SPDX-License-Identifier: GPL-2.0-only
+# /init of an iommu-emulator guest image: mounts the usual file systems, loads the modules
+# listed in /etc/iommutest/modules (dependency order), runs the payload and prints one line
+# per test, "IOMMUTEST <name> PASS|FAIL|SKIP <detail>", then
+# "IOMMUTEST-SUMMARY pass=N fail=M skip=K", writes the result to the VMM's test-exit port
+# 0xf4 (0 = no test failed, 1 = some test failed) through the iommutest module, and powers
+# off. Kernel command line options read here:
+#   iommutest.disk_sha=HEX   SHA-256 of the first disk_len bytes of /dev/vda
+#   iommutest.disk_len=N     bytes to read (default 1048576, a multiple of 512)
+#   iommutest.shell=1        start a shell instead of powering off (debugging)
+/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+
+pass=0
+fail=0
+skip=0
+report() {
+	name=$1
+	result=$2
+	shift 2
+	echo "IOMMUTEST $name $result $*"
+	case $result in
+	PASS) pass=$((pass + 1)) ;;
+	FAIL) fail=$((fail + 1)) ;;
+	*) skip=$((skip + 1)) ;;
+	esac
+}
+
+arg() {
+	for w in $(cat /proc/cmdline); do
+		case $w in
+		"$1"=*) echo "${w#*=}" ;;
+		esac
+	done
+}
+
+release=$(uname -r)
+moddir=/lib/modules/$release
+
+# Modules, in dependency order.
+loaded=0
+failed=""
+while read -r m; do
+	[ -n "$m" ] || continue
+	if insmod "$moddir/$m" 2>/tmp/insmod.err; then
+		loaded=$((loaded + 1))
+	else
+		failed="$failed ${m##*/}($(head -n1 /tmp/insmod.err))"
+	fi
+done </etc/iommutest/modules
+if [ -z "$failed" ]; then
+	report modules_load PASS "$loaded modules"
+else
+	report modules_load FAIL "could not load:$failed"
+fi
+
+if insmod /lib/iommutest/iommutest.ko 2>/tmp/insmod.err; then
+	report payload_load PASS "iommutest.ko on $release"
+else
+	report payload_load FAIL "iommutest.ko: $(head -n1 /tmp/insmod.err)"
+fi
+
+# IOMMU units the kernel registered.
+units=$(ls /sys/class/iommu 2>/dev/null | tr '\n' ' ')
+if [ -n "$units" ]; then
+	report iommu_present PASS "units: $units"
+else
+	report iommu_present FAIL "no entry in /sys/class/iommu (no DMAR/IOMMU found by the kernel)"
+fi
+
+# Scalable mode: the hardware bit ECAP.SMTS (VT-d spec 11.4.3, bit 43) and the kernel's word.
+ecap=""
+for u in /sys/class/iommu/dmar*; do
+	[ -r "$u/intel-iommu/ecap" ] && ecap=$(cat "$u/intel-iommu/ecap") && break
+done
+if [ -z "$ecap" ]; then
+	report scalable_mode SKIP "no Intel IOMMU (dmar*) unit"
+elif [ $(((0x$ecap >> 43) & 1)) -eq 0 ]; then
+	report scalable_mode SKIP "hardware does not offer scalable mode (ECAP.SMTS=0, ecap=$ecap)"
+elif dmesg | grep -qi "scalable mode"; then
+	report scalable_mode PASS "$(dmesg | grep -i -m1 'scalable mode' | sed 's/^\[[^]]*\] //')"
+elif grep -q "sm_on" /proc/cmdline; then
+	report scalable_mode FAIL "intel_iommu=sm_on given, ECAP.SMTS=1, but the kernel log does not mention scalable mode"
+else
+	report scalable_mode SKIP "ECAP.SMTS=1 but scalable mode was not requested (intel_iommu=sm_on)"
+fi
+
+groups=$(ls /sys/kernel/iommu_groups 2>/dev/null | wc -l)
+if [ "$groups" -gt 0 ]; then
+	report iommu_groups PASS "$groups groups"
+else
+	report iommu_groups FAIL "/sys/kernel/iommu_groups is empty"
+fi
+
+# The virtio-blk disk: wait briefly for it (probing is quick but asynchronous to us).
+n=0
+while [ ! -e /sys/block/vda ] && [ $n -lt 20 ]; do
+	sleep 0.1
+	n=$((n + 1))
+done
+if [ -e /sys/block/vda ]; then
+	pci=$(readlink -f /sys/block/vda/device/..)
+	if [ -e "$pci/iommu_group" ]; then
+		report virtio_blk_group PASS "${pci##*/} in group $(basename "$(readlink "$pci/iommu_group")")"
+	else
+		report virtio_blk_group FAIL "${pci##*/} has no iommu_group"
+	fi
+else
+	report virtio_blk_group SKIP "no virtio-blk disk (vda)"
+fi
+
+# Kernel-side tests of the payload module.
+if [ -r /sys/kernel/debug/iommutest/report ]; then
+	while read -r tag name result detail; do
+		[ "$tag" = IOMMUTEST ] && report "$name" "$result" "$detail"
+	done </sys/kernel/debug/iommutest/report
+else
+	report kmod_report SKIP "payload module not loaded or debugfs missing"
+fi
+
+# Disk contents through O_DIRECT (DMA into user pages through the IOMMU).
+want=$(arg iommutest.disk_sha)
+len=$(arg iommutest.disk_len)
+[ -n "$len" ] || len=1048576
+if [ -z "$want" ]; then
+	report disk_read_sha SKIP "no iommutest.disk_sha= on the kernel command line"
+elif [ ! -b /dev/vda ]; then
+	report disk_read_sha SKIP "no /dev/vda"
+else
+	got=$(/bin/odirect_sha /dev/vda "$len")
+	if [ "$got" = "$want" ]; then
+		report disk_read_sha PASS "$len bytes, sha256 $got"
+	else
+		report disk_read_sha FAIL "$len bytes: got $got want $want"
+	fi
+fi
+
+echo "IOMMUTEST-SUMMARY pass=$pass fail=$fail skip=$skip"
+code=0
+[ "$fail" -eq 0 ] || code=1
+[ -w /sys/module/iommutest/parameters/exit_code ] && echo $code >/sys/module/iommutest/parameters/exit_code
+
+if [ "$(arg iommutest.shell)" = 1 ]; then
+	exec sh
+fi
+poweroff -f

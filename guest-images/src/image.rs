@@ -1,0 +1,692 @@
+//! Building images: Debian guests from the manifest and guests from a user's kernel tree.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::apt::{AptRepo, Mirrors, ResolvedDeb};
+use crate::cache::{Cache, INITRAMFS_FILE, KERNEL_FILE, LOCK_FILE};
+use crate::deb;
+use crate::error::{Error, IoContext, Result};
+use crate::initramfs::Tree;
+use crate::lockfile::{FORMAT, ImageLock, LockedPackage};
+use crate::manifest::{GuestSpec, Manifest, PackageRef, Repin, Role};
+use crate::modules::{ModuleDb, ModuleFile, plain_path, read_module};
+use crate::payload::{self, Kbuild};
+use crate::progress::Progress;
+
+/// Bumped whenever the builder's output for the same inputs changes.
+pub const BUILDER_VERSION: &str = "guest-images/1";
+
+/// Where the payload module sits in the image.
+pub const PAYLOAD_MODULE_PATH: &str = "lib/iommutest/iommutest.ko";
+/// Load-order list of the kernel modules in the image.
+pub const MODULE_LIST_PATH: &str = "etc/iommutest/modules";
+
+/// Options of a build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Rebuild even when the cached image is current.
+    pub force: bool,
+    /// Print only results.
+    pub quiet: bool,
+    /// Keep the work folder (extracted packages, build trees) after the build.
+    pub keep_work: bool,
+}
+
+/// The result of a build.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// Image name.
+    pub name: String,
+    /// Image folder.
+    pub dir: PathBuf,
+    /// The lock record.
+    pub lock: ImageLock,
+    /// False when the cached image was current and nothing was done.
+    pub rebuilt: bool,
+}
+
+impl BuiltImage {
+    /// Path of the kernel.
+    pub fn kernel(&self) -> PathBuf {
+        self.dir.join(KERNEL_FILE)
+    }
+    /// Path of the initramfs.
+    pub fn initramfs(&self) -> PathBuf {
+        self.dir.join(INITRAMFS_FILE)
+    }
+}
+
+/// The pieces of an image's initramfs that come from a kernel and a busybox.
+#[derive(Debug, Clone)]
+pub struct ImageParts {
+    /// Kernel release (`uname -r`).
+    pub release: String,
+    /// The static busybox.
+    pub busybox: PathBuf,
+    /// Modules folder holding `modules.dep`.
+    pub modules_dir: PathBuf,
+    /// Modules to load, in order.
+    pub modules: Vec<ModuleFile>,
+    /// The payload module.
+    pub payload_module: PathBuf,
+    /// Static programs: name in /bin and host path.
+    pub programs: Vec<(String, PathBuf)>,
+}
+
+/// Adds busybox, /dev/console and the standard folders to a tree: the base every image
+/// (including the nested runner's) starts from.
+pub fn base_tree(busybox: &Path) -> Result<Tree> {
+    let mut t = Tree::new();
+    t.host_file("bin/busybox", 0o755, busybox)?;
+    t.symlink("bin/sh", "busybox")?;
+    // The kernel opens /dev/console for init before anything is mounted.
+    t.char_dev("dev/console", 0o600, 5, 1)?;
+    for d in [
+        "proc", "sys", "tmp", "root", "sbin", "usr/bin", "usr/sbin", "etc",
+    ] {
+        t.dir(d, 0o755)?;
+    }
+    Ok(t)
+}
+
+/// Adds kernel modules (decompressed) under `lib/modules/<release>/`, a matching
+/// `modules.dep` and the load-order list at [`MODULE_LIST_PATH`].
+pub fn add_modules(
+    t: &mut Tree,
+    release: &str,
+    modules_dir: &Path,
+    modules: &[ModuleFile],
+) -> Result<()> {
+    let mut list = String::new();
+    let mut dep = String::new();
+    for m in modules {
+        let plain = plain_path(&m.path);
+        let data = read_module(&modules_dir.join(&m.path))?;
+        t.file(&format!("lib/modules/{release}/{plain}"), 0o644, data)?;
+        list.push_str(&plain);
+        list.push('\n');
+        dep.push_str(&format!("{plain}:\n"));
+    }
+    t.file(MODULE_LIST_PATH, 0o644, list)?;
+    // A modules.dep naming the modules present, so `modprobe` in the guest finds them
+    // (dependencies are loaded explicitly by /init in list order).
+    t.file(&format!("lib/modules/{release}/modules.dep"), 0o644, dep)?;
+    Ok(())
+}
+
+/// Builds the tree of a guest image.
+pub fn guest_tree(parts: &ImageParts) -> Result<Tree> {
+    let mut t = base_tree(&parts.busybox)?;
+    t.file("init", 0o755, payload::init_script())?;
+    add_modules(&mut t, &parts.release, &parts.modules_dir, &parts.modules)?;
+    t.host_file(PAYLOAD_MODULE_PATH, 0o644, &parts.payload_module)?;
+    for (name, path) in &parts.programs {
+        t.host_file(&format!("bin/{name}"), 0o755, path)?;
+    }
+    t.file(
+        "etc/iommutest/release",
+        0o644,
+        format!("{}\n", parts.release),
+    )?;
+    Ok(t)
+}
+
+/// Builds and caches guest images.
+#[derive(Debug)]
+pub struct Builder {
+    cache: Cache,
+    manifest: Manifest,
+    opts: BuildOptions,
+}
+
+fn digest(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Writes the files of a new image into `images/<name>` (replacing the old folder only once
+/// the new one is complete) and saves its lock file.
+pub fn install_image(
+    cache: &Cache,
+    name: &str,
+    kernel: &Path,
+    tree: &Tree,
+    mut lock: ImageLock,
+) -> Result<BuiltImage> {
+    let images = cache.images();
+    Cache::ensure(&images)?;
+    let staging = images.join(format!(".{name}.new"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).ctx(|| format!("removing {}", staging.display()))?;
+    }
+    Cache::ensure(&staging)?;
+    std::fs::copy(kernel, staging.join(KERNEL_FILE))
+        .ctx(|| format!("copying {}", kernel.display()))?;
+    tree.write_gz(&staging.join(INITRAMFS_FILE))?;
+    lock.files.clear();
+    lock.add_file(&staging, KERNEL_FILE)?;
+    lock.add_file(&staging, INITRAMFS_FILE)?;
+    lock.save(&staging.join(LOCK_FILE))?;
+    let dir = cache.image(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).ctx(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::rename(&staging, &dir).ctx(|| format!("renaming {}", staging.display()))?;
+    Ok(BuiltImage {
+        name: name.to_owned(),
+        dir,
+        lock,
+        rebuilt: true,
+    })
+}
+
+impl Builder {
+    /// A builder over a cache and a manifest.
+    pub fn new(cache: Cache, manifest: Manifest, opts: BuildOptions) -> Self {
+        Self {
+            cache,
+            manifest,
+            opts,
+        }
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The private apt setup for a guest's suites.
+    pub fn apt_for(&self, spec: &GuestSpec) -> Result<AptRepo> {
+        let repo = AptRepo::new(
+            self.cache.apt(&spec.suites),
+            spec.suites.clone(),
+            Mirrors::discover()?,
+        );
+        repo.prepare()?;
+        Ok(repo)
+    }
+
+    /// Fingerprint of every input of a Debian guest build.
+    pub fn debian_inputs(spec: &GuestSpec) -> Result<String> {
+        Ok(digest(&[
+            BUILDER_VERSION,
+            &spec.canonical(),
+            &payload::sources_digest(),
+            &payload::compiler_id()?,
+        ]))
+    }
+
+    /// Resolves (updating the lists when needed) and downloads the packages of a guest.
+    /// Returns each package with its role and local .deb path.
+    pub fn fetch_packages(
+        &self,
+        spec: &GuestSpec,
+        progress: &Progress,
+    ) -> Result<Vec<(Role, ResolvedDeb, PathBuf)>> {
+        let repo = self.apt_for(spec)?;
+        let mut updated = false;
+        if !repo.has_lists() {
+            progress.step(&format!(
+                "reading the package lists of {}",
+                spec.suites.join(", ")
+            ));
+            repo.update()?;
+            updated = true;
+        }
+        let mut resolved = Vec::new();
+        for (role, pkg) in spec.packages() {
+            let mut r = repo.resolve(&pkg)?;
+            if r.is_none() && !updated {
+                progress.step("a package is not in the cached lists; reading them again");
+                repo.update()?;
+                updated = true;
+                r = repo.resolve(&pkg)?;
+            }
+            let r = r.ok_or_else(|| missing(spec, &pkg))?;
+            resolved.push((role, r));
+        }
+        let total: u64 = resolved.iter().map(|(_, r)| r.size).sum();
+        let bar = progress.bytes(&format!("fetching {} packages", resolved.len()), total);
+        let mut out = Vec::new();
+        for (role, r) in resolved {
+            bar.set_message(r.name.clone());
+            let path = repo.download(&r, &self.cache.debs())?;
+            bar.inc(r.size);
+            out.push((role, r, path));
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+
+    /// Builds (or finds current) the Debian guest `name`.
+    pub fn build_debian(&self, name: &str) -> Result<BuiltImage> {
+        let spec = self.manifest.guest(name)?.clone();
+        let _lock = self.cache.lock_build(name)?;
+        let progress = Progress::new(name, self.opts.quiet);
+        let started = Instant::now();
+        payload::check_compiler()?;
+        let inputs = Self::debian_inputs(&spec)?;
+        let dir = self.cache.image(name);
+        if !self.opts.force
+            && let Some(lock) = ImageLock::load(&dir.join(LOCK_FILE))?
+            && lock.is_current(&inputs, &dir)
+        {
+            progress.finish(&format!("up to date, nothing to do ({})", dir.display()));
+            return Ok(BuiltImage {
+                name: name.to_owned(),
+                dir,
+                lock,
+                rebuilt: false,
+            });
+        }
+        let debs = self.fetch_packages(&spec, &progress)?;
+
+        let work = self.cache.work(name);
+        if work.exists() {
+            std::fs::remove_dir_all(&work).ctx(|| format!("removing {}", work.display()))?;
+        }
+        let root = work.join("root");
+        let host_libs = work.join("host-libs");
+        progress.step("unpacking packages");
+        for (role, _, path) in &debs {
+            let dest = if *role == Role::HostLib {
+                &host_libs
+            } else {
+                &root
+            };
+            deb::extract(path, dest)?;
+        }
+        let release = spec.release();
+        let busybox = deb::busybox_in(&root)?;
+        progress.step("resolving the module closure (busybox depmod)");
+        deb::depmod(&busybox, &root, &release)?;
+        let modules_dir = deb::modules_dir(&root, &release)?;
+        let modules = ModuleDb::load(&modules_dir)?.closure(&spec.modules)?;
+
+        progress.step("building the payload module and programs");
+        let (headers, notes) = payload::prepare_debian_headers(&root, &spec.abi, &host_libs)?;
+        for n in &notes {
+            progress.step(n);
+        }
+        let src = work.join("payload");
+        payload::write_sources(&src)?;
+        let payload_module = payload::build_module(&Kbuild::Debian(headers), &src, &work)?;
+        let programs = payload::build_programs(&src)?;
+
+        progress.step("writing the initramfs");
+        let kernel = root.join(format!("boot/vmlinuz-{release}"));
+        if !kernel.is_file() {
+            return Err(Error::Contents(format!(
+                "no kernel at {}",
+                kernel.display()
+            )));
+        }
+        let tree = guest_tree(&ImageParts {
+            release: release.clone(),
+            busybox,
+            modules_dir,
+            modules,
+            payload_module,
+            programs,
+        })?;
+        let lock = ImageLock {
+            format: FORMAT,
+            name: name.to_owned(),
+            kind: "debian".into(),
+            release,
+            inputs,
+            packages: debs
+                .iter()
+                .map(|(_, r, _)| LockedPackage {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    sha256: r.sha256.clone(),
+                })
+                .collect(),
+            files: vec![],
+        };
+        let built = install_image(&self.cache, name, &kernel, &tree, lock)?;
+        if !self.opts.keep_work {
+            std::fs::remove_dir_all(&work).ctx(|| format!("removing {}", work.display()))?;
+        }
+        progress.finish(&format!(
+            "built in {:.1} s, {:.1} MiB ({})",
+            started.elapsed().as_secs_f64(),
+            built.lock.total_size() as f64 / 1048576.0,
+            built.dir.display()
+        ));
+        Ok(built)
+    }
+
+    /// Builds an image from a user's built kernel tree: its bzImage, modules installed from the
+    /// tree, the payload built against the tree, and busybox from the `busybox_from` guest's
+    /// suite.
+    pub fn build_kernel_tree(
+        &self,
+        tree_path: &Path,
+        name: &str,
+        busybox_from: &str,
+    ) -> Result<BuiltImage> {
+        if self.manifest.guest(name).is_ok()
+            || name == "runner"
+            || name == "all"
+            || name.contains('/')
+            || name.is_empty()
+        {
+            return Err(Error::KernelTree {
+                path: tree_path.to_owned(),
+                reason: format!("`{name}` is a reserved image name; choose another --name"),
+            });
+        }
+        let tree_path = tree_path
+            .canonicalize()
+            .ctx(|| format!("opening kernel tree {}", tree_path.display()))?;
+        let bad = |reason: &str| Error::KernelTree {
+            path: tree_path.clone(),
+            reason: reason.to_owned(),
+        };
+        let bzimage = tree_path.join("arch/x86/boot/bzImage");
+        if !bzimage.is_file() {
+            return Err(bad(
+                "arch/x86/boot/bzImage is missing (build the kernel first: make bzImage modules)",
+            ));
+        }
+        let release = std::fs::read_to_string(tree_path.join("include/config/kernel.release"))
+            .map_err(|_| bad("include/config/kernel.release is missing (not a built tree?)"))?
+            .trim()
+            .to_owned();
+        if !tree_path.join("Module.symvers").is_file() {
+            return Err(bad(
+                "Module.symvers is missing (run make modules in the tree)",
+            ));
+        }
+        let spec = self.manifest.guest(busybox_from)?.clone();
+        let _lock = self.cache.lock_build(name)?;
+        let progress = Progress::new(name, self.opts.quiet);
+        let started = Instant::now();
+        payload::check_compiler()?;
+        let kernel_sha = crate::initramfs::sha256_file(&bzimage)?;
+        let symvers_sha = crate::initramfs::sha256_file(&tree_path.join("Module.symvers"))?;
+        let inputs = digest(&[
+            BUILDER_VERSION,
+            "kernel-tree",
+            &tree_path.display().to_string(),
+            &release,
+            &kernel_sha,
+            &symvers_sha,
+            &spec.busybox,
+            &payload::sources_digest(),
+            &payload::compiler_id()?,
+        ]);
+        let dir = self.cache.image(name);
+        if !self.opts.force
+            && let Some(lock) = ImageLock::load(&dir.join(LOCK_FILE))?
+            && lock.is_current(&inputs, &dir)
+        {
+            progress.finish(&format!("up to date, nothing to do ({})", dir.display()));
+            return Ok(BuiltImage {
+                name: name.to_owned(),
+                dir,
+                lock,
+                rebuilt: false,
+            });
+        }
+        // busybox-static from the Debian suite.
+        let repo = self.apt_for(&spec)?;
+        if !repo.has_lists() {
+            progress.step("reading the package lists");
+            repo.update()?;
+        }
+        let bb_ref = spec
+            .packages()
+            .into_iter()
+            .find(|(r, _)| *r == Role::Busybox)
+            .map(|(_, p)| p)
+            .ok_or_else(|| Error::Manifest("no busybox entry".into()))?;
+        let bb = repo
+            .resolve(&bb_ref)?
+            .ok_or_else(|| missing(&spec, &bb_ref))?;
+        progress.step("fetching busybox-static");
+        let bb_deb = repo.download(&bb, &self.cache.debs())?;
+        let work = self.cache.work(name);
+        if work.exists() {
+            std::fs::remove_dir_all(&work).ctx(|| format!("removing {}", work.display()))?;
+        }
+        let root = work.join("root");
+        deb::extract(&bb_deb, &root)?;
+        let busybox = deb::busybox_in(&root)?;
+
+        // Modules of the tree, installed into the work folder.
+        let mut modules = Vec::new();
+        let mut modules_dir = root.join("lib/modules").join(&release);
+        if tree_path.join("modules.order").is_file() {
+            progress.step("installing the tree's modules");
+            payload::run(
+                Command::new("make")
+                    .arg("-C")
+                    .arg(&tree_path)
+                    .arg(format!("INSTALL_MOD_PATH={}", root.display()))
+                    .arg("DEPMOD=true")
+                    .arg("INSTALL_MOD_STRIP=1")
+                    .arg("modules_install"),
+                "make modules_install",
+            )?;
+            deb::depmod(&busybox, &root, &release)?;
+            modules_dir = deb::modules_dir(&root, &release)?;
+            let db = ModuleDb::load(&modules_dir)?;
+            // A user's config may build these in or leave them out: take the ones it has.
+            let wanted: Vec<&String> = spec
+                .modules
+                .iter()
+                .filter(|m| db.closure(&[m.as_str()]).is_ok())
+                .collect();
+            modules = db.closure(&wanted)?;
+        }
+
+        progress.step("building the payload module and programs");
+        let src = work.join("payload");
+        payload::write_sources(&src)?;
+        let payload_module = payload::build_module(&Kbuild::Tree(tree_path.clone()), &src, &work)?;
+        let programs = payload::build_programs(&src)?;
+        progress.step("writing the initramfs");
+        let tree = guest_tree(&ImageParts {
+            release: release.clone(),
+            busybox,
+            modules_dir,
+            modules,
+            payload_module,
+            programs,
+        })?;
+        let lock = ImageLock {
+            format: FORMAT,
+            name: name.to_owned(),
+            kind: "kernel-tree".into(),
+            release,
+            inputs,
+            packages: vec![LockedPackage {
+                name: bb.name.clone(),
+                version: bb.version.clone(),
+                sha256: bb.sha256.clone(),
+            }],
+            files: vec![],
+        };
+        let built = install_image(&self.cache, name, &bzimage, &tree, lock)?;
+        if !self.opts.keep_work {
+            std::fs::remove_dir_all(&work).ctx(|| format!("removing {}", work.display()))?;
+        }
+        progress.finish(&format!(
+            "built in {:.1} s, {:.1} MiB ({})",
+            started.elapsed().as_secs_f64(),
+            built.lock.total_size() as f64 / 1048576.0,
+            built.dir.display()
+        ));
+        Ok(built)
+    }
+
+    /// Finds the newest kernel ABI of a guest's series and the newest busybox-static in its
+    /// suites (after reading the lists again).
+    pub fn find_repin(&self, name: &str) -> Result<Repin> {
+        let spec = self.manifest.guest(name)?.clone();
+        let repo = self.apt_for(&spec)?;
+        repo.update()?;
+        let mut best: Option<(String, String)> = None;
+        for pkg in repo.package_names(&format!("linux-image-{}", spec.series))? {
+            let Some(abi) = pkg
+                .strip_prefix("linux-image-")
+                .and_then(|p| p.strip_suffix("-amd64"))
+            else {
+                continue;
+            };
+            // Same series, plain flavour (not -rt, -cloud, -unsigned, -dbg).
+            let rest = &abi[spec.series.len()..];
+            if !(rest.starts_with('.') || rest.starts_with('-'))
+                || abi.contains("-rt")
+                || abi.contains("cloud")
+            {
+                continue;
+            }
+            let Some(ver) = repo.candidate(&pkg)? else {
+                continue;
+            };
+            if best
+                .as_ref()
+                .is_none_or(|(_, v)| crate::apt::version_gt(&ver, v))
+            {
+                best = Some((abi.to_owned(), ver));
+            }
+        }
+        let (abi, version) = best.ok_or_else(|| {
+            Error::Contents(format!(
+                "no linux-image-{}*-amd64 in {}",
+                spec.series,
+                spec.suites.join(", ")
+            ))
+        })?;
+        let busybox = repo
+            .candidate("busybox-static")?
+            .ok_or_else(|| Error::Contents("no busybox-static in the suites".into()))?;
+        Ok(Repin {
+            abi,
+            version,
+            busybox,
+        })
+    }
+}
+
+fn missing(spec: &GuestSpec, pkg: &PackageRef) -> Error {
+    Error::PinGone {
+        guest: spec.name.clone(),
+        package: pkg.name.clone(),
+        version: pkg.version.clone().unwrap_or_else(|| "(any)".into()),
+    }
+}
+
+/// Cached images: name and lock record (or `None` when the lock file is unreadable).
+pub fn list_images(cache: &Cache) -> Result<Vec<(String, PathBuf, Option<ImageLock>)>> {
+    let dir = cache.images();
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Ok(out);
+    };
+    for e in rd {
+        let e = e.ctx(|| format!("reading {}", dir.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !e.path().is_dir() {
+            continue;
+        }
+        let lock = ImageLock::load(&e.path().join(LOCK_FILE)).ok().flatten();
+        out.push((name, e.path(), lock));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// The folder of a cached image, if it is complete.
+pub fn image_path(cache: &Cache, name: &str) -> Result<PathBuf> {
+    let dir = cache.image(name);
+    if dir.join(LOCK_FILE).is_file() && dir.join(KERNEL_FILE).is_file() {
+        Ok(dir)
+    } else {
+        Err(Error::NotCached(name.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_tree_holds_init_busybox_modules_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("busybox"), b"bb").unwrap();
+        std::fs::create_dir_all(d.join("mods/kernel")).unwrap();
+        std::fs::write(d.join("mods/kernel/a.ko"), b"a").unwrap();
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut &b"b-module"[..], &mut xz).unwrap();
+        std::fs::write(d.join("mods/kernel/b.ko.xz"), xz).unwrap();
+        std::fs::write(d.join("iommutest.ko"), b"p").unwrap();
+        std::fs::write(d.join("odirect_sha"), b"x").unwrap();
+        let parts = ImageParts {
+            release: "6.1.0-1-amd64".into(),
+            busybox: d.join("busybox"),
+            modules_dir: d.join("mods"),
+            modules: vec![
+                ModuleFile {
+                    name: "a".into(),
+                    path: "kernel/a.ko".into(),
+                },
+                ModuleFile {
+                    name: "b".into(),
+                    path: "kernel/b.ko.xz".into(),
+                },
+            ],
+            payload_module: d.join("iommutest.ko"),
+            programs: vec![("odirect_sha".into(), d.join("odirect_sha"))],
+        };
+        let t = guest_tree(&parts).unwrap();
+        let out = d.join("i.gz");
+        t.write_gz(&out).unwrap();
+        let entries = crate::initramfs::read_gz(&out).unwrap();
+        let get = |n: &str| entries.iter().find(|e| e.name == n).map(|e| e.data.clone());
+        assert!(get("init").unwrap().starts_with(b"#!/bin/busybox sh"));
+        assert_eq!(get("bin/busybox").unwrap(), b"bb");
+        assert_eq!(
+            get("lib/modules/6.1.0-1-amd64/kernel/b.ko").unwrap(),
+            b"b-module"
+        );
+        assert_eq!(
+            get(MODULE_LIST_PATH).unwrap(),
+            b"kernel/a.ko\nkernel/b.ko\n"
+        );
+        assert_eq!(get(PAYLOAD_MODULE_PATH).unwrap(), b"p");
+        assert!(get("bin/odirect_sha").is_some());
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.name == "dev/console" && e.rdev == (5, 1))
+        );
+    }
+
+    #[test]
+    fn image_path_of_uncached_image_says_how_to_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = image_path(&Cache::at(dir.path()), "6.1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("guest-image build 6.1"), "{err}");
+    }
+}
