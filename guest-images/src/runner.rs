@@ -318,6 +318,16 @@ pub struct RunnerSpec {
     pub vmm_binary: Option<PathBuf>,
 }
 
+/// The `iommu-vmm` binary built beside the running executable (same target directory), for
+/// `guest-image build runner` when no binary is named.
+pub fn default_vmm_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("iommu-vmm"), dir.parent()?.join("iommu-vmm")]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
 /// Builds the runner image, or returns the cached one when nothing that goes in changed.
 pub fn build_runner(spec: &RunnerSpec) -> Result<RunnerImage, RunnerError> {
     let kernel_root = cached_package(RUNNER_KERNEL_PACKAGE)?;

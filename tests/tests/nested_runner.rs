@@ -11,7 +11,10 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use iommu_vmm::nested::{Job, JobOutcome, RunnerOptions, run_jobs, run_smoke};
+use iommu_vmm::nested::{
+    Job, JobOutcome, KvmSupport, NestedError, NestedMode, RunnerOptions, detect_kvm, run_batch,
+    run_jobs, run_smoke,
+};
 
 /// One L1 machine at a time.
 static L1: Mutex<()> = Mutex::new(());
@@ -197,4 +200,30 @@ fn nested_frozen_l1_outer_timeout_then_retry_succeeds() {
     assert_eq!(report.jobs[0].outcome, JobOutcome::Exited(5));
     assert_eq!(report.jobs[0].boot, 1);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn nested_run_batch_runs_directly_or_through_runner_per_host() {
+    let _g = lock();
+    let jobs = [Job::shell("echo batch; exit 4")];
+    let report = run_batch(NestedMode::Auto, &jobs, &opts()).expect("batch must run");
+    assert_eq!(report.jobs[0].status(), Some(4), "{report:#?}");
+    assert_eq!(report.jobs[0].console, "batch\n");
+    match detect_kvm() {
+        KvmSupport::Hardware { .. } => {
+            assert!(report.boots.is_empty(), "hardware KVM: no L1 boot");
+        }
+        KvmSupport::Unusable { reason } => {
+            assert_eq!(
+                report.boots.len(),
+                1,
+                "no usable KVM ({reason}): one L1 boot"
+            );
+            let off = run_batch(NestedMode::Off, &jobs, &opts());
+            assert!(
+                matches!(off, Err(NestedError::NoHardwareKvm { .. })),
+                "--nested off must refuse here: {off:?}"
+            );
+        }
+    }
 }

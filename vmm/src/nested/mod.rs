@@ -329,6 +329,168 @@ pub fn maybe_run_nested(mode: NestedMode, args: &[OsString]) -> Result<Option<i3
     }
 }
 
+/// Runs `jobs` where they can run: directly on this host when `mode` and [`detect_kvm`] allow
+/// (each job a child process, `--nested off` forced), else all of them in one L1 boot through
+/// [`run_jobs`]. The boot matrix in tests/ uses this, so the same tests run directly on hosts with
+/// hardware KVM and through the runner elsewhere. `--nested off` (`NestedMode::Off`) on a host
+/// without usable KVM is an error, as for the command.
+pub fn run_batch(
+    mode: NestedMode,
+    jobs: &[Job],
+    opts: &RunnerOptions,
+) -> Result<BatchReport, NestedError> {
+    let nest = match (mode, detect_kvm()) {
+        (NestedMode::On, _) | (NestedMode::Auto, KvmSupport::Unusable { .. }) => true,
+        (NestedMode::Off, KvmSupport::Unusable { reason }) => {
+            return Err(NestedError::NoHardwareKvm { reason });
+        }
+        (NestedMode::Off | NestedMode::Auto, KvmSupport::Hardware { .. }) => false,
+    };
+    if nest {
+        return run_jobs(jobs, opts);
+    }
+    let vmm = match &opts.vmm_binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        results.push(run_direct(job, &vmm, opts)?);
+    }
+    Ok(BatchReport {
+        jobs: results,
+        boots: Vec::new(),
+    })
+}
+
+/// One job as a child process of this host, with `job_timeout` enforced.
+fn run_direct(job: &Job, vmm: &Path, opts: &RunnerOptions) -> Result<JobResult, NestedError> {
+    let mut cmd = match &job.program {
+        JobProgram::Vmm(args) => {
+            let mut c = Command::new(vmm);
+            c.args(share::force_nested_off(args));
+            c
+        }
+        JobProgram::Shell(script) => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(script);
+            c
+        }
+    };
+    if let Some(cwd) = &job.cwd {
+        cmd.current_dir(cwd);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn()?;
+    let mut pipes = (child.stdout.take(), child.stderr.take());
+    let out_reader = pipes.0.take().map(|mut o| {
+        let stream = opts.stream;
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut o, &mut buf) {
+                let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+                    break;
+                };
+                if stream {
+                    let mut so = std::io::stdout().lock();
+                    let _ = so.write_all(chunk);
+                    let _ = so.flush();
+                }
+                all.extend_from_slice(chunk);
+            }
+            all
+        })
+    });
+    let err_reader = pipes.1.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut e, &mut all);
+            all
+        })
+    });
+    let deadline = start + opts.job_timeout;
+    let outcome = loop {
+        if let Some(status) = child.try_wait()? {
+            // A signal death reads as 128 + signal, as a shell reports it.
+            let rc = status.code().unwrap_or_else(|| {
+                use std::os::unix::process::ExitStatusExt;
+                128 + status.signal().unwrap_or(0)
+            });
+            break JobOutcome::Exited(rc);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break JobOutcome::Exited(137);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let console = out_reader
+        .and_then(|h| h.join().ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let stderr = err_reader
+        .and_then(|h| h.join().ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    if opts.stream && !stderr.is_empty() {
+        eprint!("{stderr}");
+    }
+    let host_time = start.elapsed();
+    Ok(JobResult {
+        outcome,
+        console,
+        stderr,
+        l1_secs: host_time.as_secs_f64(),
+        host_time,
+        boot: 0,
+    })
+}
+
+/// `iommu-vmm nested-check` (hidden): boots the L1 runner once, checks KVM in it and prints the
+/// timings. Returns the process exit status (0: the runner works here).
+pub fn nested_check_main() -> i32 {
+    println!("host KVM: {:?}", detect_kvm());
+    let opts = RunnerOptions::default();
+    match run_smoke(&opts) {
+        Ok(boot) => {
+            let kvm = boot.kvm.clone().unwrap_or_default();
+            println!("L1 machine: {}", boot.qemu_version);
+            println!(
+                "L1 boot to /init: {:.1} s host time (L1 uptime {:.2} s)",
+                boot.to_init.unwrap_or_default().as_secs_f64(),
+                boot.l1_uptime_at_init.unwrap_or(0.0)
+            );
+            println!(
+                "L1 KVM: module={} npt={} nested={} /dev/kvm={}",
+                kvm.module, kvm.npt, kvm.nested, kvm.dev_kvm
+            );
+            println!(
+                "smoke check: rc={} in {:.2} s (L1 clock): {}",
+                kvm.smoke_rc, kvm.smoke_secs, kvm.smoke
+            );
+            println!("total: {:.1} s", boot.total.as_secs_f64());
+            if kvm.works() && boot.completed {
+                0
+            } else {
+                eprintln!(
+                    "iommu-vmm: the nested runner does not work here: {}",
+                    boot.failure.unwrap_or_else(|| "KVM in L1 failed".into())
+                );
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("iommu-vmm: {e}");
+            1
+        }
+    }
+}
+
 /// Boots L1 once with no job: proves the runner image boots and KVM works inside it.
 pub fn run_smoke(opts: &RunnerOptions) -> Result<L1Boot, NestedError> {
     let report = run_jobs(&[], opts)?;
