@@ -1,6 +1,55 @@
 //! The `iommu-vmm` command.
 
-fn main() {
-    eprintln!("iommu-vmm: not yet able to boot a guest (see README.md, feature table)");
-    std::process::exit(2);
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+use iommu_vmm::cli::Args;
+use iommu_vmm::exit::{ExitReason, STATUS_VMM_ERROR};
+use iommu_vmm::nested::{NestedMode, maybe_run_nested};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IOMMU_VMM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let raw: Vec<OsString> = std::env::args_os().collect();
+    let args = Args::parse();
+
+    // The single call site of the nested runner: when the host's KVM cannot
+    // boot stock kernels, the whole command runs inside an L1 machine.
+    let mode: NestedMode = match args.nested.parse() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("iommu-vmm: --nested: {e}");
+            return ExitCode::from(STATUS_VMM_ERROR as u8);
+        }
+    };
+    match maybe_run_nested(mode, raw.get(1..).unwrap_or(&[])) {
+        Ok(Some(status)) => return ExitCode::from(status.clamp(0, 255) as u8),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("iommu-vmm: {e}");
+            return ExitCode::from(STATUS_VMM_ERROR as u8);
+        }
+    }
+
+    match iommu_vmm::vmm::run(&args) {
+        Ok(report) => {
+            match &report.reason {
+                ExitReason::PowerOff | ExitReason::Reset | ExitReason::DebugExit(_) => {
+                    tracing::info!("{}", report.reason)
+                }
+                other => eprintln!("iommu-vmm: {other}"),
+            }
+            ExitCode::from(report.status.clamp(0, 255) as u8)
+        }
+        Err(e) => {
+            eprintln!("iommu-vmm: {e}");
+            ExitCode::from(STATUS_VMM_ERROR as u8)
+        }
+    }
 }

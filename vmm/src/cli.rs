@@ -1,0 +1,220 @@
+//! Command line, following QEMU's habits where they map.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// `iommu-vmm`: boot a Linux guest under KVM against an emulated IOMMU.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "iommu-vmm", version, about)]
+pub struct Args {
+    /// Guest kernel: bzImage or ELF vmlinux.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Initramfs.
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line (the VMM adds the console and its own devices).
+    #[arg(long, value_name = "STR")]
+    pub append: Option<String>,
+    /// IOMMU: `intel-iommu[,prop=value,...]` or `none`.
+    #[arg(long, value_name = "SPEC", value_parser = parse_iommu)]
+    pub iommu: Option<IommuSpec>,
+    /// Raw disk image for virtio-blk: `PATH[,readonly=on]`.
+    #[arg(long, value_name = "SPEC", value_parser = parse_disk)]
+    pub disk: Vec<DiskSpec>,
+    /// Guest memory, e.g. `1G`, `512M` (plain numbers are MiB).
+    #[arg(short = 'm', long = "memory", value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub memory: u64,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub smp: u8,
+    /// Boot a prebuilt guest image by name (built on first use).
+    #[arg(long, value_name = "NAME")]
+    pub guest: Option<String>,
+    /// Print what the IOMMU did on exit.
+    #[arg(long)]
+    pub stats: bool,
+    /// Record the translation trace to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Run inside a QEMU TCG L1 machine when the host KVM cannot boot stock kernels.
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub nested: String,
+}
+
+/// Which IOMMU the guest gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IommuSpec {
+    /// No IOMMU: devices DMA to guest-physical addresses.
+    None,
+    /// Intel VT-d with QEMU-style properties (`x-scalable-mode=on,aw-bits=48`),
+    /// validated by the VT-d model's configuration parser.
+    IntelIommu {
+        /// The text after `intel-iommu,`, empty for defaults.
+        props: String,
+    },
+}
+
+/// A virtio-blk disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// Backing raw file.
+    pub path: PathBuf,
+    /// Offer the disk read-only (VIRTIO_BLK_F_RO).
+    pub readonly: bool,
+}
+
+/// Parse `--iommu`.
+pub fn parse_iommu(s: &str) -> Result<IommuSpec, String> {
+    let (model, props) = match s.split_once(',') {
+        Some((m, p)) => (m, p),
+        None => (s, ""),
+    };
+    match model {
+        "none" if props.is_empty() => Ok(IommuSpec::None),
+        "none" => Err("`none` takes no properties".into()),
+        "intel-iommu" => Ok(IommuSpec::IntelIommu {
+            props: props.to_string(),
+        }),
+        other => Err(format!(
+            "unknown IOMMU `{other}`: use `intel-iommu[,prop=value,...]` or `none`"
+        )),
+    }
+}
+
+/// Parse `--disk PATH[,readonly=on|off]`.
+pub fn parse_disk(s: &str) -> Result<DiskSpec, String> {
+    let mut parts = s.split(',');
+    let path = parts.next().unwrap_or_default();
+    if path.is_empty() {
+        return Err("missing disk path".into());
+    }
+    let mut readonly = false;
+    for p in parts {
+        match p.split_once('=') {
+            Some(("readonly", v)) => readonly = parse_on_off(v)?,
+            _ => {
+                return Err(format!(
+                    "unknown disk property `{p}`: the only one is readonly=on|off"
+                ));
+            }
+        }
+    }
+    Ok(DiskSpec {
+        path: PathBuf::from(path),
+        readonly,
+    })
+}
+
+fn parse_on_off(v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(format!("`{v}` is not on or off")),
+    }
+}
+
+/// Parse a memory size: `1G`, `512M`, `2048K`, plain number = MiB (as QEMU's `-m`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, shift) = match s.chars().last() {
+        Some('G' | 'g') => (&s[..s.len() - 1], 30),
+        Some('M' | 'm') => (&s[..s.len() - 1], 20),
+        Some('K' | 'k') => (&s[..s.len() - 1], 10),
+        _ => (s, 20),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 1G or 512M"))?;
+    let bytes = n
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if bytes < (64 << 20) {
+        return Err(format!("{s} is too small: give the guest at least 64M"));
+    }
+    if bytes > (1u64 << 40) {
+        return Err(format!("{s} is too large (at most 1T)"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_full_command_line_parses() {
+        let a = Args::try_parse_from([
+            "iommu-vmm",
+            "--kernel",
+            "/k",
+            "--initrd",
+            "/i",
+            "--append",
+            "quiet",
+            "--iommu",
+            "intel-iommu,x-scalable-mode=on,aw-bits=48",
+            "--disk",
+            "/d,readonly=on",
+            "-m",
+            "2G",
+            "--smp",
+            "2",
+            "--stats",
+            "--trace",
+            "/t",
+            "--nested",
+            "off",
+        ])
+        .expect("parses");
+        assert_eq!(a.memory, 2 << 30);
+        assert_eq!(a.smp, 2);
+        assert_eq!(
+            a.iommu,
+            Some(IommuSpec::IntelIommu {
+                props: "x-scalable-mode=on,aw-bits=48".into()
+            })
+        );
+        assert_eq!(
+            a.disk,
+            vec![DiskSpec {
+                path: "/d".into(),
+                readonly: true
+            }]
+        );
+        assert!(a.stats);
+        assert_eq!(a.nested, "off");
+    }
+
+    #[test]
+    fn cli_iommu_none_parses_and_unknown_model_is_rejected() {
+        assert_eq!(parse_iommu("none"), Ok(IommuSpec::None));
+        let e = parse_iommu("amd-iommu").unwrap_err();
+        assert!(e.contains("unknown IOMMU `amd-iommu`"), "{e}");
+        assert!(parse_iommu("none,x=1").is_err());
+    }
+
+    #[test]
+    fn cli_disk_unknown_property_is_rejected() {
+        let e = parse_disk("/d,cache=none").unwrap_err();
+        assert!(e.contains("readonly"), "{e}");
+        assert!(!parse_disk("/d").unwrap().readonly);
+        assert!(!parse_disk("/d,readonly=off").unwrap().readonly);
+        assert!(parse_disk("/d,readonly=maybe").is_err());
+    }
+
+    #[test]
+    fn cli_size_units_parse() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("256"), Ok(256 << 20));
+        assert!(parse_size("1k").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn cli_bad_nested_mode_is_rejected() {
+        assert!(Args::try_parse_from(["iommu-vmm", "--nested", "maybe"]).is_err());
+    }
+}

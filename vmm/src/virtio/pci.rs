@@ -1,0 +1,450 @@
+//! Modern virtio-pci transport (Virtio 1.2 §4.1): vendor capabilities
+//! pointing into BAR 0, common configuration, ISR, notifications, MSI-X.
+//!
+//! BAR 0 layout (32 KiB, 32-bit memory):
+//! `0x0000` common config, `0x1000` ISR, `0x2000` device config,
+//! `0x3000` notify (queue `n` at `n * 4`), `0x4000` MSI-X table, `0x5000` PBA.
+
+use std::sync::Arc;
+
+use iommu_emulator::MsiSink;
+use virtio_queue::{Queue, QueueT};
+
+use super::{DmaMemory, F_ACCESS_PLATFORM, F_RING_EVENT_IDX, F_VERSION_1, VirtioDevice, status};
+use crate::devices::{le_value, put_le_value};
+use crate::pci::config::{BarKind, COMMAND, COMMAND_BUS_MASTER, PciConfig, PciId, cap_id};
+use crate::pci::msix::Msix;
+use crate::pci::{PCIE_TYPE_RCIEP, PciDevice, add_pcie_capability};
+
+/// BAR 0 size.
+pub const BAR_SIZE: u64 = 0x8000;
+/// Common configuration offset in BAR 0.
+pub const COMMON_OFFSET: u64 = 0x0000;
+/// Common configuration length (`struct virtio_pci_common_cfg` up to queue_device).
+pub const COMMON_LEN: u64 = 0x38;
+/// ISR offset.
+pub const ISR_OFFSET: u64 = 0x1000;
+/// Device configuration offset.
+pub const DEVICE_OFFSET: u64 = 0x2000;
+/// Device configuration length exposed.
+pub const DEVICE_LEN: u64 = 0x1000;
+/// Notification area offset.
+pub const NOTIFY_OFFSET: u64 = 0x3000;
+/// Bytes between queue notification addresses.
+pub const NOTIFY_MULTIPLIER: u32 = 4;
+/// MSI-X table offset.
+pub const MSIX_TABLE_OFFSET: u64 = 0x4000;
+/// MSI-X PBA offset.
+pub const MSIX_PBA_OFFSET: u64 = 0x5000;
+/// "No vector" (§4.1.5.1.2).
+pub const NO_VECTOR: u16 = 0xffff;
+
+/// Virtio PCI capability types (§4.1.4).
+mod cfg_type {
+    pub const COMMON: u8 = 1;
+    pub const NOTIFY: u8 = 2;
+    pub const ISR: u8 = 3;
+    pub const DEVICE: u8 = 4;
+}
+
+struct QueueSlot {
+    queue: Queue,
+    vector: u16,
+}
+
+/// Called when BAR 0 moves, with the old and new notification base address
+/// (the event loop re-registers its ioeventfds).
+pub type NotifyMoved = Box<dyn Fn(Option<u64>, Option<u64>) + Send>;
+
+/// A virtio device on PCI.
+pub struct VirtioPci {
+    config: PciConfig,
+    msix: Msix,
+    dev: Box<dyn VirtioDevice>,
+    device_feature_select: u32,
+    driver_feature_select: u32,
+    driver_features: u64,
+    msix_config: u16,
+    status: u8,
+    generation: u8,
+    queue_select: u16,
+    queues: Vec<QueueSlot>,
+    isr: u8,
+    mem: DmaMemory,
+    msi: Arc<dyn MsiSink>,
+    notify_moved: Option<NotifyMoved>,
+    notify_base: Option<u64>,
+}
+
+impl VirtioPci {
+    /// Wrap `dev`; its DMA goes through `mem`, its interrupts to `msi`.
+    pub fn new(dev: Box<dyn VirtioDevice>, mem: DmaMemory, msi: Arc<dyn MsiSink>) -> Self {
+        let mut config = PciConfig::new(PciId {
+            vendor: 0x1af4,
+            device: 0x1040 + dev.device_type(),
+            revision: 1,
+            class: class_for(dev.device_type()),
+            subsystem_vendor: 0x1af4,
+            subsystem: 0x40,
+        });
+        config.add_bar(0, BAR_SIZE, BarKind::Mem32);
+        add_vendor_cap(
+            &mut config,
+            cfg_type::COMMON,
+            COMMON_OFFSET,
+            COMMON_LEN,
+            None,
+        );
+        add_vendor_cap(
+            &mut config,
+            cfg_type::NOTIFY,
+            NOTIFY_OFFSET,
+            0x1000,
+            Some(NOTIFY_MULTIPLIER),
+        );
+        add_vendor_cap(&mut config, cfg_type::ISR, ISR_OFFSET, 1, None);
+        add_vendor_cap(
+            &mut config,
+            cfg_type::DEVICE,
+            DEVICE_OFFSET,
+            DEVICE_LEN,
+            None,
+        );
+        let nq = dev.queue_max_sizes().len();
+        let vectors = u16::try_from(nq + 1).unwrap_or(1);
+        let msix = Msix::new(
+            &mut config,
+            vectors,
+            0,
+            MSIX_TABLE_OFFSET as u32,
+            MSIX_PBA_OFFSET as u32,
+        );
+        add_pcie_capability(&mut config, PCIE_TYPE_RCIEP);
+        let queues = dev
+            .queue_max_sizes()
+            .iter()
+            .map(|&max| QueueSlot {
+                queue: Queue::new(max)
+                    .unwrap_or_else(|_| Queue::new(256).expect("256 is a valid size")),
+                vector: NO_VECTOR,
+            })
+            .collect();
+        VirtioPci {
+            config,
+            msix,
+            dev,
+            device_feature_select: 0,
+            driver_feature_select: 0,
+            driver_features: 0,
+            msix_config: NO_VECTOR,
+            status: 0,
+            generation: 0,
+            queue_select: 0,
+            queues,
+            isr: 0,
+            mem,
+            msi,
+            notify_moved: None,
+            notify_base: None,
+        }
+    }
+
+    /// Place BAR 0 (firmware-style assignment before boot).
+    pub fn set_bar0(&mut self, addr: u64) {
+        self.config.set_bar_addr(0, addr);
+    }
+
+    /// Register the BAR-move hook and report the current notify base.
+    pub fn set_notify_moved(&mut self, hook: NotifyMoved) {
+        self.notify_moved = Some(hook);
+        self.update_notify_base();
+    }
+
+    /// Number of queues.
+    pub fn num_queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// The device's logic (for statistics).
+    pub fn device(&self) -> &dyn VirtioDevice {
+        self.dev.as_ref()
+    }
+
+    fn offered_features(&self) -> u64 {
+        self.dev.features() | F_VERSION_1 | F_ACCESS_PLATFORM | F_RING_EVENT_IDX
+    }
+
+    fn update_notify_base(&mut self) {
+        let new = self
+            .config
+            .bar_addr(0)
+            .map(|(base, _)| base + NOTIFY_OFFSET);
+        if new != self.notify_base {
+            if let Some(hook) = &self.notify_moved {
+                hook(self.notify_base, new);
+            }
+            self.notify_base = new;
+        }
+    }
+
+    /// Serve queue `index` (its notification arrived) and interrupt the
+    /// driver if it asked for it.
+    pub fn queue_notify(&mut self, index: usize) {
+        if self.status & status::DRIVER_OK == 0
+            || self.config.read_u16(COMMAND) & COMMAND_BUS_MASTER == 0
+        {
+            return;
+        }
+        let event_idx = self.driver_features & F_RING_EVENT_IDX != 0;
+        let Some(slot) = self.queues.get_mut(index) else {
+            return;
+        };
+        if !slot.queue.ready() {
+            return;
+        }
+        let mut used = false;
+        loop {
+            if event_idx && slot.queue.disable_notification(&self.mem).is_err() {
+                break;
+            }
+            used |= self.dev.process_queue(index, &mut slot.queue, &self.mem);
+            if !event_idx {
+                break;
+            }
+            match slot.queue.enable_notification(&self.mem) {
+                Ok(true) => continue,
+                _ => break,
+            }
+        }
+        if !used {
+            return;
+        }
+        let notify = slot.queue.needs_notification(&self.mem).unwrap_or(true);
+        let vector = slot.vector;
+        if notify {
+            self.isr |= 1;
+            if vector != NO_VECTOR
+                && let Some(msg) = self.msix.trigger(&self.config, vector)
+            {
+                self.msi.raise_msi(msg);
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.driver_features = 0;
+        self.device_feature_select = 0;
+        self.driver_feature_select = 0;
+        self.msix_config = NO_VECTOR;
+        self.status = 0;
+        self.queue_select = 0;
+        self.isr = 0;
+        for q in &mut self.queues {
+            q.queue.reset();
+            q.vector = NO_VECTOR;
+        }
+        self.dev.reset();
+    }
+
+    fn write_status(&mut self, v: u8) {
+        if v == 0 {
+            self.reset();
+            return;
+        }
+        let mut v = v;
+        if v & status::FEATURES_OK != 0 && self.status & status::FEATURES_OK == 0 {
+            // §3.1.1: accept only subsets of what was offered, with VERSION_1.
+            let ok = self.driver_features & !self.offered_features() == 0
+                && self.driver_features & F_VERSION_1 != 0;
+            if !ok {
+                tracing::warn!(
+                    "virtio: driver features {:#x} not acceptable",
+                    self.driver_features
+                );
+                v &= !status::FEATURES_OK;
+            }
+        }
+        if v & status::DRIVER_OK != 0 && self.status & status::DRIVER_OK == 0 {
+            let event_idx = self.driver_features & F_RING_EVENT_IDX != 0;
+            for (i, q) in self.queues.iter_mut().enumerate() {
+                q.queue.set_event_idx(event_idx);
+                if q.queue.ready() && !q.queue.is_valid(&self.mem) {
+                    tracing::warn!("virtio: queue {i} rings are not valid DMA addresses");
+                }
+            }
+        }
+        self.status = v;
+    }
+
+    fn common_read(&self, off: u64, data: &mut [u8]) {
+        let q = self.queues.get(usize::from(self.queue_select));
+        let v: u64 = match off {
+            0x00 => u64::from(self.device_feature_select),
+            0x04 => match self.device_feature_select {
+                0 => self.offered_features() & 0xffff_ffff,
+                1 => self.offered_features() >> 32,
+                _ => 0,
+            },
+            0x08 => u64::from(self.driver_feature_select),
+            0x0c => match self.driver_feature_select {
+                0 => self.driver_features & 0xffff_ffff,
+                1 => self.driver_features >> 32,
+                _ => 0,
+            },
+            0x10 => u64::from(self.msix_config),
+            0x12 => self.queues.len() as u64,
+            0x14 => u64::from(self.status),
+            0x15 => u64::from(self.generation),
+            0x16 => u64::from(self.queue_select),
+            0x18 => q.map_or(0, |q| u64::from(q.queue.size())),
+            0x1a => q.map_or(u64::from(NO_VECTOR), |q| u64::from(q.vector)),
+            0x1c => q.map_or(0, |q| u64::from(q.queue.ready())),
+            0x1e => u64::from(self.queue_select),
+            0x20 => q.map_or(0, |q| q.queue.desc_table()),
+            0x24 => q.map_or(0, |q| q.queue.desc_table() >> 32),
+            0x28 => q.map_or(0, |q| q.queue.avail_ring()),
+            0x2c => q.map_or(0, |q| q.queue.avail_ring() >> 32),
+            0x30 => q.map_or(0, |q| q.queue.used_ring()),
+            0x34 => q.map_or(0, |q| q.queue.used_ring() >> 32),
+            _ => 0,
+        };
+        put_le_value(data, v);
+    }
+
+    fn common_write(&mut self, off: u64, data: &[u8]) {
+        let v = le_value(data);
+        let v32 = v as u32;
+        let v16 = v as u16;
+        let running = self.status & status::DRIVER_OK != 0;
+        let qi = usize::from(self.queue_select);
+        match off {
+            0x00 => self.device_feature_select = v32,
+            0x08 => self.driver_feature_select = v32,
+            0x0c if self.status & status::FEATURES_OK == 0 => match self.driver_feature_select {
+                0 => self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(v32),
+                1 => {
+                    self.driver_features =
+                        (self.driver_features & 0xffff_ffff) | (u64::from(v32) << 32)
+                }
+                _ => {}
+            },
+            0x10 => {
+                self.msix_config = if usize::from(v16) < self.msix.len() {
+                    v16
+                } else {
+                    NO_VECTOR
+                }
+            }
+            0x14 => self.write_status(v as u8),
+            0x16 => self.queue_select = v16,
+            _ => {
+                let nvec = self.msix.len();
+                let Some(q) = self.queues.get_mut(qi) else {
+                    return;
+                };
+                // Queue registers are fixed once the queue is enabled (§4.1.4.3.2).
+                let enabled = q.queue.ready();
+                match off {
+                    0x18 if !enabled && !running => q.queue.set_size(v16),
+                    0x1a => {
+                        q.vector = if usize::from(v16) < nvec {
+                            v16
+                        } else {
+                            NO_VECTOR
+                        }
+                    }
+                    0x1c if v16 == 1 => q.queue.set_ready(true),
+                    0x20 if !enabled => q.queue.set_desc_table_address(Some(v32), None),
+                    0x24 if !enabled => q.queue.set_desc_table_address(None, Some(v32)),
+                    0x28 if !enabled => q.queue.set_avail_ring_address(Some(v32), None),
+                    0x2c if !enabled => q.queue.set_avail_ring_address(None, Some(v32)),
+                    0x30 if !enabled => q.queue.set_used_ring_address(Some(v32), None),
+                    0x34 if !enabled => q.queue.set_used_ring_address(None, Some(v32)),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn class_for(device_type: u16) -> [u8; 3] {
+    match device_type {
+        super::blk::VIRTIO_ID_BLOCK => [0x01, 0x80, 0x00],
+        _ => [0xff, 0x00, 0x00],
+    }
+}
+
+fn add_vendor_cap(config: &mut PciConfig, kind: u8, offset: u64, len: u64, mult: Option<u32>) {
+    // struct virtio_pci_cap (§4.1.4): cap_len, cfg_type, bar, id, padding[2],
+    // offset, length (after cap_vndr and cap_next).
+    let mut body = vec![0u8; 14];
+    body[0] = if mult.is_some() { 20 } else { 16 };
+    body[1] = kind;
+    body[2] = 0; // BAR 0
+    body[6..10].copy_from_slice(&(offset as u32).to_le_bytes());
+    body[10..14].copy_from_slice(&(len as u32).to_le_bytes());
+    if let Some(m) = mult {
+        body.extend_from_slice(&m.to_le_bytes());
+    }
+    config.add_capability(cap_id::VENDOR, &body, &[]);
+}
+
+impl PciDevice for VirtioPci {
+    fn config(&self) -> &PciConfig {
+        &self.config
+    }
+
+    fn config_write(&mut self, offset: usize, data: &[u8]) {
+        self.config.write(offset, data);
+        self.update_notify_base();
+    }
+
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        if bar != 0 {
+            data.fill(0xff);
+            return;
+        }
+        match offset {
+            o if o < COMMON_OFFSET + COMMON_LEN => self.common_read(o, data),
+            ISR_OFFSET => {
+                // Reading the ISR clears it (§4.1.4.5).
+                put_le_value(data, u64::from(self.isr));
+                self.isr = 0;
+            }
+            o if (DEVICE_OFFSET..DEVICE_OFFSET + DEVICE_LEN).contains(&o) => {
+                self.dev.read_config(o - DEVICE_OFFSET, data)
+            }
+            o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) => {
+                self.msix.read_table(o - MSIX_TABLE_OFFSET, data)
+            }
+            o if o >= MSIX_PBA_OFFSET => self.msix.read_pba(o - MSIX_PBA_OFFSET, data),
+            _ => data.fill(0),
+        }
+    }
+
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        if bar != 0 {
+            return;
+        }
+        match offset {
+            o if o < COMMON_OFFSET + COMMON_LEN => self.common_write(o, data),
+            o if (DEVICE_OFFSET..DEVICE_OFFSET + DEVICE_LEN).contains(&o) => {
+                self.dev.write_config(o - DEVICE_OFFSET, data)
+            }
+            o if (NOTIFY_OFFSET..NOTIFY_OFFSET + 0x1000).contains(&o) => {
+                // A notification that did not go through an ioeventfd.
+                let q = (o - NOTIFY_OFFSET) / u64::from(NOTIFY_MULTIPLIER);
+                self.queue_notify(q as usize);
+            }
+            o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) => {
+                if let Some(msg) = self
+                    .msix
+                    .write_table(&self.config, o - MSIX_TABLE_OFFSET, data)
+                {
+                    self.msi.raise_msi(msg);
+                }
+            }
+            _ => {}
+        }
+    }
+}

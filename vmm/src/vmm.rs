@@ -1,0 +1,335 @@
+//! Puts a VM together from the command line and runs it to its end.
+
+use std::fs::OpenOptions;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::acpi::{self, AcpiConfig};
+use crate::boot;
+use crate::cli::{Args, IommuSpec};
+use crate::devices::acpi_pm::{ACPI_PM_LEN, ACPI_PM_PORT, AcpiPm};
+use crate::devices::console::ConsoleOut;
+use crate::devices::debug_exit::{DEBUG_EXIT_PORT, DebugExit};
+use crate::devices::serial::{COM1_IRQ, COM1_PORT, I8042, I8042_PORT, ResetTrigger, SerialDevice};
+use crate::devices::{Bus, BusDevice};
+use crate::error::{Error, Result};
+use crate::event_loop::{ExitHandler, QueueHandler, StdinHandler};
+use crate::exit::{ExitControl, ExitReason, ExitSink, exit_status};
+use crate::iommu::{self, IommuMmio, IommuUnit};
+use crate::kvm::{self, EventFdTrigger, KvmMsi, Vm};
+use crate::layout;
+use crate::pci::{PciConfigIo, PciEcam, PciMmio, PciRoot};
+use crate::virtio::blk::Blk;
+use crate::virtio::pci::{BAR_SIZE, NOTIFY_MULTIPLIER, VirtioPci};
+
+/// Command line the VMM always gives the kernel: console on COM1, no port
+/// 0x80 delays (every port access is an exit), reboot through ACPI, reboot
+/// (which ends the VMM) on panic.
+pub const BASE_CMDLINE: &str = "console=ttyS0 io_delay=none reboot=acpi panic=-1 pci=realloc=off";
+
+/// Default `--iommu` for `--guest`.
+pub const GUEST_DEFAULT_IOMMU: &str = "intel-iommu,x-scalable-mode=on";
+
+/// What a finished run reports.
+#[derive(Debug)]
+pub struct RunReport {
+    /// Why it ended.
+    pub reason: ExitReason,
+    /// The process exit status.
+    pub status: i32,
+}
+
+struct Disk {
+    dev: Arc<Mutex<VirtioPci>>,
+}
+
+type Console = SerialDevice<EventFdTrigger, ConsoleOut<std::io::Stdout>>;
+
+/// Boot and run the guest described by `args`.
+pub fn run(args: &Args) -> Result<RunReport> {
+    let started = Instant::now();
+    if args.guest.is_some() {
+        return Err(Error::Setup(
+            "--guest: prebuilt guest images are not wired into this iommu-vmm yet; pass --kernel and --initrd".into(),
+        ));
+    }
+    let kernel_path = args.kernel.clone().ok_or(Error::MissingKernel)?;
+    std::fs::File::open(&kernel_path).map_err(|source| Error::KernelUnreadable {
+        path: kernel_path.clone(),
+        source,
+    })?;
+    if let Some(p) = &args.initrd {
+        std::fs::File::open(p).map_err(|source| Error::InitrdUnreadable {
+            path: p.clone(),
+            source,
+        })?;
+    }
+    let spec = args.iommu.clone().unwrap_or(IommuSpec::None);
+    iommu::validate(&spec)?;
+    let mut disk_files = Vec::new();
+    for d in &args.disk {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(!d.readonly)
+            .open(&d.path)
+            .map_err(|source| Error::DiskUnreadable {
+                path: d.path.clone(),
+                source,
+            })?;
+        disk_files.push((f, d.readonly));
+    }
+    if args.trace.is_some() {
+        tracing::warn!("--trace: the translation trace is not recorded by this build yet");
+    }
+
+    let kvm = kvm::open_kvm()?;
+    let regions: Vec<(GuestAddress, usize)> = layout::ram_regions(args.memory)
+        .into_iter()
+        .map(|(s, l)| (GuestAddress(s), l as usize))
+        .collect();
+    let mem = GuestMemoryMmap::from_ranges(&regions).map_err(|e| Error::Memory {
+        size: args.memory,
+        reason: e.to_string(),
+    })?;
+    let vm = Vm::new(kvm, &mem)?;
+
+    // Exit path: devices -> ExitControl -> eventfd -> event loop.
+    let exit_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
+    let exit_evt_w = exit_evt.try_clone().map_err(io("cloning an eventfd"))?;
+    let exit = Arc::new(ExitControl::new(Box::new(move || {
+        let _ = exit_evt_w.write(1);
+    })));
+    let exit_sink: Arc<dyn ExitSink> = exit.clone();
+    let msi = Arc::new(KvmMsi::new(vm.fd.clone()));
+
+    // Port I/O.
+    let mut pio = Bus::new();
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
+    vm.register_irqfd(&serial_irq, COM1_IRQ)?;
+    let console: Arc<Mutex<Console>> = Arc::new(Mutex::new(SerialDevice::new(
+        EventFdTrigger(serial_irq),
+        ConsoleOut::new(std::io::stdout(), exit_sink.clone()),
+    )));
+    insert(&mut pio, console.clone(), u64::from(COM1_PORT), 8)?;
+    insert(
+        &mut pio,
+        Arc::new(Mutex::new(I8042(vm_superio::I8042Device::new(
+            ResetTrigger(exit_sink.clone()),
+        )))),
+        u64::from(I8042_PORT),
+        5,
+    )?;
+    insert(
+        &mut pio,
+        Arc::new(AcpiPm::new(exit_sink.clone())),
+        u64::from(ACPI_PM_PORT),
+        u64::from(ACPI_PM_LEN),
+    )?;
+    insert(
+        &mut pio,
+        Arc::new(DebugExit::new(exit_sink.clone())),
+        u64::from(DEBUG_EXIT_PORT),
+        1,
+    )?;
+
+    // IOMMU.
+    let unit: Option<Arc<dyn IommuUnit>> = iommu::create(&spec, msi.clone())?;
+
+    // PCI.
+    let mut root = PciRoot::new();
+    let mut disks = Vec::new();
+    let mut notify_fds = Vec::new();
+    for (i, (file, readonly)) in disk_files.into_iter().enumerate() {
+        let blk = Blk::new(file, readonly).map_err(io("reading the disk size"))?;
+        let devfn = root
+            .next_devfn()
+            .ok_or_else(|| Error::Setup("too many PCI devices".into()))?;
+        let source =
+            iommu_emulator::SourceId::Pci(iommu_emulator::Rid::new(0, devfn >> 3, devfn & 7));
+        let dma = iommu::dma_memory(&mem, unit.as_ref(), source);
+        let mut dev = VirtioPci::new(Box::new(blk), dma, msi.clone());
+        dev.set_bar0(layout::PCI_MMIO_START + i as u64 * BAR_SIZE);
+        let fds: Vec<EventFd> = (0..dev.num_queues())
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK))
+            .collect::<std::io::Result<_>>()
+            .map_err(io("creating an eventfd"))?;
+        let hook_fds: Vec<EventFd> = fds
+            .iter()
+            .map(|f| f.try_clone())
+            .collect::<std::io::Result<_>>()
+            .map_err(io("cloning an eventfd"))?;
+        let vmfd = vm.fd.clone();
+        dev.set_notify_moved(Box::new(move |old, new| {
+            kvm::move_ioevents(&vmfd, &hook_fds, u64::from(NOTIFY_MULTIPLIER), old, new)
+        }));
+        let dev = Arc::new(Mutex::new(dev));
+        root.add(devfn, dev.clone());
+        notify_fds.push((dev.clone(), fds));
+        disks.push(Disk { dev });
+        tracing::info!(
+            "virtio-blk {i} at 00:{:02x}.{} (requester ID {source})",
+            devfn >> 3,
+            devfn & 7
+        );
+    }
+    let root = Arc::new(root);
+    insert(&mut pio, Arc::new(PciConfigIo(root.clone())), 0xcf8, 8)?;
+
+    // MMIO.
+    let mut mmio = Bus::new();
+    insert(
+        &mut mmio,
+        Arc::new(PciEcam(root.clone())),
+        layout::ECAM_START,
+        layout::ECAM_SIZE,
+    )?;
+    insert(
+        &mut mmio,
+        Arc::new(PciMmio {
+            root: root.clone(),
+            base: layout::PCI_MMIO_START,
+        }),
+        layout::PCI_MMIO_START,
+        layout::PCI_MMIO_SIZE,
+    )?;
+    let mut extra_tables = Vec::new();
+    if let Some(u) = &unit {
+        insert(
+            &mut mmio,
+            Arc::new(IommuMmio::new(u.clone(), mem.clone())),
+            u.mmio_base(),
+            u.mmio_size(),
+        )?;
+        extra_tables.push(u.acpi_table(acpi::IOAPIC_ID));
+    }
+
+    // Guest memory contents.
+    let kernel = boot::load_kernel(&mem, &kernel_path)?;
+    let initrd = match &args.initrd {
+        Some(p) => Some(boot::load_initrd(
+            &mem,
+            args.memory,
+            p,
+            boot::initrd_addr_max(&kernel),
+            kernel.end,
+        )?),
+        None => None,
+    };
+    let tables = acpi::build(&AcpiConfig {
+        vcpus: args.smp,
+        extra_tables,
+    })
+    .map_err(Error::Setup)?;
+    for t in &tables {
+        vm_memory::Bytes::write_slice(&mem, &t.bytes, GuestAddress(t.addr))
+            .map_err(|e| Error::Setup(format!("writing ACPI tables: {e}")))?;
+    }
+    let cmdline = boot::build_cmdline(BASE_CMDLINE, args.append.as_deref())?;
+    boot::write_boot_params(
+        &mem,
+        args.memory,
+        &kernel,
+        &cmdline,
+        initrd,
+        layout::ACPI_START,
+    )?;
+    boot::write_boot_tables(&mem)?;
+
+    // vCPUs.
+    let pio = Arc::new(pio);
+    let mmio = Arc::new(mmio);
+    let mut vcpus = Vec::new();
+    for id in 0..args.smp {
+        vcpus.push(kvm::vcpu::create(&vm.kvm, &vm.fd, id, args.smp)?);
+    }
+    if let Some(bsp) = vcpus.first() {
+        kvm::vcpu::setup_boot_cpu(bsp, kernel.entry)?;
+    }
+
+    // Event loop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut em: EventManager<Box<dyn MutEventSubscriber + Send>> =
+        EventManager::new().map_err(|e| Error::Setup(format!("event manager: {e:?}")))?;
+    em.add_subscriber(Box::new(ExitHandler::new(exit_evt, stop.clone())));
+    for (dev, fds) in notify_fds {
+        em.add_subscriber(Box::new(QueueHandler::new(dev, fds)));
+    }
+    let input = console.clone();
+    em.add_subscriber(Box::new(StdinHandler::new(Box::new(move |bytes| {
+        if let Ok(mut c) = input.lock() {
+            c.enqueue_input(bytes);
+        }
+    }))));
+
+    tracing::info!(
+        "starting {} vCPU(s), {} MiB, IOMMU {}, setup took {:?}",
+        args.smp,
+        args.memory >> 20,
+        unit.as_ref().map_or("none", |u| u.name()),
+        started.elapsed()
+    );
+    let mut threads = Vec::new();
+    for (id, vcpu) in vcpus.into_iter().enumerate() {
+        let (pio, mmio, exit) = (pio.clone(), mmio.clone(), exit_sink.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("vcpu{id}"))
+            .spawn(move || kvm::vcpu::run(vcpu, id as u8, pio, mmio, exit))
+            .map_err(io("starting a vCPU thread"))?;
+        threads.push(t);
+    }
+
+    while !stop.load(Ordering::SeqCst) {
+        if let Err(e) = em.run() {
+            tracing::warn!("event loop: {e:?}");
+        }
+    }
+
+    let reason = exit
+        .reason()
+        .unwrap_or(ExitReason::Error("stopped without a reason".into()));
+    let status = exit_status(&reason, exit.summary());
+    if let Ok(mut c) = console.lock() {
+        let _ = std::io::Write::flush(&mut c_out(&mut c));
+    }
+    for d in &disks {
+        if let Ok(dev) = d.dev.lock() {
+            let _ = dev.device();
+        }
+    }
+    if args.stats {
+        eprintln!("iommu-vmm: ran for {:.2?}", started.elapsed());
+        match &unit {
+            Some(u) => eprintln!("{} statistics:\n{}", u.name(), u.stats()),
+            None => eprintln!("no IOMMU (--iommu none): nothing translated"),
+        }
+        eprintln!("MSIs refused by KVM: {}", msi.dropped());
+        eprintln!(
+            "accesses to unmapped ports: {}, unmapped MMIO: {}",
+            pio.unhandled(),
+            mmio.unhandled()
+        );
+    }
+    Ok(RunReport { reason, status })
+}
+
+fn c_out(c: &mut Console) -> std::io::Stdout {
+    let _ = c;
+    std::io::stdout()
+}
+
+fn insert(bus: &mut Bus, dev: Arc<dyn BusDevice>, base: u64, len: u64) -> Result<()> {
+    bus.insert(dev, base, len)
+        .map_err(|e| Error::Setup(e.to_string()))
+}
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |source| Error::Io {
+        what: what.to_string(),
+        source,
+    }
+}
