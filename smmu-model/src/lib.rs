@@ -1,6 +1,391 @@
 //! Arm SMMUv3 model.
 //!
 //! Follows the Arm System Memory Management Unit Architecture Specification,
-//! SMMU architecture version 3 (IHI 0070). A pure state machine: register
-//! accesses, DMA translation requests and guest memory passed into each call.
+//! SMMU architecture version 3 (IHI 0070, revision E.a; the model advertises
+//! SMMUv3.2 in AIDR for range invalidation). A pure state machine: register
+//! accesses ([`Smmu::mmio_read`], [`Smmu::mmio_write`]), DMA translation
+//! requests ([`iommu_emulator::Iommu::translate`]) and page requests
+//! ([`Smmu::page_request`]), with guest memory passed into each call.
+//!
+//! Modules mirror the VT-d model (STYLE rule 2):
+//! - [`props`]: the device configuration ([`SmmuConfig`], QEMU-like
+//!   properties) and the ID registers derived from it;
+//! - [`regs`]: register offsets and specifications;
+//! - [`structs`]: STE, CD, commands, events and PRI records;
+//! - [`config`]: stream-table and CD-table fetch (linear and two-level),
+//!   decode, and the STE/CD configuration caches;
+//! - [`walk`]: translation (stage 1, stage 2, nested) through the core
+//!   VMSAv8-64 walker;
+//! - [`tlb`]: the TLB, tagged by StreamWorld, VMID, ASID and address;
+//! - [`cmdq`], [`eventq`], [`priq`]: the three queues;
+//! - [`acpi`]: the IORT table and a device-tree node;
+//! - [`stats`]: counters and their report.
+//!
+//! Deviations and limits (documented where they apply):
+//! - AArch64 little-endian tables only (IDR0.TTF = AArch64, TTENDIAN = LE);
+//!   no stalls (IDR0.STALL_MODEL = 0b01); no HTTU; OAS at most 48 bits;
+//!   no Secure state, no ECMDQ, no VATOS/ATOS, no MPAM.
+//! - Every command completes synchronously inside the CMDQ_PROD write, so
+//!   CMD_SYNC completes as soon as it is consumed; processing is bounded by
+//!   the queue size.
+//! - ATC invalidations and PRI responses are delivered to the device model
+//!   as [`DeviceMessage`]s that the caller drains with
+//!   [`Smmu::take_device_messages`]; the device is assumed to act on them
+//!   before the next CMD_SYNC completes.
+//! - An MSI (IRQ_CFG registers or CMD_SYNC completion) is a 32-bit write:
+//!   to guest RAM when its address is RAM (Linux's CMD_SYNC polling), else
+//!   to the [`MsiSink`] (the interrupt controller's doorbell).
 #![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation
+    )
+)]
+
+pub mod acpi;
+pub mod cmdq;
+pub mod config;
+pub mod eventq;
+pub mod priq;
+pub mod props;
+pub mod regs;
+pub mod stats;
+pub mod structs;
+pub mod tlb;
+pub mod walk;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use iommu_emulator::regs::{RegFile, RegWrite};
+use iommu_emulator::{Cache, GuestRam, MsiMessage, MsiSink};
+
+pub use props::{PROPERTIES, SmmuConfig, Stages};
+pub use stats::SmmuStats;
+pub use structs::event::{Event, EventType, PageRequest};
+
+use config::{CdTag, SteTag};
+use regs::{cr0, gbpa, gerror, irq_ctrl, queue};
+use structs::Caps;
+use structs::cd::Cd;
+use structs::ste::Ste;
+
+/// Host and configuration errors (architectural faults are values, see
+/// [`EventType`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A property had a bad value.
+    #[error("property {key}={value}: {why}")]
+    Property {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+        /// Reason.
+        why: String,
+    },
+    /// A cache geometry was refused.
+    #[error("cache configuration: {0}")]
+    Cache(#[from] iommu_emulator::cache::CacheConfigError),
+}
+
+/// A message for the device model: what the SMMU sends downstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceMessage {
+    /// CMD_ATC_INV (IHI 0070 4.5.1): invalidate the device's ATC.
+    AtcInvalidate {
+        /// StreamID.
+        sid: u32,
+        /// PASID, when SSV.
+        ssid: Option<u32>,
+        /// Start address.
+        addr: u64,
+        /// log2 of the number of 4 KiB pages.
+        size: u8,
+        /// Global: all PASIDs.
+        global: bool,
+    },
+    /// CMD_PRI_RESP (4.7.1), or the automatic response the SMMU sends
+    /// for a discarded last request of a group (8.2).
+    PriResponse {
+        /// StreamID.
+        sid: u32,
+        /// PASID, when SSV.
+        ssid: Option<u32>,
+        /// Page Request Group index.
+        grpid: u16,
+        /// 0 = invalid request, 1 = response failure, 2 = success.
+        resp: u8,
+        /// Sent by the SMMU itself (PRI queue overflow or disabled).
+        automatic: bool,
+    },
+}
+
+/// Largest number of undelivered [`DeviceMessage`]s kept; further ones are
+/// dropped and counted.
+pub const MAX_DEVICE_MESSAGES: usize = 4096;
+
+/// Register-side state: everything MMIO touches, under one lock.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) regs: RegFile,
+}
+
+/// Register values the translation path reads without the state lock.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    pub(crate) cr0: AtomicU64,
+    pub(crate) gbpa: AtomicU64,
+    pub(crate) strtab_base: AtomicU64,
+    pub(crate) strtab_cfg: AtomicU64,
+}
+
+/// An SMMUv3 instance.
+pub struct Smmu {
+    pub(crate) config: SmmuConfig,
+    pub(crate) caps: Caps,
+    pub(crate) msi: Arc<dyn MsiSink>,
+    pub(crate) state: Mutex<State>,
+    pub(crate) ctrl: Control,
+    pub(crate) ste_cache: Cache<SteTag, Ste>,
+    pub(crate) cd_cache: Cache<CdTag, Cd>,
+    pub(crate) tlb: tlb::Tlb,
+    pub(crate) stats: stats::Stats,
+    pub(crate) outbox: Mutex<VecDeque<DeviceMessage>>,
+}
+
+impl std::fmt::Debug for Smmu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Smmu")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Smmu {
+    /// A reset SMMU with `config`, raising its interrupts through `msi`.
+    pub fn new(config: SmmuConfig, msi: Arc<dyn MsiSink>) -> Result<Self, Error> {
+        config.validate()?;
+        let mut regs = RegFile::new(regs::SPECS);
+        regs.set(regs::IDR0, u64::from(config.idr0()));
+        regs.set(regs::IDR1, u64::from(config.idr1()));
+        regs.set(regs::IDR3, u64::from(config.idr3()));
+        regs.set(regs::IDR5, u64::from(config.idr5()));
+        // IIDR: implementer 0x43b (Arm's JEP106 code, as QEMU reports).
+        regs.set(regs::IIDR, 0x43b);
+        // AIDR: SMMUv3.2 (ArchMajorRev 0 = v3, ArchMinorRev 2).
+        regs.set(regs::AIDR, 0x2);
+        let ctrl = Control::default();
+        ctrl.gbpa.store(gbpa::RESET, Ordering::SeqCst);
+        Ok(Smmu {
+            caps: Caps::from_config(&config),
+            ste_cache: Cache::new(config.ste_cache)?,
+            cd_cache: Cache::new(config.cd_cache)?,
+            tlb: tlb::Tlb::new(config.tlb)?,
+            config,
+            msi,
+            state: Mutex::new(State { regs }),
+            ctrl,
+            stats: stats::Stats::default(),
+            outbox: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SmmuConfig {
+        &self.config
+    }
+
+    /// Read `size` (4 or 8) bytes of the register frame at `offset`.
+    /// Unknown offsets read as zero (counted).
+    pub fn mmio_read(&self, _mem: &dyn GuestRam, offset: u64, size: u8) -> u64 {
+        let st = lock(&self.state);
+        st.regs.read(regs::canonical_offset(offset), size)
+    }
+
+    /// Write `size` (4 or 8) bytes of the register frame at `offset`, with
+    /// the register's side effects (IHI 0070 6.3). Unknown offsets are
+    /// ignored (counted).
+    pub fn mmio_write(&self, mem: &dyn GuestRam, offset: u64, size: u8, value: u64) {
+        let mut st = lock(&self.state);
+        let offset = regs::canonical_offset(offset);
+        let Some(w) = st.regs.write(offset, size, value) else {
+            tracing::debug!(
+                offset,
+                size,
+                value,
+                "SMMU write to unknown register ignored"
+            );
+            return;
+        };
+        self.on_write(&mut st, mem, &w);
+    }
+
+    fn restore(st: &mut State, w: &RegWrite) {
+        st.regs.set(w.offset, w.old);
+    }
+
+    fn on_write(&self, st: &mut State, mem: &dyn GuestRam, w: &RegWrite) {
+        let cr0ack = st.regs.value(regs::CR0ACK);
+        match w.offset {
+            regs::CR0 => self.on_cr0_write(st, mem, w),
+            regs::GBPA => self.on_gbpa_write(st, w),
+            regs::IRQ_CTRL => {
+                // 6.3.16: the update is acknowledged in IRQ_CTRLACK.
+                st.regs.set(regs::IRQ_CTRLACK, w.new);
+            }
+            regs::GERRORN => {
+                let active_before = (st.regs.value(regs::GERROR) ^ w.old) & gerror::CMDQ_ERR;
+                let active_after = (st.regs.value(regs::GERROR) ^ w.new) & gerror::CMDQ_ERR;
+                if active_before != 0 && active_after == 0 {
+                    // 7.1: the command queue resumes once CMDQ_ERR is
+                    // acknowledged; CONS.ERR stays until then.
+                    self.process_cmdq(st, mem);
+                }
+            }
+            // 6.3.23-24: ignored while SMMUEN (or its ack) is 1.
+            regs::STRTAB_BASE | regs::STRTAB_BASE_CFG => {
+                if cr0ack & cr0::SMMUEN != 0 {
+                    tracing::warn!("STRTAB_BASE(_CFG) write while SMMUEN=1 ignored");
+                    Self::restore(st, w);
+                } else {
+                    self.ctrl
+                        .strtab_base
+                        .store(st.regs.value(regs::STRTAB_BASE), Ordering::SeqCst);
+                    self.ctrl
+                        .strtab_cfg
+                        .store(st.regs.value(regs::STRTAB_BASE_CFG), Ordering::SeqCst);
+                }
+            }
+            // 6.3.25-27: base and CONS are ignored while the queue is on.
+            regs::CMDQ_BASE | regs::CMDQ_CONS if cr0ack & cr0::CMDQEN != 0 => {
+                Self::restore(st, w);
+            }
+            regs::CMDQ_PROD => self.process_cmdq(st, mem),
+            regs::EVENTQ_BASE | regs::EVENTQ_PROD if cr0ack & cr0::EVENTQEN != 0 => {
+                Self::restore(st, w);
+            }
+            regs::PRIQ_BASE | regs::PRIQ_PROD if cr0ack & cr0::PRIQEN != 0 => {
+                Self::restore(st, w);
+            }
+            _ => {}
+        }
+    }
+
+    /// 6.3.9 / 6.3.10: CR0 changes take effect and are acknowledged in
+    /// CR0ACK at once.
+    fn on_cr0_write(&self, st: &mut State, mem: &dyn GuestRam, w: &RegWrite) {
+        st.regs.set(regs::CR0ACK, w.new);
+        self.ctrl.cr0.store(w.new, Ordering::SeqCst);
+        let enabled = w.new & !w.old;
+        if enabled & cr0::SMMUEN != 0 {
+            tracing::debug!("SMMU enabled");
+        }
+        if w.new & cr0::CMDQEN != 0 {
+            self.process_cmdq(st, mem);
+        }
+    }
+
+    /// 6.3.14: GBPA fields change only with a write that sets UPDATE; the
+    /// SMMU clears UPDATE when the new attributes are in force (here: at
+    /// once).
+    fn on_gbpa_write(&self, st: &mut State, w: &RegWrite) {
+        if w.written & gbpa::UPDATE != 0 {
+            let v = w.written & gbpa::FIELDS;
+            st.regs.set(regs::GBPA, v);
+            self.ctrl.gbpa.store(v, Ordering::SeqCst);
+        } else {
+            Self::restore(st, w);
+        }
+    }
+
+    /// Toggle the GERROR bits in `bits` that are not already active and
+    /// send the GERROR MSI when enabled (7.2, 6.3.18).
+    pub(crate) fn raise_gerror(&self, st: &mut State, mem: &dyn GuestRam, bits: u64) {
+        let g = st.regs.value(regs::GERROR);
+        let n = st.regs.value(regs::GERRORN);
+        let new = bits & !(g ^ n) & gerror::ALL;
+        if new == 0 {
+            return;
+        }
+        st.regs.set(regs::GERROR, g ^ new);
+        self.stats.gerrors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(bits = new, "SMMU global error");
+        if st.regs.value(regs::IRQ_CTRL) & irq_ctrl::GERROR_IRQEN != 0 {
+            let addr = st.regs.value(regs::GERROR_IRQ_CFG0) & regs::MSI_ADDR;
+            let data = st.regs.value(regs::GERROR_IRQ_CFG1);
+            if !self.send_msi(mem, addr, data) {
+                self.stats.msi_not_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Send an MSI: a 32-bit write of `data` to `addr` (IHI 0070 3.18).
+    /// To guest RAM if `addr` is RAM, else to the MSI sink. Returns false
+    /// when MSIs are not implemented or not configured (address 0).
+    pub(crate) fn send_msi(&self, mem: &dyn GuestRam, addr: u64, data: u64) -> bool {
+        if !self.config.msi || addr == 0 {
+            return false;
+        }
+        let data = u32::try_from(data & 0xffff_ffff).unwrap_or(0);
+        self.stats.msis.fetch_add(1, Ordering::Relaxed);
+        if mem.write_u32(iommu_emulator::Gpa(addr), data).is_err() {
+            self.msi.raise_msi(MsiMessage { addr, data });
+        }
+        true
+    }
+
+    /// True when the queue enable `bit` is set and acknowledged.
+    pub(crate) fn queue_enabled(st: &State, bit: u64) -> bool {
+        st.regs.value(regs::CR0ACK) & bit != 0
+    }
+
+    /// Queue a message for the device model (bounded).
+    pub(crate) fn push_device_message(&self, m: DeviceMessage) {
+        let mut q = lock(&self.outbox);
+        if q.len() >= MAX_DEVICE_MESSAGES {
+            self.stats
+                .device_messages_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(?m, "device message dropped: outbox full");
+            return;
+        }
+        q.push_back(m);
+    }
+
+    /// Take every undelivered [`DeviceMessage`], oldest first.
+    pub fn take_device_messages(&self) -> Vec<DeviceMessage> {
+        lock(&self.outbox).drain(..).collect()
+    }
+
+    /// Register accesses to unknown offsets so far: (reads, writes).
+    pub fn unknown_register_accesses(&self) -> (u64, u64) {
+        lock(&self.state).regs.unknown_accesses()
+    }
+
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> SmmuStats {
+        self.stats.snapshot(self)
+    }
+
+    /// The translation statistics per (source, SSID).
+    pub fn translation_stats(&self) -> &iommu_emulator::TranslationStats {
+        &self.stats.translations
+    }
+}
+
+/// Overflow flag of a queue pointer register.
+pub(crate) const fn ovf(v: u64) -> u64 {
+    v & queue::OVF
+}

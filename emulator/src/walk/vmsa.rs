@@ -257,6 +257,11 @@ pub struct WalkOutput {
     pub page_size: PageSize,
     /// Rights granted at the request's privilege.
     pub perm: Perm,
+    /// Rights granted to an unprivileged access (same as `perm_priv` for
+    /// stage 2); lets a TLB serve both privilege levels from one entry.
+    pub perm_unpriv: Perm,
+    /// Rights granted to a privileged access.
+    pub perm_priv: Perm,
     /// Stage 1: the mapping is not accessible unprivileged (AP[1] = 0 or
     /// APTable[0] set). Always false for stage 2.
     pub privileged_only: bool,
@@ -397,17 +402,18 @@ pub fn walk_with(
         if d & desc::AF == 0 && !cfg.affd {
             return Err(err(FaultKind::AccessFlag, level, pa, Some(d)));
         }
-        let (perm, privileged_only) = if stage1 {
-            stage1_perm(
-                d,
-                req.privileged,
-                ap_table0,
-                ap_table1,
-                uxn_table,
-                pxn_table,
-            )
+        let tables = (ap_table0, ap_table1, uxn_table, pxn_table);
+        let (perm_unpriv, perm_priv, privileged_only) = if stage1 {
+            let (u, only) = stage1_perm(d, false, tables);
+            let (p, _) = stage1_perm(d, true, tables);
+            (u, p, only)
         } else {
-            (stage2_perm(d), false)
+            (stage2_perm(d), stage2_perm(d), false)
+        };
+        let perm = if req.privileged {
+            perm_priv
+        } else {
+            perm_unpriv
         };
         if !perm.allows(req.access) {
             return Err(err(FaultKind::Permission, level, pa, Some(d)));
@@ -423,6 +429,8 @@ pub fn walk_with(
             output: oa | (req.addr & mask_below(shift)),
             page_size,
             perm,
+            perm_unpriv,
+            perm_priv,
             privileged_only,
             level,
             reads,
@@ -439,10 +447,7 @@ pub fn walk_with(
 fn stage1_perm(
     d: u64,
     privileged: bool,
-    ap_table0: bool,
-    ap_table1: bool,
-    uxn_table: bool,
-    pxn_table: bool,
+    (ap_table0, ap_table1, uxn_table, pxn_table): (bool, bool, bool, bool),
 ) -> (Perm, bool) {
     let el0 = d & desc::AP1 != 0 && !ap_table0;
     let read_only = d & desc::AP2 != 0 || ap_table1;

@@ -1,0 +1,426 @@
+//! Stream Table Entries (IHI 0070 5.2) and level-1 stream table
+//! descriptors (5.1).
+
+use iommu_emulator::walk::vmsa::{Granule, Stage, WalkConfig};
+
+use super::Caps;
+use crate::props::ps_bits;
+use crate::regs::field;
+
+/// Size of an STE in bytes.
+pub const STE_BYTES: u64 = 64;
+
+/// A level-1 stream table descriptor (5.1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L1Std {
+    /// SPAN[4:0]: the level-2 table holds `2^(SPAN-1)` STEs; 0 = invalid.
+    pub span: u8,
+    /// L2Ptr[51:6].
+    pub l2ptr: u64,
+}
+
+impl L1Std {
+    /// Decode the 64-bit descriptor.
+    pub fn decode(d: u64) -> Self {
+        L1Std {
+            span: u8::try_from(field(d, 0, 5)).unwrap_or(0),
+            l2ptr: d & (((1u64 << 52) - 1) & !0x3f),
+        }
+    }
+}
+
+/// STE.S1DSS (5.2): what a stage-1 stream does with transactions that
+/// carry no SubstreamID when substreams are enabled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum S1Dss {
+    /// 0b00: terminate with F_STREAM_DISABLED.
+    Terminate,
+    /// 0b01: bypass stage 1 (stage 2 still applies).
+    Bypass,
+    /// 0b10: use CD 0; transactions with SubstreamID 0 are then illegal.
+    Substream0,
+}
+
+/// STE.S1FMT (5.2): the CD table format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CdFmt {
+    /// 0b00: a linear array of `2^S1CDMAX` CDs.
+    Linear,
+    /// 0b01: two levels, 4 KiB level-2 tables of 64 CDs.
+    TwoLevel4K,
+    /// 0b10: two levels, 64 KiB level-2 tables of 1024 CDs.
+    TwoLevel64K,
+}
+
+impl CdFmt {
+    /// log2 of the number of CDs in a level-2 table (the SSID split).
+    pub fn split(self) -> u32 {
+        match self {
+            CdFmt::Linear => 0,
+            CdFmt::TwoLevel4K => 6,
+            CdFmt::TwoLevel64K => 10,
+        }
+    }
+}
+
+/// STE.EATS (5.2): how ATS is allowed for the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Eats {
+    /// 0b00: ATS translation requests and translated transactions abort.
+    Abort,
+    /// 0b01: full ATS.
+    Full,
+    /// 0b10: split-stage ATS (stage-1 only answers, stage 2 checks
+    /// translated transactions).
+    S1Chk,
+}
+
+/// STE.STRW (5.2): the StreamWorld whose TLB tags the stream uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StreamWorld {
+    /// 0b00: NS-EL1 (VMID/ASID tagged).
+    NsEl1,
+    /// 0b10: EL2 (ASID tagged, no VMID), needs IDR0.HYP.
+    El2,
+}
+
+/// Stage-1 part of an STE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct S1Ste {
+    /// S1ContextPtr[51:6] (an IPA when stage 2 is also enabled).
+    pub ctx_ptr: u64,
+    /// S1FMT.
+    pub fmt: CdFmt,
+    /// S1CDMAX: log2 of the number of CDs; 0 = substreams disabled.
+    pub cdmax: u8,
+    /// S1DSS.
+    pub dss: S1Dss,
+}
+
+/// Stage-2 part of an STE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct S2Ste {
+    /// The walk configuration (S2T0SZ, S2SL0, S2TG, S2PS, S2TTB, S2AFFD).
+    pub walk: WalkConfig,
+    /// S2R: record stage-2 faults.
+    pub record: bool,
+}
+
+/// What the STE does with the stream's transactions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SteConfig {
+    /// Config = 0b000: abort, no event (5.2).
+    Abort,
+    /// Config = 0b100: bypass both stages.
+    Bypass,
+    /// Config = 0b1x1 / 0b11x: translate by the enabled stages.
+    Translate {
+        /// Stage 1, when enabled.
+        s1: Option<S1Ste>,
+        /// Stage 2, when enabled.
+        s2: Option<S2Ste>,
+    },
+}
+
+/// A decoded, validated STE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ste {
+    /// Configuration.
+    pub config: SteConfig,
+    /// EATS.
+    pub eats: Eats,
+    /// STRW.
+    pub strw: StreamWorld,
+    /// S2VMID (tags stage-1-only TLB entries too when stage 2 exists).
+    pub vmid: u16,
+    /// PRIVCFG[49:48]: 0b0x use incoming, 0b10 unprivileged, 0b11 privileged.
+    pub privcfg: u8,
+    /// INSTCFG[51:50]: 0b0x use incoming, 0b10 data, 0b11 instruction.
+    pub instcfg: u8,
+}
+
+/// Why an STE is ILLEGAL (reported as C_BAD_STE, 7.3.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SteError {
+    /// STE.V = 0.
+    #[error("STE not valid")]
+    NotValid,
+    /// A reserved Config encoding.
+    #[error("reserved Config {0:#b}")]
+    ReservedConfig(u64),
+    /// The configuration enables a stage the SMMU does not implement.
+    #[error("stage {0} not implemented")]
+    StageNotImplemented(u8),
+    /// S1FMT reserved or two-level without IDR0.CD2L.
+    #[error("bad S1FMT {0}")]
+    BadS1Fmt(u64),
+    /// S1CDMAX above IDR1.SSIDSIZE.
+    #[error("S1CDMAX {0} above SSIDSIZE")]
+    BadS1CdMax(u64),
+    /// S1DSS reserved.
+    #[error("reserved S1DSS")]
+    BadS1Dss,
+    /// EATS reserved or ATS not implemented.
+    #[error("bad EATS {0}")]
+    BadEats(u64),
+    /// STRW reserved or EL2 without IDR0.HYP.
+    #[error("bad STRW {0}")]
+    BadStrw(u64),
+    /// A stage-2 field is invalid (AArch32, big-endian, granule, size).
+    #[error("bad stage-2 configuration: {0}")]
+    BadS2(&'static str),
+    /// Stall requested but the SMMU does not stall (IDR0.STALL_MODEL=0b01).
+    #[error("stall not supported")]
+    Stall,
+}
+
+fn bit(v: u64, n: u32) -> bool {
+    field(v, n, 1) != 0
+}
+
+impl Ste {
+    /// Decode and validate the eight words of an STE (5.2).
+    pub fn decode(w: &[u64; 8], caps: &Caps) -> Result<Ste, SteError> {
+        let [w0, w1, w2, w3, ..] = *w;
+        if !bit(w0, 0) {
+            return Err(SteError::NotValid);
+        }
+        let cfg = field(w0, 1, 3);
+        let (s1_en, s2_en) = match cfg {
+            0b000 => (false, false),
+            0b100 => (false, false),
+            0b101 => (true, false),
+            0b110 => (false, true),
+            0b111 => (true, true),
+            other => return Err(SteError::ReservedConfig(other)),
+        };
+        if s1_en && !caps.s1 {
+            return Err(SteError::StageNotImplemented(1));
+        }
+        if s2_en && !caps.s2 {
+            return Err(SteError::StageNotImplemented(2));
+        }
+        // Fields checked for every valid STE that is not abort (5.2: the
+        // rest of the STE is ignored for Config = abort).
+        let strw = match field(w1, 30, 2) {
+            0 => StreamWorld::NsEl1,
+            2 if caps.hyp && !s2_en => StreamWorld::El2,
+            other => return Err(SteError::BadStrw(other)),
+        };
+        let eats = match field(w1, 28, 2) {
+            0 => Eats::Abort,
+            1 if caps.ats => Eats::Full,
+            2 if caps.ats && s2_en => Eats::S1Chk,
+            other => return Err(SteError::BadEats(other)),
+        };
+        let vmid_raw = field(w2, 0, 16);
+        let vmid = u16::try_from(if caps.vmid16 {
+            vmid_raw
+        } else {
+            vmid_raw & 0xff
+        })
+        .unwrap_or(0);
+        let privcfg = u8::try_from(field(w1, 48, 2)).unwrap_or(0);
+        let instcfg = u8::try_from(field(w1, 50, 2)).unwrap_or(0);
+        let config = match cfg {
+            0b000 => SteConfig::Abort,
+            0b100 => SteConfig::Bypass,
+            _ => {
+                let s1 = if s1_en {
+                    Some(Self::decode_s1(w0, w1, caps)?)
+                } else {
+                    None
+                };
+                let s2 = if s2_en {
+                    Some(Self::decode_s2(w2, w3, caps)?)
+                } else {
+                    None
+                };
+                SteConfig::Translate { s1, s2 }
+            }
+        };
+        Ok(Ste {
+            config,
+            eats,
+            strw,
+            vmid,
+            privcfg,
+            instcfg,
+        })
+    }
+
+    fn decode_s1(w0: u64, w1: u64, caps: &Caps) -> Result<S1Ste, SteError> {
+        let fmt = match field(w0, 4, 2) {
+            0 => CdFmt::Linear,
+            1 if caps.cd2l => CdFmt::TwoLevel4K,
+            2 if caps.cd2l => CdFmt::TwoLevel64K,
+            other => return Err(SteError::BadS1Fmt(other)),
+        };
+        let cdmax = field(w0, 59, 5);
+        if cdmax > u64::from(caps.ssid_bits) {
+            return Err(SteError::BadS1CdMax(cdmax));
+        }
+        let dss = match field(w1, 0, 2) {
+            0 => S1Dss::Terminate,
+            1 => S1Dss::Bypass,
+            2 => S1Dss::Substream0,
+            _ => return Err(SteError::BadS1Dss),
+        };
+        Ok(S1Ste {
+            ctx_ptr: w0 & (((1u64 << 52) - 1) & !0x3f),
+            fmt,
+            cdmax: u8::try_from(cdmax).unwrap_or(0),
+            dss,
+        })
+    }
+
+    fn decode_s2(w2: u64, w3: u64, caps: &Caps) -> Result<S2Ste, SteError> {
+        if !bit(w2, 51) {
+            return Err(SteError::BadS2("S2AA64 = 0 (AArch32 tables)"));
+        }
+        if bit(w2, 52) {
+            return Err(SteError::BadS2("S2ENDI = 1 (big-endian tables)"));
+        }
+        if bit(w2, 57) {
+            return Err(SteError::Stall);
+        }
+        let granule = Granule::from_tg0(field(w2, 46, 2))
+            .filter(|g| caps.granule_ok(*g))
+            .ok_or(SteError::BadS2("S2TG reserved or not implemented"))?;
+        // 5.2 S2PS: sizes above the OAS behave as the OAS.
+        let ps = ps_bits(field(w2, 48, 3))
+            .unwrap_or(caps.oas_bits)
+            .min(caps.oas_bits);
+        let walk = WalkConfig {
+            stage: Stage::Two,
+            granule,
+            tsz: u8::try_from(field(w2, 32, 6)).unwrap_or(0),
+            sl0: u8::try_from(field(w2, 38, 2)).unwrap_or(0),
+            oas_bits: ps,
+            ttb: w3 & (((1u64 << 52) - 1) & !0xf),
+            affd: bit(w2, 53),
+        };
+        let geo = walk
+            .geometry()
+            .map_err(|_| SteError::BadS2("S2T0SZ/S2SL0 out of range"))?;
+        // 5.2: an IPA size above the output size is ILLEGAL for stage 2.
+        if geo.ia_bits > u32::from(caps.oas_bits) {
+            return Err(SteError::BadS2("S2T0SZ gives an IPA wider than the OAS"));
+        }
+        Ok(S2Ste {
+            walk,
+            record: bit(w2, 58),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SmmuConfig;
+
+    fn caps() -> Caps {
+        Caps::from_config(&SmmuConfig::default())
+    }
+
+    // IHI 0070 5.2: V=0 is C_BAD_STE.
+    #[test]
+    fn ste_invalid_is_rejected() {
+        assert_eq!(Ste::decode(&[0; 8], &caps()), Err(SteError::NotValid));
+    }
+
+    // 5.2 Config: 0b001-0b011 are reserved.
+    #[test]
+    fn ste_reserved_config_is_rejected() {
+        let w = [1 | (0b010 << 1), 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(Ste::decode(&w, &caps()), Err(SteError::ReservedConfig(2)));
+    }
+
+    #[test]
+    fn ste_s1_decodes_ctxptr_cdmax_dss() {
+        let w0 = 1 | (0b101 << 1) | (2 << 4) | 0x1234_5000 | (8 << 59);
+        let w1 = 2 | (1 << 28);
+        let s = Ste::decode(&[w0, w1, 0, 0, 0, 0, 0, 0], &caps()).unwrap();
+        let SteConfig::Translate {
+            s1: Some(s1),
+            s2: None,
+        } = s.config
+        else {
+            panic!("{s:?}")
+        };
+        assert_eq!(s1.ctx_ptr, 0x1234_5000);
+        assert_eq!(
+            (s1.fmt, s1.cdmax, s1.dss),
+            (CdFmt::TwoLevel64K, 8, S1Dss::Substream0)
+        );
+        assert_eq!(s.eats, Eats::Full);
+    }
+
+    // 5.2 S1CDMAX above SSIDSIZE is ILLEGAL.
+    #[test]
+    fn ste_s1cdmax_above_ssidsize_is_rejected() {
+        let c = Caps {
+            ssid_bits: 4,
+            ..caps()
+        };
+        let w0 = 1 | (0b101 << 1) | (5 << 59);
+        assert_eq!(
+            Ste::decode(&[w0, 0, 0, 0, 0, 0, 0, 0], &c),
+            Err(SteError::BadS1CdMax(5))
+        );
+    }
+
+    #[test]
+    fn ste_s2_decodes_walk_config() {
+        let w0 = 1 | (0b110 << 1);
+        // VMID 7, T0SZ 24, SL0 1, TG 4K, PS 48-bit, AA64, S2R.
+        let w2 = 7 | (24 << 32) | (1 << 38) | (5 << 48) | (1 << 51) | (1 << 58);
+        let s = Ste::decode(&[w0, 0, w2, 0x8000_0000, 0, 0, 0, 0], &caps()).unwrap();
+        let SteConfig::Translate {
+            s1: None,
+            s2: Some(s2),
+        } = s.config
+        else {
+            panic!("{s:?}")
+        };
+        assert_eq!(s.vmid, 7);
+        assert_eq!(s2.walk.ttb, 0x8000_0000);
+        assert_eq!((s2.walk.tsz, s2.walk.sl0, s2.walk.oas_bits), (24, 1, 48));
+        assert!(s2.record);
+        // AArch32 stage 2 is not supported.
+        let s = Ste::decode(&[w0, 0, w2 & !(1 << 51), 0, 0, 0, 0, 0], &caps());
+        assert!(matches!(s, Err(SteError::BadS2(_))));
+    }
+
+    #[test]
+    fn ste_stage_not_implemented_is_rejected() {
+        let c = Caps {
+            s2: false,
+            ..caps()
+        };
+        let w0 = 1 | (0b110 << 1);
+        assert_eq!(
+            Ste::decode(&[w0, 0, 0, 0, 0, 0, 0, 0], &c),
+            Err(SteError::StageNotImplemented(2))
+        );
+    }
+
+    #[test]
+    fn ste_eats_without_ats_is_rejected() {
+        let c = Caps {
+            ats: false,
+            ..caps()
+        };
+        let w0 = 1 | (0b100 << 1);
+        assert_eq!(
+            Ste::decode(&[w0, 1 << 28, 0, 0, 0, 0, 0, 0], &c),
+            Err(SteError::BadEats(1))
+        );
+    }
+
+    #[test]
+    fn l1std_decodes_span_and_ptr() {
+        let d = L1Std::decode(0x4_5678_9040 | 9);
+        assert_eq!((d.span, d.l2ptr), (9, 0x4_5678_9040));
+    }
+}
