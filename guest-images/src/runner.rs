@@ -5,37 +5,40 @@
 //! L1 kernel has SVM with nested paging and loads `kvm_amd`. This module builds what that L1 machine
 //! boots, and caches it:
 //!
-//! - the kernel of Debian's `linux-image-6.1.0-*-amd64` package ([`RUNNER_KERNEL_PACKAGE`]);
+//! - the kernel of Debian's `linux-image-6.1.0-*-amd64` package, as pinned for guest
+//!   [`RUNNER_GUEST`] in `manifest.toml` (fetched and checked by [`crate::apt`]);
 //! - an uncompressed newc initramfs holding `/init` (`guest-images/runner/init`, a busybox shell
 //!   script), a static busybox, the kernel modules for KVM (`irqbypass`, `kvm`, `ccp`, `kvm_amd`) and
 //!   for 9p over virtio (how the L1 machine sees the host's files), the static `kvm-smoke` check
 //!   (`guest-images/runner/kvm-smoke.c`, compiled here with gcc), and the `iommu-vmm` binary with the
 //!   shared libraries `ldd` names for it.
 //!
-//! The image is cached under [`cache_dir`]`/runner/<key>/` where the key hashes everything that goes
+//! The image is cached under [`cache_dir`]`/runner/images/<key>/` where the key hashes everything that goes
 //! in (the `iommu-vmm` binary's content included), so a rebuilt binary gets a new image automatically.
 //! The L2 guest images and disks are not copied in: the nested runner shares the host directories
 //! that hold them over 9p (see `iommu_vmm::nested`), which also brings written disks and traces back.
 //!
-//! Until the guest-image crate's own Debian download and cache API exists, the small pieces this
-//! needs (cache directory, `apt-get download`, `dpkg-deb -x`, a newc writer) live here.
+//! Packages come through the crate's private apt setup ([`crate::apt`], [`crate::cache`]) and
+//! the initramfs is written by [`crate::initramfs::Tree`] (uncompressed: L1 boots faster).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs;
-use std::hash::Hasher;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Debian package that provides the L1 runner's kernel (bookworm, see MACHINE-NOTES.md).
-pub const RUNNER_KERNEL_PACKAGE: &str = "linux-image-6.1.0-56-amd64";
-/// Kernel release inside [`RUNNER_KERNEL_PACKAGE`] (its `/lib/modules/<release>` directory).
-pub const RUNNER_KERNEL_RELEASE: &str = "6.1.0-56-amd64";
-/// Debian package that provides the static busybox of the runner's initramfs.
-pub const BUSYBOX_PACKAGE: &str = "busybox-static";
-/// Modules `/init` loads, in this order, with their dependencies first: virtio-pci and 9p for the
-/// host's files, then KVM for AMD (the L1 CPU model is EPYC) and Intel (for completeness).
+use sha2::{Digest, Sha256};
+
+use crate::apt::{AptRepo, Mirrors};
+use crate::cache::Cache;
+use crate::manifest::{Manifest, PackageRef, Role};
+
+/// The guest of `manifest.toml` whose pinned kernel and busybox the L1 runner uses (bookworm's
+/// 6.1: its kvm_amd runs nested under QEMU's EPYC model, see MACHINE-NOTES.md).
+pub const RUNNER_GUEST: &str = "6.1";
+/// Modules `/init` loads (their dependencies are found and loaded first): virtio-pci and 9p for
+/// the host's files, then KVM for AMD (the L1 CPU model is EPYC).
 pub const RUNNER_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "kvm_amd"];
 
 /// The runner's `/init` script, embedded so the image only depends on the crate's source.
@@ -44,7 +47,7 @@ pub const INIT_SCRIPT: &str = include_str!("../runner/init");
 pub const KVM_SMOKE_SOURCE: &str = include_str!("../runner/kvm-smoke.c");
 
 /// Bumped whenever the image layout changes, so old cached images are not reused.
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 /// How many runner images to keep in the cache (each binary change makes a new one).
 const KEEP_IMAGES: usize = 3;
 
@@ -61,7 +64,7 @@ pub enum RunnerError {
         /// The underlying error.
         source: io::Error,
     },
-    /// An external tool (apt-get, dpkg-deb, gcc, ldd) failed or is missing.
+    /// An external tool (gcc, ldd) failed or is missing.
     #[error("{tool} failed: {detail}")]
     Tool {
         /// The command that failed.
@@ -72,6 +75,9 @@ pub enum RunnerError {
     /// Something expected in a package or on the host was not found.
     #[error("{0}")]
     Missing(String),
+    /// Fetching or unpacking Debian packages failed (the guest-image machinery's error).
+    #[error(transparent)]
+    Images(#[from] crate::Error),
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RunnerError + use<> {
@@ -79,19 +85,13 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RunnerEr
     move |source| RunnerError::Io { what, path, source }
 }
 
-/// The project's cache directory: `$IOMMU_EMU_CACHE`, else `$XDG_CACHE_HOME/iommu-emulator`,
-/// else `$HOME/.cache/iommu-emulator`, else a directory under the system temp dir.
+/// The project's cache directory ([`Cache::from_env`]: `$IOMMU_EMU_CACHE`, else
+/// `$XDG_CACHE_HOME/iommu-emulator`, else `~/.cache/iommu-emulator`), or a directory under the
+/// system temp dir when none of those is set.
 pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("IOMMU_EMU_CACHE").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("iommu-emulator");
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(home).join(".cache").join("iommu-emulator");
-    }
-    std::env::temp_dir().join("iommu-emulator-cache")
+    Cache::from_env()
+        .map(|c| c.root().to_path_buf())
+        .unwrap_or_else(|_| std::env::temp_dir().join("iommu-emulator-cache"))
 }
 
 fn run_tool(cmd: &mut Command) -> Result<std::process::Output, RunnerError> {
@@ -113,187 +113,147 @@ fn run_tool(cmd: &mut Command) -> Result<std::process::Output, RunnerError> {
     Ok(out)
 }
 
-/// Reads the Debian mirror URI and the release codename from the host's apt configuration, so a
-/// private apt configuration for another suite (bookworm-backports) uses the same mirror.
-pub fn host_debian_mirror() -> Option<(String, String)> {
-    let os_release = fs::read_to_string("/etc/os-release").ok()?;
-    let codename = os_release
-        .lines()
-        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))?
-        .trim_matches('"')
-        .to_string();
-    let mut texts = Vec::new();
-    if let Ok(t) = fs::read_to_string("/etc/apt/sources.list") {
-        texts.push(t);
+/// The host's Debian release codename (`VERSION_CODENAME` of /etc/os-release).
+pub fn host_codename() -> Option<String> {
+    let text = fs::read_to_string("/etc/os-release").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|c| c.trim_matches('"').to_string())
+        .filter(|c| !c.is_empty())
+}
+
+/// Downloads the newest version of each package in `suite` (through a private apt setup in the
+/// cache, same mirror as the host's) into the cache's `debs/` and returns the `.deb` paths.
+/// Used for QEMU from bookworm-backports.
+pub fn fetch_suite_packages(suite: &str, names: &[&str]) -> Result<Vec<PathBuf>, RunnerError> {
+    let cache = Cache::from_env()?;
+    let suites = vec![suite.to_string()];
+    let repo = AptRepo::new(cache.apt(&suites), suites, Mirrors::discover()?);
+    repo.prepare()?;
+    let mut updated = false;
+    if !repo.has_lists() {
+        repo.update()?;
+        updated = true;
     }
-    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
-        let mut names: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
-        names.sort();
-        for p in names {
-            if (p.extension() == Some(OsStr::new("sources"))
-                || p.extension() == Some(OsStr::new("list")))
-                && let Ok(t) = fs::read_to_string(&p)
-            {
-                texts.push(t);
-            }
+    let mut out = Vec::new();
+    for name in names {
+        let pkg = PackageRef {
+            name: (*name).to_string(),
+            version: None,
+        };
+        let mut r = repo.resolve(&pkg)?;
+        if r.is_none() && !updated {
+            repo.update()?;
+            updated = true;
+            r = repo.resolve(&pkg)?;
         }
+        let r = r.ok_or_else(|| RunnerError::Missing(format!("{name} is not in {suite}")))?;
+        out.push(repo.download(&r, &cache.debs())?);
     }
-    for text in &texts {
-        // deb822 stanzas.
-        for stanza in text.split("\n\n") {
-            let field = |name: &str| {
-                stanza.lines().find_map(|l| {
-                    l.strip_prefix(name)
-                        .and_then(|r| r.strip_prefix(':'))
-                        .map(str::trim)
-                })
-            };
-            if let (Some(uris), Some(suites)) = (field("URIs"), field("Suites"))
-                && suites.split_whitespace().any(|s| s == codename)
-                && let Some(uri) = uris.split_whitespace().next()
-            {
-                return Some((uri.to_string(), codename));
-            }
-        }
-        // One-line format: deb [options] URI suite components.
-        for line in text.lines() {
-            let words: Vec<&str> = line
-                .split_whitespace()
-                .filter(|w| !w.starts_with('['))
-                .collect();
-            if words.len() >= 3
-                && words.first() == Some(&"deb")
-                && words.get(2) == Some(&&*codename)
-                && let Some(uri) = words.get(1)
-            {
-                return Some(((*uri).to_string(), codename));
-            }
-        }
-    }
-    None
+    Ok(out)
 }
 
-/// Downloads Debian packages (`name` or `name/suite`) into `dest` with `apt-get download`.
-///
-/// `extra_suite`, when given, is added through a private apt configuration under
-/// [`cache_dir`]`/nested-apt-<suite>` (same mirror as the host's, see [`host_debian_mirror`]), so no file of
-/// the host's apt configuration changes and no root is needed. Returns the downloaded `.deb` files.
-pub fn apt_download(
-    packages: &[&str],
-    extra_suite: Option<&str>,
-    dest: &Path,
-) -> Result<Vec<PathBuf>, RunnerError> {
-    fs::create_dir_all(dest).map_err(io_err("create", dest))?;
-    let mut opts: Vec<String> = vec!["-o".into(), "APT::Sandbox::User=root".into()];
-    if let Some(suite) = extra_suite {
-        let (mirror, _) = host_debian_mirror().ok_or_else(|| {
-            RunnerError::Missing(
-                "no Debian mirror found in /etc/apt (needed for the extra suite)".into(),
-            )
-        })?;
-        let apt = cache_dir().join(format!("nested-apt-{suite}"));
-        let lists = apt.join("lists");
-        let archives = apt.join("cache/archives/partial");
-        fs::create_dir_all(lists.join("partial")).map_err(io_err("create", &lists))?;
-        fs::create_dir_all(&archives).map_err(io_err("create", &archives))?;
-        let sources = apt.join("extra.sources");
-        let text = format!(
-            "Types: deb\nURIs: {mirror}\nSuites: {suite}\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-        );
-        fs::write(&sources, text).map_err(io_err("write", &sources))?;
-        opts.extend(
-            [
-                format!("Dir::Etc::SourceList={}", sources.display()),
-                "Dir::Etc::SourceParts=/nonexistent".into(),
-                format!("Dir::State::Lists={}", lists.display()),
-                format!("Dir::Cache={}", apt.join("cache").display()),
-                "Debug::NoLocking=1".into(),
-            ]
-            .into_iter()
-            .flat_map(|o| ["-o".to_string(), o]),
-        );
-        run_tool(Command::new("apt-get").args(&opts).args(["-q", "update"]))?;
-    }
-    let before: BTreeSet<PathBuf> = list_debs(dest)?;
-    let download = run_tool(
-        Command::new("apt-get")
-            .args(&opts)
-            .arg("download")
-            .args(packages)
-            .current_dir(dest),
-    );
-    if download.is_err() && extra_suite.is_none() {
-        // The host's package lists may be missing or stale: refresh once (needs root) and retry.
-        run_tool(Command::new("apt-get").args(["-q", "update"]))?;
-        run_tool(
-            Command::new("apt-get")
-                .args(&opts)
-                .arg("download")
-                .args(packages)
-                .current_dir(dest),
-        )?;
-    } else {
-        download?;
-    }
-    let after = list_debs(dest)?;
-    let mut found = Vec::new();
-    for pkg in packages {
-        let name = pkg.split('/').next().unwrap_or(pkg);
-        let prefix = format!("{name}_");
-        let deb = after
-            .iter()
-            .filter(|p| {
-                p.file_name()
-                    .and_then(OsStr::to_str)
-                    .is_some_and(|f| f.starts_with(&prefix))
-            })
-            // Prefer the file this call downloaded.
-            .max_by_key(|p| (!before.contains(*p), p.to_path_buf()))
-            .ok_or_else(|| RunnerError::Missing(format!("apt-get download gave no {name}")))?;
-        found.push(deb.clone());
-    }
-    Ok(found)
-}
-
-fn list_debs(dir: &Path) -> Result<BTreeSet<PathBuf>, RunnerError> {
-    Ok(fs::read_dir(dir)
-        .map_err(io_err("read", dir))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension() == Some(OsStr::new("deb")))
-        .collect())
-}
-
-/// Extracts a `.deb` into `dest` with `dpkg-deb -x` (no maintainer scripts, no root needed).
-pub fn extract_deb(deb: &Path, dest: &Path) -> Result<(), RunnerError> {
-    fs::create_dir_all(dest).map_err(io_err("create", dest))?;
-    run_tool(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dest))?;
-    Ok(())
-}
-
-/// Downloads (once) and extracts (once) a package into `cache_dir()/debs/<name>/root`.
-/// Concurrent callers each work in a private directory and the first rename wins.
-fn cached_package(name: &str) -> Result<PathBuf, RunnerError> {
-    let base = cache_dir().join("debs").join(name);
-    let root = base.join("root");
+/// Extracts `deb` once into `<cache>/runner/pkgs/<deb file stem>` and returns that folder.
+/// Concurrent callers each extract into a private folder; the first rename wins.
+pub fn extracted_package(deb: &Path) -> Result<PathBuf, RunnerError> {
+    let stem = deb
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .ok_or_else(|| RunnerError::Missing(format!("bad .deb path {}", deb.display())))?;
+    let base = cache_dir().join("runner").join("pkgs");
+    let root = base.join(&stem);
     if root.is_dir() {
         return Ok(root);
     }
-    let work = base.join(format!(".work-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&work);
-    let debs = apt_download(&[name], None, &work)?;
-    let deb = debs
-        .first()
-        .ok_or_else(|| RunnerError::Missing(format!("no .deb for {name}")))?;
-    let staged = work.join("root");
-    extract_deb(deb, &staged)?;
-    let renamed = fs::rename(&staged, &root);
-    let _ = fs::remove_dir_all(&work);
-    match renamed {
+    let staged = base.join(format!(".{stem}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staged);
+    crate::deb::extract(deb, &staged)?;
+    match fs::rename(&staged, &root) {
         Ok(()) => Ok(root),
-        Err(_) if root.is_dir() => Ok(root),
+        Err(_) if root.is_dir() => {
+            let _ = fs::remove_dir_all(&staged);
+            Ok(root)
+        }
         Err(e) => Err(io_err("rename", &root)(e)),
     }
+}
+
+/// The extracted kernel and busybox packages of [`RUNNER_GUEST`] (pinned in `manifest.toml`):
+/// (kernel package root, busybox binary, kernel release). Apt runs only the first time for a
+/// given manifest entry; afterwards a stamp in the cache names the extracted folders.
+fn runner_packages() -> Result<(PathBuf, PathBuf, String), RunnerError> {
+    let cache = Cache::from_env()?;
+    let manifest = Manifest::embedded()?;
+    let spec = manifest.guest(RUNNER_GUEST)?.clone();
+    let release = spec.release();
+    let stamp = cache
+        .root()
+        .join("runner")
+        .join(format!("packages-{}.txt", hex_digest(&[&spec.canonical()])));
+    if let Ok(text) = fs::read_to_string(&stamp) {
+        let mut lines = text.lines();
+        if let (Some(k), Some(b)) = (lines.next(), lines.next()) {
+            let (k, b) = (PathBuf::from(k), PathBuf::from(b));
+            if k.is_dir() && b.is_file() {
+                return Ok((k, b, release));
+            }
+        }
+    }
+    let repo = AptRepo::new(
+        cache.apt(&spec.suites),
+        spec.suites.clone(),
+        Mirrors::discover()?,
+    );
+    repo.prepare()?;
+    let mut updated = false;
+    if !repo.has_lists() {
+        repo.update()?;
+        updated = true;
+    }
+    let mut kernel_root = None;
+    let mut busybox = None;
+    for (role, pkg) in spec.packages() {
+        if !matches!(role, Role::Image | Role::Busybox) {
+            continue;
+        }
+        let mut r = repo.resolve(&pkg)?;
+        if r.is_none() && !updated {
+            repo.update()?;
+            updated = true;
+            r = repo.resolve(&pkg)?;
+        }
+        let r = r.ok_or_else(|| {
+            RunnerError::Missing(format!(
+                "{} is no longer in the Debian archive; run `guest-image repin {RUNNER_GUEST}`",
+                pkg.apt_arg()
+            ))
+        })?;
+        let root = extracted_package(&repo.download(&r, &cache.debs())?)?;
+        match role {
+            Role::Image => kernel_root = Some(root),
+            _ => busybox = Some(crate::deb::busybox_in(&root)?),
+        }
+    }
+    let (Some(k), Some(b)) = (kernel_root, busybox) else {
+        return Err(RunnerError::Missing(
+            "the manifest names no kernel or busybox".into(),
+        ));
+    };
+    if let Some(dir) = stamp.parent() {
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    }
+    fs::write(&stamp, format!("{}\n{}\n", k.display(), b.display()))
+        .map_err(io_err("write", &stamp))?;
+    Ok((k, b, release))
+}
+
+fn hex_digest(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
 }
 
 /// A built runner image: what QEMU boots as the L1 machine.
@@ -330,20 +290,15 @@ pub fn default_vmm_binary() -> Option<PathBuf> {
 
 /// Builds the runner image, or returns the cached one when nothing that goes in changed.
 pub fn build_runner(spec: &RunnerSpec) -> Result<RunnerImage, RunnerError> {
-    let kernel_root = cached_package(RUNNER_KERNEL_PACKAGE)?;
-    let busybox_root = cached_package(BUSYBOX_PACKAGE)?;
-    let kernel = kernel_root
-        .join("boot")
-        .join(format!("vmlinuz-{RUNNER_KERNEL_RELEASE}"));
+    let (kernel_root, busybox, release) = runner_packages()?;
+    let kernel = kernel_root.join("boot").join(format!("vmlinuz-{release}"));
     if !kernel.exists() {
         return Err(RunnerError::Missing(format!(
-            "{} has no {}",
-            RUNNER_KERNEL_PACKAGE,
+            "the kernel package has no {}",
             kernel.display()
         )));
     }
-    let busybox = busybox_root.join("bin/busybox");
-    let modules_dir = kernel_root.join("lib/modules").join(RUNNER_KERNEL_RELEASE);
+    let modules_dir = crate::deb::modules_dir(&kernel_root, &release)?;
     let modules = module_closure(&modules_dir, RUNNER_MODULES)?;
 
     let libs = match &spec.vmm_binary {
@@ -352,31 +307,36 @@ pub fn build_runner(spec: &RunnerSpec) -> Result<RunnerImage, RunnerError> {
     };
 
     // The cache key covers every input.
-    let mut key = ContentHasher::default();
-    key.add_str(&format!("format {FORMAT_VERSION} {RUNNER_KERNEL_PACKAGE}"));
-    key.add_str(INIT_SCRIPT);
-    key.add_str(KVM_SMOKE_SOURCE);
-    key.add_file(&kernel)?;
-    key.add_file(&busybox)?;
+    let mut key = Sha256::new();
+    let mut add = |bytes: &[u8]| {
+        key.update((bytes.len() as u64).to_le_bytes());
+        key.update(bytes);
+    };
+    add(format!("format {FORMAT_VERSION} release {release}").as_bytes());
+    add(INIT_SCRIPT.as_bytes());
+    add(KVM_SMOKE_SOURCE.as_bytes());
+    for f in [&kernel, &busybox] {
+        add(file_digest(f)?.as_bytes());
+    }
     for (rel, _) in &modules {
-        key.add_str(rel);
+        add(rel.as_bytes());
     }
     if let Some(bin) = &spec.vmm_binary {
-        key.add_file(bin)?;
+        add(file_digest(bin)?.as_bytes());
     }
     for lib in &libs {
-        key.add_str(&lib.display().to_string());
-        key.add_file(lib)?;
+        add(lib.to_string_lossy().as_bytes());
+        add(file_digest(lib)?.as_bytes());
     }
-    let key = key.hex();
+    let key = hex::encode(key.finalize());
 
-    let images = cache_dir().join("runner");
+    let images = cache_dir().join("runner").join("images");
     let dir = images.join(&key);
     let initramfs = dir.join("initramfs.cpio");
     let image = RunnerImage {
         kernel: kernel.clone(),
         initramfs: initramfs.clone(),
-        kernel_release: RUNNER_KERNEL_RELEASE.to_string(),
+        kernel_release: release.clone(),
         vmm_path_in_l1: spec
             .vmm_binary
             .as_ref()
@@ -404,36 +364,33 @@ pub fn build_runner(spec: &RunnerSpec) -> Result<RunnerImage, RunnerError> {
     let smoke = tmp.join("kvm-smoke");
     compile_smoke(&tmp, &smoke)?;
 
+    let mut t = crate::image::base_tree(&busybox)?;
+    for d in ["dev", "ctl", "host"] {
+        t.dir(d, 0o755)?;
+    }
+    t.file("init", 0o755, INIT_SCRIPT)?;
+    t.host_file("bin/kvm-smoke", 0o755, &smoke)?;
+    let mut load_list = String::new();
+    for (rel, path) in &modules {
+        let dest = format!("lib/modules/{release}/{rel}");
+        t.host_file(&dest, 0o644, path)?;
+        load_list.push_str(&format!("/{dest}\n"));
+    }
+    t.file("etc/runner-modules", 0o644, load_list)?;
+    if let Some(bin) = &spec.vmm_binary {
+        t.host_file("bin/iommu-vmm", 0o755, &stripped_binary(bin, &tmp))?;
+        for lib in &libs {
+            let rel = lib.to_string_lossy();
+            t.host_file(rel.trim_start_matches('/'), 0o755, lib)?;
+        }
+    }
     let cpio_path = tmp.join("initramfs.cpio");
     let file = fs::File::create(&cpio_path).map_err(io_err("create", &cpio_path))?;
-    let mut cpio = CpioWriter::new(BufWriter::new(file));
-    let cpio_err = io_err("write", &cpio_path);
-    (|| -> io::Result<()> {
-        for d in ["dev", "proc", "sys", "tmp", "ctl", "host", "etc", "bin"] {
-            cpio.dir(d)?;
-        }
-        cpio.file("init", 0o755, INIT_SCRIPT.as_bytes())?;
-        cpio.file("bin/busybox", 0o755, &fs::read(&busybox)?)?;
-        cpio.symlink("bin/sh", "busybox")?;
-        cpio.file("bin/kvm-smoke", 0o755, &fs::read(&smoke)?)?;
-        let mut load_list = String::new();
-        for (rel, path) in &modules {
-            let dest = format!("lib/modules/{RUNNER_KERNEL_RELEASE}/{rel}");
-            cpio.file(&dest, 0o644, &fs::read(path)?)?;
-            load_list.push_str(&format!("/{dest}\n"));
-        }
-        cpio.file("etc/runner-modules", 0o644, load_list.as_bytes())?;
-        if let Some(bin) = &spec.vmm_binary {
-            cpio.file("bin/iommu-vmm", 0o755, &stripped_binary(bin, &tmp)?)?;
-            for lib in &libs {
-                let rel = lib.to_string_lossy();
-                let rel = rel.trim_start_matches('/');
-                cpio.file(rel, 0o755, &fs::read(lib)?)?;
-            }
-        }
-        cpio.finish()
-    })()
-    .map_err(cpio_err)?;
+    t.write_cpio(BufWriter::new(file))?
+        .into_inner()
+        .map_err(|e| io_err("write", &cpio_path)(e.into_error()))?
+        .sync_all()
+        .map_err(io_err("write", &cpio_path))?;
     let _ = fs::remove_file(&smoke);
     let _ = fs::remove_file(tmp.join("iommu-vmm.stripped"));
     fs::write(
@@ -458,6 +415,21 @@ pub fn build_runner(spec: &RunnerSpec) -> Result<RunnerImage, RunnerError> {
     }
     prune_images(&images, &key);
     Ok(image)
+}
+
+/// SHA-256 (hex) of a file's content.
+fn file_digest(path: &Path) -> Result<String, RunnerError> {
+    let mut f = fs::File::open(path).map_err(io_err("open", path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err("read", path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(buf.get(..n).unwrap_or_default());
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Keeps the [`KEEP_IMAGES`] most recently used images.
@@ -506,9 +478,9 @@ fn compile_smoke(tmp: &Path, out: &Path) -> Result<(), RunnerError> {
     Ok(())
 }
 
-/// The binary without its debug sections (less for the L1 kernel to unpack), or as is when
-/// objcopy is missing.
-fn stripped_binary(bin: &Path, tmp: &Path) -> io::Result<Vec<u8>> {
+/// The binary without its debug sections (less for the L1 kernel to unpack), or the binary
+/// itself when objcopy is missing or fails.
+fn stripped_binary(bin: &Path, tmp: &Path) -> PathBuf {
     let out = tmp.join("iommu-vmm.stripped");
     let ok = Command::new("objcopy")
         .arg("--strip-debug")
@@ -517,7 +489,7 @@ fn stripped_binary(bin: &Path, tmp: &Path) -> io::Result<Vec<u8>> {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if ok { fs::read(&out) } else { fs::read(bin) }
+    if ok { out } else { bin.to_path_buf() }
 }
 
 /// The shared libraries (and the ELF interpreter) `ldd` lists for `bin`, as absolute paths.
@@ -664,133 +636,6 @@ pub fn modinfo_depends(ko: &[u8]) -> Vec<String> {
     Vec::new()
 }
 
-/// A content hash for cache keys (two SipHash-1-3 lanes with different keys: 128 bits).
-#[derive(Default)]
-struct ContentHasher {
-    a: std::hash::DefaultHasher,
-    b: std::hash::DefaultHasher,
-    started: bool,
-}
-
-impl ContentHasher {
-    fn add(&mut self, bytes: &[u8]) {
-        if !self.started {
-            self.b.write(b"second lane");
-            self.started = true;
-        }
-        self.a.write(bytes);
-        self.b.write(bytes);
-    }
-    fn add_str(&mut self, s: &str) {
-        self.add(&(s.len() as u64).to_le_bytes());
-        self.add(s.as_bytes());
-    }
-    fn add_file(&mut self, path: &Path) -> Result<(), RunnerError> {
-        let mut f = fs::File::open(path).map_err(io_err("open", path))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf).map_err(io_err("read", path))?;
-            if n == 0 {
-                break;
-            }
-            self.add(buf.get(..n).unwrap_or_default());
-        }
-        Ok(())
-    }
-    fn hex(&self) -> String {
-        format!("{:016x}{:016x}", self.a.finish(), self.b.finish())
-    }
-}
-
-/// A writer for the newc (SVR4 "070701") cpio format the Linux initramfs unpacker reads.
-/// Parent directories are created automatically; all entries are owned by root.
-pub struct CpioWriter<W: Write> {
-    out: W,
-    ino: u32,
-    dirs: BTreeSet<String>,
-}
-
-impl<W: Write> CpioWriter<W> {
-    /// Starts an archive written to `out`.
-    pub fn new(out: W) -> Self {
-        Self {
-            out,
-            ino: 1,
-            dirs: BTreeSet::new(),
-        }
-    }
-
-    fn header(&mut self, name: &str, mode: u32, size: usize) -> io::Result<()> {
-        let size = u32::try_from(size)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "cpio entry over 4 GiB"))?;
-        let name_len = name.len() + 1;
-        let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
-        write!(
-            self.out,
-            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-            self.ino, mode, 0, 0, nlink, 0, size, 0, 0, 0, 0, name_len, 0
-        )?;
-        self.ino = self.ino.wrapping_add(1);
-        self.out.write_all(name.as_bytes())?;
-        self.out.write_all(&[0])?;
-        // Header (110 bytes) + name is padded to a multiple of 4.
-        self.pad(110 + name_len)
-    }
-
-    fn pad(&mut self, len: usize) -> io::Result<()> {
-        let n = (4 - len % 4) % 4;
-        self.out.write_all(&[0u8; 3][..n])
-    }
-
-    fn parents(&mut self, path: &str) -> io::Result<()> {
-        let mut prefix = String::new();
-        let parts: Vec<&str> = path.split('/').collect();
-        for part in parts.iter().take(parts.len().saturating_sub(1)) {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(part);
-            if !self.dirs.contains(&prefix) {
-                let p = prefix.clone();
-                self.dir(&p)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Adds a directory (path relative to the archive root, no leading slash).
-    pub fn dir(&mut self, path: &str) -> io::Result<()> {
-        if self.dirs.contains(path) {
-            return Ok(());
-        }
-        self.parents(path)?;
-        self.dirs.insert(path.to_string());
-        self.header(path, 0o040755, 0)
-    }
-
-    /// Adds a regular file with permission bits `perm`.
-    pub fn file(&mut self, path: &str, perm: u32, data: &[u8]) -> io::Result<()> {
-        self.parents(path)?;
-        self.header(path, 0o100000 | (perm & 0o7777), data.len())?;
-        self.out.write_all(data)?;
-        self.pad(data.len())
-    }
-
-    /// Adds a symbolic link to `target`.
-    pub fn symlink(&mut self, path: &str, target: &str) -> io::Result<()> {
-        self.parents(path)?;
-        self.header(path, 0o120777, target.len())?;
-        self.out.write_all(target.as_bytes())?;
-        self.pad(target.len())
-    }
-
-    /// Writes the trailer and flushes.
-    pub fn finish(mut self) -> io::Result<()> {
-        self.header("TRAILER!!!", 0, 0)?;
-        self.out.flush()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -822,53 +667,5 @@ mod tests {
         assert_eq!(modinfo_depends(ko), vec!["kvm", "irqbypass", "ccp"]);
         assert!(modinfo_depends(b"\0depends=\0name=x\0").is_empty());
         assert!(modinfo_depends(b"no field here").is_empty());
-    }
-
-    #[test]
-    fn cpio_writer_entries_are_aligned_and_parseable() {
-        let mut buf = Vec::new();
-        let mut w = CpioWriter::new(&mut buf);
-        w.file("a/b/c.txt", 0o644, b"hello").unwrap();
-        w.symlink("a/link", "b/c.txt").unwrap();
-        w.finish().unwrap();
-        // Walk the archive the way the kernel does.
-        let mut names = Vec::new();
-        let mut off = 0usize;
-        loop {
-            let hdr = std::str::from_utf8(&buf[off..off + 110]).unwrap();
-            assert_eq!(&hdr[..6], "070701", "magic at {off}");
-            let field = |i: usize| u32::from_str_radix(&hdr[6 + i * 8..14 + i * 8], 16).unwrap();
-            let mode = field(1);
-            let size = field(6) as usize;
-            let namesize = field(11) as usize;
-            let name = std::str::from_utf8(&buf[off + 110..off + 110 + namesize - 1]).unwrap();
-            names.push((name.to_string(), mode));
-            let data = (off + 110 + namesize).div_ceil(4) * 4;
-            if name == "TRAILER!!!" {
-                break;
-            }
-            if name == "a/b/c.txt" {
-                assert_eq!(&buf[data..data + size], b"hello");
-            }
-            off = (data + size).div_ceil(4) * 4;
-        }
-        let names: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["a", "a/b", "a/b/c.txt", "a/link", "TRAILER!!!"]);
-        assert_eq!(buf.len() % 4, 0);
-    }
-
-    #[test]
-    fn content_hasher_depends_on_content_and_order() {
-        let h = |parts: &[&str]| {
-            let mut c = ContentHasher::default();
-            for p in parts {
-                c.add_str(p);
-            }
-            c.hex()
-        };
-        assert_eq!(h(&["a", "b"]), h(&["a", "b"]));
-        assert_ne!(h(&["a", "b"]), h(&["b", "a"]));
-        assert_ne!(h(&["ab"]), h(&["a", "b"]));
-        assert_eq!(h(&["x"]).len(), 32);
     }
 }

@@ -14,11 +14,7 @@ use guest_images::runner as images;
 use super::NestedError;
 
 /// Packages extracted from bookworm-backports for the L1 machine.
-const BACKPORTS_PACKAGES: &[&str] = &[
-    "qemu-system-x86/bookworm-backports",
-    "qemu-system-data/bookworm-backports",
-    "seabios/bookworm-backports",
-];
+const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-data", "seabios"];
 
 /// Where a QEMU came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,26 +88,26 @@ fn cached_backports() -> Option<Qemu> {
     }
 }
 
-/// Downloads bookworm-backports' QEMU and seabios and extracts them into the cache (in a private
-/// directory first; the first concurrent caller's rename wins).
+/// Downloads bookworm-backports' QEMU and seabios (guest-images' private apt setup) and
+/// extracts them into the cache (in a private directory first; the first concurrent caller's
+/// rename wins).
 fn fetch_backports() -> Result<Qemu, NestedError> {
     let base = backports_root();
     let root = base.join("root");
-    let work = base.join(format!(".work-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    let files = images::apt_download(BACKPORTS_PACKAGES, Some("bookworm-backports"), &work)?;
-    let staged = work.join("root");
+    let files = images::fetch_suite_packages("bookworm-backports", BACKPORTS_PACKAGES)?;
+    let staged = base.join(format!(".work-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staged);
     for f in &files {
-        images::extract_deb(f, &staged)?;
+        guest_images::deb::extract(f, &staged).map_err(images::RunnerError::from)?;
     }
     if backports_qemu(&staged).is_none() {
-        let _ = std::fs::remove_dir_all(&work);
+        let _ = std::fs::remove_dir_all(&staged);
         return Err(NestedError::Qemu(
             "the extracted backports QEMU does not start".into(),
         ));
     }
     let renamed = std::fs::rename(&staged, &root);
-    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir_all(&staged);
     if renamed.is_err() && !root.is_dir() {
         return Err(NestedError::Qemu(format!(
             "cannot move the extracted QEMU to {}",
@@ -158,7 +154,7 @@ pub fn find_qemu(install: bool) -> Result<Qemu, NestedError> {
     if let Some(q) = cached_backports() {
         return Ok(q);
     }
-    let bookworm = images::host_debian_mirror().is_some_and(|(_, codename)| codename == "bookworm");
+    let bookworm = images::host_codename().is_some_and(|c| c == "bookworm");
     if bookworm && install {
         match fetch_backports() {
             Ok(q) => return Ok(q),
