@@ -32,12 +32,15 @@ report() {
 	esac
 }
 
+# The value of a kernel command line option (the last one when it is given twice).
 arg() {
+	v=""
 	for w in $(cat /proc/cmdline); do
 		case $w in
-		"$1"=*) echo "${w#*=}" ;;
+		"$1"=*) v=${w#*=} ;;
 		esac
 	done
+	echo "$v"
 }
 
 release=$(uname -r)
