@@ -17,10 +17,22 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let raw: Vec<OsString> = std::env::args_os().collect();
+    // Hidden: `iommu-vmm nested-check` boots the nested runner's L1 machine once.
+    if raw.get(1).is_some_and(|a| a == "nested-check") {
+        return ExitCode::from(iommu_vmm::nested::nested_check_main().clamp(0, 255) as u8);
+    }
     let args = Args::parse();
 
     // The single call site of the nested runner: when the host's KVM cannot
     // boot stock kernels, the whole command runs inside an L1 machine.
+    // A --guest image is built (or checked current) here on the host: the L1
+    // machine of the nested runner has neither compiler nor network.
+    if let Some(name) = &args.guest
+        && let Err(e) = iommu_vmm::vmm::resolve_guest(&args, name, true)
+    {
+        eprintln!("iommu-vmm: {e}");
+        return ExitCode::from(STATUS_VMM_ERROR as u8);
+    }
     let mode: NestedMode = match args.nested.parse() {
         Ok(m) => m,
         Err(e) => {

@@ -53,11 +53,14 @@ type Console = SerialDevice<EventFdTrigger, ConsoleOut<std::io::Stdout>>;
 /// Boot and run the guest described by `args`.
 pub fn run(args: &Args) -> Result<RunReport> {
     let started = Instant::now();
-    if args.guest.is_some() {
-        return Err(Error::Setup(
-            "--guest: prebuilt guest images are not wired into this iommu-vmm yet; pass --kernel and --initrd".into(),
-        ));
-    }
+    let resolved;
+    let args = match &args.guest {
+        Some(name) => {
+            resolved = resolve_guest(args, name, false)?;
+            &resolved
+        }
+        None => args,
+    };
     let kernel_path = args.kernel.clone().ok_or(Error::MissingKernel)?;
     std::fs::File::open(&kernel_path).map_err(|source| Error::KernelUnreadable {
         path: kernel_path.clone(),
@@ -315,6 +318,54 @@ pub fn run(args: &Args) -> Result<RunReport> {
         );
     }
     Ok(RunReport { reason, status })
+}
+
+/// Default kernel command line of `--guest` images (before `--append`).
+pub fn guest_cmdline(iommu: &IommuSpec) -> &'static str {
+    match iommu {
+        IommuSpec::IntelIommu { .. } => "quiet intel_iommu=on,sm_on iommu.strict=1",
+        IommuSpec::None => "quiet",
+    }
+}
+
+/// Turn `--guest NAME` into kernel, initrd, default IOMMU and command line.
+/// With `build`, the image is built (or checked current) first; without,
+/// a cached image is used as it is and built only when missing (inside the
+/// nested runner's L1 machine there is no compiler or network, and the
+/// host has built it already).
+pub fn resolve_guest(args: &Args, name: &str, build: bool) -> Result<Args> {
+    use guest_images::image::{BuildOptions, Builder, image_path};
+    let err = |e: guest_images::Error| Error::Setup(format!("--guest {name}: {e}"));
+    let cache = guest_images::cache::Cache::from_env().map_err(err)?;
+    let dir = match image_path(&cache, name) {
+        Ok(dir) if !build => dir,
+        _ => {
+            let manifest = guest_images::manifest::Manifest::embedded().map_err(err)?;
+            let opts = BuildOptions {
+                quiet: true,
+                ..BuildOptions::default()
+            };
+            Builder::new(cache, manifest, opts)
+                .build_debian(name)
+                .map_err(err)?
+                .dir
+        }
+    };
+    let mut out = args.clone();
+    out.guest = None;
+    out.kernel = Some(dir.join(guest_images::cache::KERNEL_FILE));
+    out.initrd = Some(dir.join(guest_images::cache::INITRAMFS_FILE));
+    let iommu = args
+        .iommu
+        .clone()
+        .unwrap_or_else(|| crate::cli::parse_iommu(GUEST_DEFAULT_IOMMU).unwrap_or(IommuSpec::None));
+    let append = match &args.append {
+        Some(a) => format!("{} {a}", guest_cmdline(&iommu)),
+        None => guest_cmdline(&iommu).to_string(),
+    };
+    out.iommu = Some(iommu);
+    out.append = Some(append);
+    Ok(out)
 }
 
 fn c_out(c: &mut Console) -> std::io::Stdout {
