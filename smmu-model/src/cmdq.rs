@@ -104,13 +104,12 @@ impl Smmu {
             }
             cons = ring.next(cons);
         }
-        let old_err = st.regs.value(regs::CMDQ_CONS) & queue::ERR;
-        let err_bits = if err == cerror::NONE {
-            old_err
-        } else {
-            err << queue::ERR_SHIFT
-        };
-        st.regs.set(regs::CMDQ_CONS, u64::from(cons) | err_bits);
+        // ERR is meaningful only while GERROR.CMDQ_ERR is active; a
+        // resumed queue reports CERROR_NONE.
+        st.regs.set(
+            regs::CMDQ_CONS,
+            u64::from(cons) | ((err << queue::ERR_SHIFT) & queue::ERR),
+        );
         if err != cerror::NONE {
             self.raise_gerror(st, mem, gerror::CMDQ_ERR);
         }

@@ -1,0 +1,861 @@
+//! Driver-sequence conformance for the SMMUv3 model: a small Rust "driver"
+//! that programs the model step by step the way Linux's arm-smmu-v3 driver
+//! does (probe, reset, queues, two-level stream table, STEs, CDs for
+//! several SSIDs, map, DMA, unmap + TLBI + CMD_SYNC, fault in the event
+//! queue, PRI request answered by PRI_RESP), asserting the memory and
+//! register effects at every step. Field positions are written here from
+//! IHI 0070 (and checked against what Linux's driver uses), independently
+//! of the model's own decoders.
+
+use std::sync::Arc;
+
+use iommu_emulator::testing::vmsa_pt::{Leaf, VmsaTables};
+use iommu_emulator::testing::{FakeRam, RecordingMsi};
+use iommu_emulator::walk::vmsa::{Granule, Stage, WalkConfig};
+use iommu_emulator::{
+    CachePath, DmaRequest, FaultKind, Gpa, GuestRam, Iommu, PageSize, Pasid, PasidTag, Perm,
+    RequestKind, Rid, SourceId,
+};
+use smmu_model::{DeviceMessage, PageRequest, Smmu, SmmuConfig};
+
+// Registers (IHI 0070 6.3).
+const IDR0: u64 = 0x0;
+const IDR1: u64 = 0x4;
+const IDR5: u64 = 0x14;
+const CR0: u64 = 0x20;
+const CR0ACK: u64 = 0x24;
+const CR1: u64 = 0x28;
+const CR2: u64 = 0x2c;
+const GBPA: u64 = 0x44;
+const IRQ_CTRL: u64 = 0x50;
+const IRQ_CTRLACK: u64 = 0x54;
+const GERROR: u64 = 0x60;
+const GERRORN: u64 = 0x64;
+const GERROR_IRQ_CFG0: u64 = 0x68;
+const GERROR_IRQ_CFG1: u64 = 0x70;
+const STRTAB_BASE: u64 = 0x80;
+const STRTAB_BASE_CFG: u64 = 0x88;
+const CMDQ_BASE: u64 = 0x90;
+const CMDQ_PROD: u64 = 0x98;
+const CMDQ_CONS: u64 = 0x9c;
+const EVTQ_BASE: u64 = 0xa0;
+const EVTQ_IRQ_CFG0: u64 = 0xb0;
+const EVTQ_IRQ_CFG1: u64 = 0xb8;
+const PRIQ_BASE: u64 = 0xc0;
+const PRIQ_IRQ_CFG0: u64 = 0xd0;
+const PRIQ_IRQ_CFG1: u64 = 0xd8;
+const EVTQ_PROD: u64 = 0x100a8;
+const EVTQ_CONS: u64 = 0x100ac;
+const PRIQ_PROD: u64 = 0x100c8;
+const PRIQ_CONS: u64 = 0x100cc;
+
+const CR0_SMMUEN: u64 = 1;
+const CR0_PRIQEN: u64 = 1 << 1;
+const CR0_EVTQEN: u64 = 1 << 2;
+const CR0_CMDQEN: u64 = 1 << 3;
+const CR0_ATSCHK: u64 = 1 << 4;
+
+// Commands (IHI 0070 4).
+const OP_CFGI_STE: u64 = 0x03;
+const OP_CFGI_ALL: u64 = 0x04;
+const OP_CFGI_CD: u64 = 0x05;
+const OP_TLBI_NH_ASID: u64 = 0x11;
+const OP_TLBI_NH_VA: u64 = 0x12;
+const OP_TLBI_S12_VMALL: u64 = 0x28;
+const OP_TLBI_S2_IPA: u64 = 0x2a;
+const OP_TLBI_NSNH_ALL: u64 = 0x30;
+const OP_ATC_INV: u64 = 0x40;
+const OP_PRI_RESP: u64 = 0x41;
+const OP_CMD_SYNC: u64 = 0x46;
+
+// MSI doorbells live outside guest RAM, as an ITS doorbell would.
+const RAM: u64 = 1 << 32;
+const GERROR_MSI: u64 = RAM + 0x40;
+const EVTQ_MSI: u64 = RAM + 0x80;
+const PRIQ_MSI: u64 = RAM + 0xc0;
+
+const SID_BITS: u64 = 16;
+const SPLIT: u64 = 8;
+
+struct Driver {
+    ram: Arc<FakeRam>,
+    msi: Arc<RecordingMsi>,
+    smmu: Arc<Smmu>,
+    strtab_l1: u64,
+    cmdq: u64,
+    cmdq_log2: u32,
+    cmdq_prod: u32,
+    evtq: u64,
+    evtq_cons: u32,
+    priq: u64,
+    priq_cons: u32,
+}
+
+fn alloc(ram: &FakeRam, bytes: u64) -> u64 {
+    // Naturally aligned allocation, as dma_alloc_coherent gives.
+    let align = bytes.next_power_of_two().max(4096);
+    let base = ram.alloc_pages((bytes + align) / 4096 + 1).unwrap().0;
+    (base + align - 1) & !(align - 1)
+}
+
+impl Driver {
+    fn new(props: &str) -> Self {
+        let ram = Arc::new(FakeRam::new(RAM));
+        let msi = Arc::new(RecordingMsi::new());
+        let smmu =
+            Arc::new(Smmu::new(SmmuConfig::parse_props(props).unwrap(), msi.clone()).unwrap());
+        Driver {
+            ram,
+            msi,
+            smmu,
+            strtab_l1: 0,
+            cmdq: 0,
+            cmdq_log2: 8,
+            cmdq_prod: 0,
+            evtq: 0,
+            evtq_cons: 0,
+            priq: 0,
+            priq_cons: 0,
+        }
+    }
+
+    fn rd(&self, off: u64) -> u64 {
+        self.smmu.mmio_read(self.ram.as_ref(), off, 4)
+    }
+
+    fn wr(&self, off: u64, v: u64) {
+        self.smmu.mmio_write(self.ram.as_ref(), off, 4, v);
+    }
+
+    fn wr64(&self, off: u64, v: u64) {
+        self.smmu.mmio_write(self.ram.as_ref(), off, 8, v);
+    }
+
+    fn mem64(&self, a: u64) -> u64 {
+        self.ram.read_u64(Gpa(a)).unwrap()
+    }
+
+    /// arm_smmu_write_reg_sync: write, then the ACK register must match.
+    fn write_sync(&self, off: u64, ack: u64, v: u64) {
+        self.wr(off, v);
+        assert_eq!(self.rd(ack), v, "ack of register {off:#x}");
+    }
+
+    /// arm_smmu_device_reset, with MSIs and a two-level stream table.
+    fn reset(&mut self) {
+        // Probe (arm_smmu_device_hw_probe).
+        let idr0 = self.rd(IDR0);
+        assert_eq!((idr0 >> 27) & 3, 1, "IDR0.ST_LEVEL two-level");
+        assert_eq!((idr0 >> 2) & 3, 2, "IDR0.TTF AArch64");
+        assert_ne!(idr0 & (1 << 13), 0, "IDR0.MSI");
+        let idr1 = self.rd(IDR1);
+        assert_eq!(idr1 & 0x3f, SID_BITS, "IDR1.SIDSIZE");
+        let cmdqs = (idr1 >> 21) & 0x1f;
+        self.cmdq_log2 = cmdqs.min(8) as u32;
+        let idr5 = self.rd(IDR5);
+        assert_eq!(idr5 & 7, 5, "IDR5.OAS 48 bits");
+        assert_ne!(idr5 & (1 << 4), 0, "IDR5.GRAN4K");
+
+        // Disable everything first.
+        self.write_sync(CR0, CR0ACK, 0);
+        // Table and queue attributes: inner shareable, write-back.
+        let cr1 = (3 << 10) | (1 << 8) | (1 << 6) | (3 << 4) | (1 << 2) | 1;
+        self.wr(CR1, cr1);
+        self.wr(CR2, 1 << 1); // RECINVSID
+        assert_eq!(self.rd(CR1), cr1);
+
+        // Two-level stream table: 2^(16-8) level-1 descriptors.
+        let l1_entries = 1u64 << (SID_BITS - SPLIT);
+        self.strtab_l1 = alloc(&self.ram, l1_entries * 8);
+        self.wr64(STRTAB_BASE, (1 << 62) | self.strtab_l1);
+        self.wr(STRTAB_BASE_CFG, (1 << 16) | (SPLIT << 6) | SID_BITS);
+        assert_eq!(self.rd(STRTAB_BASE_CFG), (1 << 16) | (8 << 6) | 16);
+
+        // Command queue.
+        self.cmdq = alloc(&self.ram, 16 << self.cmdq_log2);
+        self.wr64(CMDQ_BASE, (1 << 62) | self.cmdq | u64::from(self.cmdq_log2));
+        self.wr(CMDQ_PROD, 0);
+        self.wr(CMDQ_CONS, 0);
+        let mut enables = CR0_CMDQEN;
+        self.write_sync(CR0, CR0ACK, enables);
+
+        // Invalidate any cached configuration and TLB entries.
+        self.issue(&[[OP_CFGI_ALL, 31]]);
+        self.issue(&[[OP_TLBI_NSNH_ALL, 0]]);
+
+        // Event queue (page-1 pointers).
+        self.evtq = alloc(&self.ram, 32 << 7);
+        self.wr64(EVTQ_BASE, (1 << 62) | self.evtq | 7);
+        self.wr(EVTQ_PROD, 0);
+        self.wr(EVTQ_CONS, 0);
+        enables |= CR0_EVTQEN;
+        self.write_sync(CR0, CR0ACK, enables);
+
+        // PRI queue.
+        self.priq = alloc(&self.ram, 16 << 6);
+        self.wr64(PRIQ_BASE, (1 << 62) | self.priq | 6);
+        self.wr(PRIQ_PROD, 0);
+        self.wr(PRIQ_CONS, 0);
+        enables |= CR0_PRIQEN;
+        self.write_sync(CR0, CR0ACK, enables);
+        enables |= CR0_ATSCHK;
+        self.write_sync(CR0, CR0ACK, enables);
+
+        // IRQs (arm_smmu_setup_irqs + arm_smmu_setup_msis).
+        self.write_sync(IRQ_CTRL, IRQ_CTRLACK, 0);
+        self.wr64(GERROR_IRQ_CFG0, GERROR_MSI);
+        self.wr(GERROR_IRQ_CFG1, 0x100);
+        self.wr64(EVTQ_IRQ_CFG0, EVTQ_MSI);
+        self.wr(EVTQ_IRQ_CFG1, 0x101);
+        self.wr64(PRIQ_IRQ_CFG0, PRIQ_MSI);
+        self.wr(PRIQ_IRQ_CFG1, 0x102);
+        self.write_sync(IRQ_CTRL, IRQ_CTRLACK, 0b111);
+
+        enables |= CR0_SMMUEN;
+        self.write_sync(CR0, CR0ACK, enables);
+    }
+
+    /// arm_smmu_cmdq_issue_cmdlist with sync: commands, then a CMD_SYNC
+    /// whose MSI writes 0 over its own first word (MSIADDR = its slot);
+    /// then poll that word and CONS.
+    fn issue(&mut self, cmds: &[[u64; 2]]) {
+        let n = 1u32 << self.cmdq_log2;
+        let slot = |p: u32| self.cmdq + u64::from(p & (n - 1)) * 16;
+        let mut prod = self.cmdq_prod;
+        for c in cmds {
+            self.ram.write_u64(Gpa(slot(prod)), c[0]).unwrap();
+            self.ram.write_u64(Gpa(slot(prod) + 8), c[1]).unwrap();
+            prod = (prod + 1) & (2 * n - 1);
+        }
+        let sync_at = slot(prod);
+        // CS=IRQ, MSH=ISH, MSIATTR=OIWB, MSIData=0.
+        let sync0 = OP_CMD_SYNC | (1 << 12) | (3 << 22) | (0xf << 24);
+        self.ram.write_u64(Gpa(sync_at), sync0).unwrap();
+        self.ram.write_u64(Gpa(sync_at + 8), sync_at).unwrap();
+        prod = (prod + 1) & (2 * n - 1);
+        self.wr(CMDQ_PROD, u64::from(prod));
+        self.cmdq_prod = prod;
+        assert_eq!(
+            self.ram.read_u32(Gpa(sync_at)).unwrap(),
+            0,
+            "CMD_SYNC MSI wrote 0 over its own entry"
+        );
+        assert_eq!(
+            self.rd(CMDQ_CONS),
+            u64::from(prod),
+            "CMDQ consumed up to PROD"
+        );
+    }
+
+    /// Level-2 stream table for the bus of `sid` (arm_smmu_init_l2_strtab):
+    /// 256 STEs, initially V=1 Config=abort, then the L1 descriptor.
+    fn ensure_l2(&mut self, sid: u32) -> u64 {
+        let l1 = self.strtab_l1 + u64::from(sid >> SPLIT) * 8;
+        let d = self.mem64(l1);
+        if d != 0 {
+            return d & !0x3f & ((1 << 52) - 1);
+        }
+        let l2 = alloc(&self.ram, 64 << SPLIT);
+        for i in 0..(1u64 << SPLIT) {
+            self.ram.write_u64(Gpa(l2 + i * 64), 1).unwrap(); // V, abort
+        }
+        self.ram.write_u64(Gpa(l1), l2 | (SPLIT + 1)).unwrap();
+        l2
+    }
+
+    /// arm_smmu_write_entry for a fresh STE: qwords 1.. first, CFGI_STE +
+    /// SYNC, then qword 0, CFGI_STE + SYNC.
+    fn install_ste(&mut self, sid: u32, ste: [u64; 8]) -> u64 {
+        let l2 = self.ensure_l2(sid);
+        let at = l2 + u64::from(sid & ((1 << SPLIT) - 1)) * 64;
+        for (i, w) in ste.iter().enumerate().skip(1) {
+            self.ram.write_u64(Gpa(at + i as u64 * 8), *w).unwrap();
+        }
+        self.issue(&[[OP_CFGI_STE | (u64::from(sid) << 32), 1]]);
+        self.ram.write_u64(Gpa(at), ste[0]).unwrap();
+        self.issue(&[[OP_CFGI_STE | (u64::from(sid) << 32), 1]]);
+        at
+    }
+
+    fn take_event(&mut self) -> Option<[u64; 4]> {
+        let prod = self.rd(EVTQ_PROD) & 0xff;
+        if prod == u64::from(self.evtq_cons) {
+            return None;
+        }
+        let at = self.evtq + u64::from(self.evtq_cons & 0x7f) * 32;
+        let ev = [
+            self.mem64(at),
+            self.mem64(at + 8),
+            self.mem64(at + 16),
+            self.mem64(at + 24),
+        ];
+        self.evtq_cons = (self.evtq_cons + 1) & 0xff;
+        self.wr(EVTQ_CONS, u64::from(self.evtq_cons));
+        Some(ev)
+    }
+}
+
+/// A CD table (two-level, 64K level-2 tables: S1FMT=2) and its CDs.
+struct CdTable {
+    l1: u64,
+}
+
+impl CdTable {
+    fn new(d: &Driver, ssid_bits: u32) -> Self {
+        let l1_entries = (1u64 << ssid_bits) / 1024;
+        CdTable {
+            l1: alloc(&d.ram, l1_entries.max(1) * 8),
+        }
+    }
+
+    /// arm_smmu_make_s1_cd + arm_smmu_write_cd_entry.
+    fn install(&self, d: &mut Driver, sid: u32, ssid: u32, asid: u16, ttb: u64) {
+        let l1d = self.l1 + u64::from(ssid / 1024) * 8;
+        if d.mem64(l1d) & 1 == 0 {
+            let l2 = alloc(&d.ram, 1024 * 64);
+            d.ram.write_u64(Gpa(l1d), l2 | 1).unwrap();
+        }
+        let l2 = d.mem64(l1d) & !0xfff & ((1 << 52) - 1);
+        let at = l2 + u64::from(ssid % 1024) * 64;
+        let w0 = 16 // T0SZ: 48-bit VA
+            | (0 << 6) // TG0 4K
+            | (1 << 8) | (1 << 10) | (3 << 12) // IRGN0/ORGN0 WBWA, SH0 ISH
+            | (1 << 30) // EPD1
+            | (1 << 31) // V
+            | (5 << 32) // IPS 48
+            | (1 << 41) | (1 << 45) | (1 << 46) | (1 << 47) // AA64 R A ASET
+            | (u64::from(asid) << 48);
+        d.ram.write_u64(Gpa(at + 8), ttb).unwrap();
+        d.ram
+            .write_u64(Gpa(at + 24), 0x0000_0000_0004_ff44)
+            .unwrap(); // MAIR
+        d.issue(&[[
+            OP_CFGI_CD | (u64::from(ssid) << 12) | (u64::from(sid) << 32),
+            1,
+        ]]);
+        d.ram.write_u64(Gpa(at), w0).unwrap();
+        d.issue(&[[
+            OP_CFGI_CD | (u64::from(ssid) << 12) | (u64::from(sid) << 32),
+            1,
+        ]]);
+    }
+
+    /// arm_smmu_make_cdtable_ste: S1 translate, S1FMT=2, S1DSS=SSID0,
+    /// EATS=TRANS.
+    fn ste(&self, cdmax: u64) -> [u64; 8] {
+        let w0 = 1 | (5 << 1) | (2 << 4) | self.l1 | (cdmax << 59);
+        let w1 = 2 | (1 << 2) | (1 << 4) | (3 << 6) | (1 << 28);
+        [w0, w1, 0, 0, 0, 0, 0, 0]
+    }
+}
+
+fn s1_cfg() -> WalkConfig {
+    WalkConfig {
+        stage: Stage::One,
+        granule: Granule::G4K,
+        tsz: 16,
+        sl0: 0,
+        oas_bits: 48,
+        ttb: 0,
+        affd: false,
+    }
+}
+
+fn pci(bus: u8, dev: u8) -> SourceId {
+    SourceId::Pci(Rid::new(bus, dev, 0))
+}
+
+fn tag(ssid: u32) -> PasidTag {
+    PasidTag {
+        pasid: Pasid::new(ssid).unwrap(),
+        privileged: false,
+        exec: false,
+    }
+}
+
+fn dma(
+    d: &Driver,
+    src: SourceId,
+    ssid: Option<u32>,
+    addr: u64,
+    access: Perm,
+) -> Result<iommu_emulator::Translation, iommu_emulator::Fault> {
+    let mut r = DmaRequest::new(src, addr, 8, access);
+    if let Some(s) = ssid {
+        r = r.with_pasid(tag(s));
+    }
+    d.smmu.translate(d.ram.as_ref(), &r)
+}
+
+// The whole Linux flow: probe, reset, STE + CDs for SSIDs 0, 1, 5 and 1030
+// (second level-2 CD table), map, DMA with and without SSID, unmap + TLBI
+// + CMD_SYNC, F_TRANSLATION in the event queue with its MSI, ATC_INV.
+#[test]
+fn smmu_linux_flow_maps_translates_invalidates_and_faults() {
+    let mut d = Driver::new("");
+    d.reset();
+    assert_eq!(
+        d.rd(CR0ACK),
+        CR0_SMMUEN | CR0_CMDQEN | CR0_EVTQEN | CR0_PRIQEN | CR0_ATSCHK
+    );
+    assert!(d.msi.messages().is_empty());
+
+    let sid: u32 = 0x0108; // 01:01.0
+    let cds = CdTable::new(&d, 20);
+    // Page tables for three address spaces.
+    let ram = d.ram.clone();
+    let mut pt0 = VmsaTables::new(&ram, s1_cfg()).unwrap();
+    let mut pt1 = VmsaTables::new(&ram, s1_cfg()).unwrap();
+    let mut pt5 = VmsaTables::new(&ram, s1_cfg()).unwrap();
+    pt0.map(0x1000_0000, 0x8000_0000, PageSize::SIZE_4K, Leaf::rw())
+        .unwrap();
+    pt1.map(0x1000_0000, 0x8100_0000, PageSize::SIZE_4K, Leaf::rw())
+        .unwrap();
+    pt1.map(0x4000_0000, 0xc000_0000, PageSize::SIZE_2M, Leaf::ro())
+        .unwrap();
+    pt5.map(0x1000_0000, 0x8500_0000, PageSize::SIZE_4K, Leaf::rw())
+        .unwrap();
+    cds.install(&mut d, sid, 0, 10, pt0.config().ttb);
+    cds.install(&mut d, sid, 1, 11, pt1.config().ttb);
+    cds.install(&mut d, sid, 5, 15, pt5.config().ttb);
+    cds.install(&mut d, sid, 1030, 16, pt5.config().ttb);
+    let ste_at = d.install_ste(sid, cds.ste(20));
+    assert_eq!(d.mem64(ste_at) & 0xf, 0b1011, "STE V + S1 translate");
+
+    // DMA without SSID uses CD 0 (S1DSS=SSID0); with SSIDs their own CDs.
+    let t = dma(&d, pci(1, 1), None, 0x1000_0123, Perm::W).unwrap();
+    assert_eq!(t.output, Gpa(0x8000_0123));
+    assert!(t.path.contains(CachePath::WALK));
+    assert_eq!(
+        t.walk_reads,
+        2 + 2 + 4,
+        "L1STD + STE, L1CD + CD, 4 table levels"
+    );
+    let t = dma(&d, pci(1, 1), Some(1), 0x1000_0008, Perm::R).unwrap();
+    assert_eq!(t.output, Gpa(0x8100_0008));
+    let t = dma(&d, pci(1, 1), Some(1), 0x4012_3456, Perm::R).unwrap();
+    assert_eq!(
+        (t.output, t.page_size),
+        (Gpa(0xc012_3456), PageSize::SIZE_2M)
+    );
+    assert_eq!(
+        dma(&d, pci(1, 1), Some(5), 0x1000_0000, Perm::R)
+            .unwrap()
+            .output,
+        Gpa(0x8500_0000)
+    );
+    assert_eq!(
+        dma(&d, pci(1, 1), Some(1030), 0x1000_0010, Perm::R)
+            .unwrap()
+            .output,
+        Gpa(0x8500_0010)
+    );
+    // Second access hits the TLB and the configuration caches.
+    let t = dma(&d, pci(1, 1), Some(1), 0x1000_0010, Perm::R).unwrap();
+    assert!(
+        t.path
+            .contains(CachePath::IOTLB_HIT | CachePath::CONTEXT_HIT | CachePath::PASID_HIT)
+    );
+    assert_eq!(t.walk_reads, 0);
+    assert!(d.take_event().is_none(), "no events so far");
+
+    // Write to a read-only 2M block: F_PERMISSION with SSV and RnW=0.
+    let f = dma(&d, pci(1, 1), Some(1), 0x4000_0040, Perm::W).unwrap_err();
+    assert_eq!(
+        (f.kind, f.reason, f.recorded),
+        (FaultKind::Permission, 0x13, true)
+    );
+    let ev = d.take_event().expect("F_PERMISSION record");
+    assert_eq!(ev[0], 0x13 | (1 << 11) | (1 << 12) | (u64::from(sid) << 32));
+    assert_eq!(ev[1] & (1 << 35), 0, "RnW = write");
+    assert_eq!((ev[1] >> 40) & 3, 2, "CLASS = IN");
+    assert_eq!(ev[2], 0x4000_0040);
+    let msgs = d.msi.take();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!((msgs[0].addr, msgs[0].data), (EVTQ_MSI, 0x101));
+
+    // SSID 0 with S1DSS=SSID0 is C_BAD_SUBSTREAMID; SSID beyond the CD
+    // table too (CD 2 has no valid CD: C_BAD_CD).
+    let f = dma(&d, pci(1, 1), Some(0), 0x1000_0000, Perm::R).unwrap_err();
+    assert_eq!(f.reason, 0x08);
+    assert_eq!(d.take_event().unwrap()[0] & 0xff, 0x08);
+    let f = dma(&d, pci(1, 1), Some(2), 0x1000_0000, Perm::R).unwrap_err();
+    assert_eq!(f.reason, 0x0a);
+    let ev = d.take_event().unwrap();
+    assert_eq!(ev[0], 0x0a | (1 << 11) | (2 << 12) | (u64::from(sid) << 32));
+    // A level-2 CD table that does not exist: L1CD.V=0.
+    let f = dma(&d, pci(1, 1), Some(5000), 0x1000_0000, Perm::R).unwrap_err();
+    assert_eq!(f.reason, 0x08);
+    d.take_event().unwrap();
+
+    // Unmap SSID 1's page: the stale TLB entry still translates until the
+    // TLBI (architecturally allowed), then the walk faults.
+    pt1.unmap(0x1000_0000).unwrap();
+    assert_eq!(
+        dma(&d, pci(1, 1), Some(1), 0x1000_0000, Perm::R)
+            .unwrap()
+            .output,
+        Gpa(0x8100_0000)
+    );
+    // arm_smmu_tlb_inv_range_asid with RIL: TG=4K, SCALE=0, NUM=0, TTL=3.
+    let va = OP_TLBI_NH_VA | (11u64 << 48);
+    d.issue(&[[va, 0x1000_0000 | (1 << 10) | (3 << 8) | 1]]);
+    // ATS enabled for the master: ATC invalidation follows.
+    d.issue(&[[
+        OP_ATC_INV | (1 << 11) | (1 << 12) | (u64::from(sid) << 32),
+        0x1000_0000,
+    ]]);
+    assert_eq!(
+        d.smmu.take_device_messages(),
+        vec![DeviceMessage::AtcInvalidate {
+            sid,
+            ssid: Some(1),
+            addr: 0x1000_0000,
+            size: 0,
+            global: false
+        }]
+    );
+    let f = dma(&d, pci(1, 1), Some(1), 0x1000_0000, Perm::R).unwrap_err();
+    assert_eq!((f.kind, f.level), (FaultKind::NotPresent, Some(3)));
+    let ev = d.take_event().expect("F_TRANSLATION record");
+    assert_eq!(ev[0], 0x10 | (1 << 11) | (1 << 12) | (u64::from(sid) << 32));
+    assert_ne!(ev[1] & (1 << 35), 0, "RnW = read");
+    assert_eq!(ev[2], 0x1000_0000);
+    // Other address spaces are untouched by SSID 1's invalidation.
+    let t = dma(&d, pci(1, 1), None, 0x1000_0000, Perm::R).unwrap();
+    assert!(t.path.contains(CachePath::IOTLB_HIT));
+
+    // Remap elsewhere, invalidate the whole ASID, translate again.
+    pt1.map(0x1000_0000, 0x8200_0000, PageSize::SIZE_4K, Leaf::rw())
+        .unwrap();
+    d.issue(&[[OP_TLBI_NH_ASID | (11u64 << 48), 0]]);
+    assert_eq!(
+        dma(&d, pci(1, 1), Some(1), 0x1000_0000, Perm::R)
+            .unwrap()
+            .output,
+        Gpa(0x8200_0000)
+    );
+
+    // Statistics saw all of it.
+    let s = d.smmu.stats();
+    assert_eq!(s.events_written, 5);
+    assert_eq!(s.events_lost(), 0);
+    assert!(s.commands_of(0x46) >= 10);
+    assert_eq!(s.commands_of(0x12), 1);
+    assert!(s.tlb.hits >= 2);
+    let report = s.to_string();
+    assert!(report.contains("F_PERMISSION"), "{report}");
+}
+
+// IHI 0070 3.9: ATS translation requests are answered for EATS streams;
+// a denied one is not an event; without EATS it is F_BAD_ATS_TREQ.
+#[test]
+fn smmu_ats_translation_answers_and_bad_treq() {
+    let mut d = Driver::new("");
+    d.reset();
+    let ram = d.ram.clone();
+    let mut pt = VmsaTables::new(&ram, s1_cfg()).unwrap();
+    pt.map(0x2000, 0x9000, PageSize::SIZE_4K, Leaf::ro())
+        .unwrap();
+    let cds = CdTable::new(&d, 10);
+    cds.install(&mut d, 0x10, 0, 1, pt.config().ttb);
+    d.install_ste(0x10, cds.ste(10));
+    let req =
+        DmaRequest::new(pci(0, 2), 0x2000, 4096, Perm::RW).with_kind(RequestKind::AtsTranslation);
+    let t = d.smmu.translate(d.ram.as_ref(), &req).unwrap();
+    assert_eq!((t.output, t.perm & Perm::RW), (Gpa(0x9000), Perm::R));
+    let req =
+        DmaRequest::new(pci(0, 2), 0x5000, 4096, Perm::R).with_kind(RequestKind::AtsTranslation);
+    let f = d.smmu.translate(d.ram.as_ref(), &req).unwrap_err();
+    assert!(!f.recorded);
+    assert!(d.take_event().is_none());
+    // Same stream with EATS=0.
+    let mut ste = cds.ste(10);
+    ste[1] &= !(3 << 28);
+    d.install_ste(0x10, ste);
+    let req =
+        DmaRequest::new(pci(0, 2), 0x2000, 4096, Perm::R).with_kind(RequestKind::AtsTranslation);
+    assert_eq!(
+        d.smmu.translate(d.ram.as_ref(), &req).unwrap_err().reason,
+        0x05
+    );
+    assert_eq!(d.take_event().unwrap()[0] & 0xff, 0x05);
+}
+
+// IHI 0070 8: a page request lands in the PRI queue with its MSI; the
+// driver answers with CMD_PRI_RESP, which reaches the device.
+#[test]
+fn smmu_pri_request_answered_by_pri_resp() {
+    let mut d = Driver::new("");
+    d.reset();
+    let req = PageRequest {
+        sid: 0x108,
+        ssid: Some(7),
+        addr: 0x7777_7000,
+        read: true,
+        write: true,
+        exec: false,
+        privileged: false,
+        last: true,
+        prg_index: 0x33,
+    };
+    assert_eq!(
+        d.smmu.page_request(d.ram.as_ref(), &req),
+        smmu_model::priq::PriOutcome::Queued
+    );
+    assert_eq!(d.rd(PRIQ_PROD), 1);
+    let w0 = d.mem64(d.priq);
+    let w1 = d.mem64(d.priq + 8);
+    // arm_smmu_handle_ppr's view of the record.
+    assert_eq!(w0 & 0xffff_ffff, 0x108);
+    assert_eq!((w0 >> 32) & 0xf_ffff, 7);
+    assert_ne!(w0 & (1 << 63), 0, "SSID_V");
+    assert_ne!(w0 & (1 << 62), 0, "PRG_LAST");
+    assert_ne!(w0 & (1 << 60), 0, "READ");
+    assert_ne!(w0 & (1 << 61), 0, "WRITE");
+    assert_eq!((w1 & 0x1ff, w1 & !0xfff), (0x33, 0x7777_7000));
+    assert_eq!(
+        d.msi
+            .take()
+            .iter()
+            .map(|m| (m.addr, m.data))
+            .collect::<Vec<_>>(),
+        vec![(PRIQ_MSI, 0x102)]
+    );
+    d.priq_cons = 1;
+    d.wr(PRIQ_CONS, u64::from(d.priq_cons));
+    d.issue(&[[
+        OP_PRI_RESP | (1 << 11) | (7 << 12) | (0x108u64 << 32),
+        0x33 | (2 << 12),
+    ]]);
+    assert_eq!(
+        d.smmu.take_device_messages(),
+        vec![DeviceMessage::PriResponse {
+            sid: 0x108,
+            ssid: Some(7),
+            grpid: 0x33,
+            resp: 2,
+            automatic: false
+        }]
+    );
+}
+
+// IHI 0070 4.1.3 / 7.1: an illegal command stops the queue with
+// CERROR_ILL; Linux replaces it with CMD_SYNC and acknowledges GERRORN.
+#[test]
+fn smmu_illegal_command_halts_queue_until_gerrorn() {
+    let mut d = Driver::new("");
+    d.reset();
+    let n = 1u32 << d.cmdq_log2;
+    let base = d.cmdq;
+    let p = d.cmdq_prod;
+    let slot = |x: u32| base + u64::from(x & (n - 1)) * 16;
+    d.ram.write_u64(Gpa(slot(p)), 0x7f).unwrap(); // reserved opcode
+    d.ram.write_u64(Gpa(slot(p) + 8), 0).unwrap();
+    d.ram.write_u64(Gpa(slot(p + 1)), OP_TLBI_NSNH_ALL).unwrap();
+    d.ram.write_u64(Gpa(slot(p + 1) + 8), 0).unwrap();
+    d.wr(CMDQ_PROD, u64::from(p + 2));
+    let cons = d.rd(CMDQ_CONS);
+    assert_eq!(
+        cons & 0xfffff,
+        u64::from(p),
+        "CONS stops at the bad command"
+    );
+    assert_eq!((cons >> 24) & 0x7f, 1, "CERROR_ILL");
+    let gerror = d.rd(GERROR);
+    assert_eq!((gerror ^ d.rd(GERRORN)) & 1, 1, "CMDQ_ERR active");
+    assert_eq!(
+        d.msi
+            .take()
+            .iter()
+            .map(|m| (m.addr, m.data))
+            .collect::<Vec<_>>(),
+        vec![(GERROR_MSI, 0x100)]
+    );
+    // Writing PROD again does nothing while the error is active.
+    d.wr(CMDQ_PROD, u64::from(p + 2));
+    assert_eq!(d.rd(CMDQ_CONS) & 0xfffff, u64::from(p));
+    // __arm_smmu_cmdq_skip_err: overwrite with CMD_SYNC (CS=NONE), ack.
+    d.ram.write_u64(Gpa(slot(p)), OP_CMD_SYNC).unwrap();
+    d.wr(GERRORN, gerror);
+    assert_eq!(
+        d.rd(CMDQ_CONS) & 0xfffff,
+        u64::from(p + 2),
+        "resumed to PROD"
+    );
+    d.cmdq_prod = p + 2;
+    assert_eq!(d.smmu.stats().commands_illegal, 1);
+    d.issue(&[[OP_TLBI_NSNH_ALL, 0]]);
+}
+
+// IHI 0070 7.4: a full event queue toggles EVENTQ_PROD.OVFLG and counts
+// the lost event; acknowledging with CONS.OVACKFLG rearms it.
+#[test]
+fn smmu_event_queue_overflow_sets_ovflg_and_counts() {
+    let mut d = Driver::new("");
+    d.reset();
+    // Shrink the event queue to 2 entries.
+    let cr0 = d.rd(CR0);
+    d.write_sync(CR0, CR0ACK, cr0 & !CR0_EVTQEN);
+    d.wr64(EVTQ_BASE, d.evtq | 1);
+    d.wr(EVTQ_PROD, 0);
+    d.wr(EVTQ_CONS, 0);
+    d.write_sync(CR0, CR0ACK, cr0);
+    // StreamIDs with no level-2 table: C_BAD_STREAMID each.
+    for i in 0..3 {
+        let f = dma(&d, pci(0x40, i), None, 0, Perm::R).unwrap_err();
+        assert_eq!(f.reason, 0x02);
+        assert_eq!(f.recorded, i < 2);
+    }
+    let prod = d.rd(EVTQ_PROD);
+    assert_eq!(prod & 0x3, 2, "index 0 with wrap bit");
+    assert_ne!(prod & (1 << 31), 0, "OVFLG");
+    let s = d.smmu.stats();
+    assert_eq!((s.events_written, s.events_dropped_overflow), (2, 1));
+    // Consume both and acknowledge the overflow.
+    d.wr(EVTQ_CONS, 2 | (1 << 31));
+    assert!(
+        dma(&d, pci(0x40, 9), None, 0, Perm::R)
+            .unwrap_err()
+            .recorded
+    );
+    assert_eq!(d.rd(EVTQ_PROD), 3 | (1 << 31));
+}
+
+// IHI 0070 6.3.14: GBPA needs the UPDATE handshake; with SMMUEN=0 it
+// decides between bypass and abort.
+#[test]
+fn smmu_gbpa_update_handshake_controls_bypass() {
+    let d = Driver::new("");
+    assert_eq!(
+        dma(&d, pci(0, 1), None, 0x1234, Perm::R).unwrap().output,
+        Gpa(0x1234)
+    );
+    d.wr(GBPA, 1 << 20); // no UPDATE: ignored
+    assert_eq!(d.rd(GBPA) & (1 << 20), 0);
+    d.wr(GBPA, (1 << 31) | (1 << 20));
+    assert_eq!(d.rd(GBPA), 1 << 20, "UPDATE cleared, ABORT set");
+    let f = dma(&d, pci(0, 1), None, 0x1234, Perm::R).unwrap_err();
+    assert_eq!((f.kind, f.recorded), (FaultKind::Blocked, false));
+}
+
+// IHI 0070 5.2: stage-2 STE and a nested STE whose CD and stage-1 tables
+// live in IPA space; TLBI_S2_IPA and TLBI_S12_VMALL.
+#[test]
+fn smmu_stage2_and_nested_translate_and_invalidate() {
+    let mut d = Driver::new("");
+    d.reset();
+    let ram = d.ram.clone();
+    let s2cfg = WalkConfig {
+        stage: Stage::Two,
+        granule: Granule::G4K,
+        tsz: 24,
+        sl0: 1,
+        oas_bits: 48,
+        ttb: 0,
+        affd: false,
+    };
+    let mut s2 = VmsaTables::new(&ram, s2cfg).unwrap();
+    // Identity-map 64 MiB of IPA with 2M blocks, except one 4K page.
+    for b in 0..32u64 {
+        if b != 8 {
+            s2.map(b << 21, b << 21, PageSize::SIZE_2M, Leaf::rw())
+                .unwrap();
+        }
+    }
+    // The rest of guest RAM the tables use (builder allocations) is
+    // identity-mapped too, with 1G blocks.
+    for g in 1..4u64 {
+        s2.map(g << 30, g << 30, PageSize::SIZE_1G, Leaf::rw())
+            .unwrap();
+    }
+    s2.map(0x100_0000, 0x5000, PageSize::SIZE_4K, Leaf::rw())
+        .unwrap();
+    let vtcr = 24 | (1 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (5 << 16);
+    let s2ttb = s2.config().ttb;
+    let ste_s2 = |vmid: u64| -> [u64; 8] {
+        let w2 = vmid | (vtcr << 32) | (1 << 51) | (1 << 58);
+        [1 | (6 << 1), 0, w2, s2ttb, 0, 0, 0, 0]
+    };
+    d.install_ste(0x200, ste_s2(3));
+    let t = dma(&d, pci(2, 0), None, 0x40_1234, Perm::W).unwrap();
+    assert_eq!((t.output, t.page_size), (Gpa(0x40_1234), PageSize::SIZE_2M));
+    let t = dma(&d, pci(2, 0), None, 0x100_0010, Perm::W).unwrap();
+    assert_eq!(t.output, Gpa(0x5010));
+    // Remap the 4K page; TLBI_S2_IPA makes it visible.
+    s2.map(0x100_0000, 0x6000, PageSize::SIZE_4K, Leaf::rw())
+        .unwrap();
+    assert_eq!(
+        dma(&d, pci(2, 0), None, 0x100_0010, Perm::W)
+            .unwrap()
+            .output,
+        Gpa(0x5010)
+    );
+    d.issue(&[[OP_TLBI_S2_IPA | (3u64 << 32), 0x100_0000]]);
+    assert_eq!(
+        dma(&d, pci(2, 0), None, 0x100_0010, Perm::W)
+            .unwrap()
+            .output,
+        Gpa(0x6010)
+    );
+
+    // Nested: stage 1 tables (and the CD) addressed by IPA = PA here
+    // except for the remapped page.
+    let mut pt = VmsaTables::new(&ram, s1_cfg()).unwrap();
+    pt.map(0x7000_0000, 0x100_0000, PageSize::SIZE_4K, Leaf::rw())
+        .unwrap();
+    let cds = CdTable::new(&d, 4);
+    cds.install(&mut d, 0x201, 0, 9, pt.config().ttb);
+    let mut ste = cds.ste(0);
+    ste[0] = (ste[0] & !(7 << 1)) | (7 << 1);
+    ste[2] = ste_s2(3)[2];
+    ste[3] = s2ttb;
+    d.install_ste(0x201, ste);
+    let t = dma(&d, pci(2, 0).into_sid_plus(1), None, 0x7000_0044, Perm::R).unwrap();
+    assert_eq!(t.output, Gpa(0x6044));
+    // A stage-2 fault on the final IPA: unmap IPA page, S12_VMALL.
+    s2.unmap(0x100_0000).unwrap();
+    d.issue(&[[OP_TLBI_S12_VMALL | (3u64 << 32), 0]]);
+    let f = dma(&d, pci(2, 0).into_sid_plus(1), None, 0x7000_0044, Perm::R).unwrap_err();
+    assert_eq!(f.reason, 0x10);
+    let ev = d.take_event().unwrap();
+    assert_ne!(ev[1] & (1 << 39), 0, "S2 = 1");
+    assert_eq!(ev[3], 0x100_0000, "IPA");
+    assert_eq!(ev[2], 0x7000_0044);
+}
+
+trait SidPlus {
+    fn into_sid_plus(self, n: u16) -> SourceId;
+}
+
+impl SidPlus for SourceId {
+    fn into_sid_plus(self, n: u16) -> SourceId {
+        match self {
+            SourceId::Pci(r) => SourceId::Pci(Rid(r.0 + n)),
+            s => s,
+        }
+    }
+}
+
+// IHI 0070 5.2: an invalid STE is C_BAD_STE; an abort STE aborts silently.
+#[test]
+fn smmu_bad_and_abort_ste() {
+    let mut d = Driver::new("");
+    d.reset();
+    // ensure_l2 fills abort STEs: silent abort.
+    d.ensure_l2(0x300);
+    let f = dma(&d, pci(3, 0), None, 0, Perm::R).unwrap_err();
+    assert_eq!((f.kind, f.recorded), (FaultKind::Blocked, false));
+    assert!(d.take_event().is_none());
+    // Reserved Config 0b010: C_BAD_STE.
+    d.install_ste(0x300, [1 | (2 << 1), 0, 0, 0, 0, 0, 0, 0]);
+    let f = dma(&d, pci(3, 0), None, 0, Perm::R).unwrap_err();
+    assert_eq!(f.reason, 0x04);
+    assert_eq!(d.take_event().unwrap()[0], 0x04 | (0x300u64 << 32));
+    // Bypass STE.
+    d.install_ste(0x300, [1 | (4 << 1), 1 << 44, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        dma(&d, pci(3, 0), None, 0xabc, Perm::R).unwrap().output,
+        Gpa(0xabc)
+    );
+}
