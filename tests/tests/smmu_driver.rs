@@ -318,7 +318,7 @@ impl CdTable {
         let l2 = d.mem64(l1d) & !0xfff & ((1 << 52) - 1);
         let at = l2 + u64::from(ssid % 1024) * 64;
         let w0 = 16 // T0SZ: 48-bit VA
-            | (0 << 6) // TG0 4K
+            // TG0 = 0: 4K granule
             | (1 << 8) | (1 << 10) | (3 << 12) // IRGN0/ORGN0 WBWA, SH0 ISH
             | (1 << 30) // EPD1
             | (1 << 31) // V
