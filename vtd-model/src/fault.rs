@@ -1,10 +1,12 @@
 //! Fault reasons (VT-d Appendix A / 7.1.3) and primary fault logging into
 //! the fault recording registers (VT-d 7.2.1, 11.4.7).
 //!
-//! Recording (7.2.1): the fault goes to the register at FSTS.FRI; if that
-//! register still holds an unserviced fault (F=1), or if FSTS.PFO is already
-//! set, the fault is dropped and PFO is set; otherwise the record is
-//! written, F set, FRI advanced (wrapping at CAP.NFR) and PPF set. Setting a
+//! Recording (7.2.1): hardware keeps an internal index of the register the
+//! next fault goes to. If that register still holds an unserviced fault
+//! (F=1), or if FSTS.PFO is already set, the fault is dropped and PFO is
+//! set; otherwise the record is written, F set and the index advanced
+//! (wrapping at CAP.NFR). When PPF goes from 0 to 1, FSTS.FRI is set to the
+//! index of that first pending record (11.4.7.1). Setting a
 //! status bit while no other FSTS status bit was set is an interrupt
 //! condition (11.4.7.2): the fault-event MSI is sent when FECTL.IM is clear,
 //! else FECTL.IP stays set until software clears IM.
@@ -270,14 +272,14 @@ pub enum RecordOutcome {
 pub fn record(
     regs: &mut RegFile,
     nfr: usize,
+    next: &mut usize,
     rec: &FaultRecord,
 ) -> (RecordOutcome, Option<MsiMessage>) {
     let fsts = regs.value(FSTS);
     if fsts & FSTS_PFO != 0 {
         return (RecordOutcome::OverflowPending, None);
     }
-    let fri = usize::try_from((fsts & FSTS_FRI_MASK) >> FSTS_FRI_SHIFT).unwrap_or(0);
-    let fri = if fri >= nfr { 0 } else { fri };
+    let fri = if *next >= nfr { 0 } else { *next };
     let off = frcd_offset(fri);
     let hi_off = off.saturating_add(8);
     if regs.value(hi_off) & FRCD_F != 0 {
@@ -287,9 +289,11 @@ pub fn record(
     let [lo, hi] = rec.encode();
     regs.set(off, lo);
     regs.set(hi_off, hi);
-    let next = fri.saturating_add(1).checked_rem(nfr).unwrap_or(0);
-    let fsts = regs.value(FSTS) & !FSTS_FRI_MASK;
-    regs.set(FSTS, fsts | ((next as u64) << FSTS_FRI_SHIFT));
+    *next = fri.saturating_add(1).checked_rem(nfr).unwrap_or(0);
+    if fsts & FSTS_PPF == 0 {
+        let fsts = fsts & !FSTS_FRI_MASK;
+        regs.set(FSTS, fsts | ((fri as u64) << FSTS_FRI_SHIFT));
+    }
     let msi = set_status(regs, FSTS_PPF);
     (RecordOutcome::Recorded(fri), msi)
 }
@@ -400,18 +404,27 @@ mod tests {
     #[test]
     fn fault_recording_overflow_sets_pfo() {
         let mut regs = RegFile::new(&SPECS);
+        let mut next = 0;
         regs.clear_bits(FECTL, ECTL_IM);
-        let (o, msi) = record(&mut regs, 2, &rec(1));
+        let (o, msi) = record(&mut regs, 2, &mut next, &rec(1));
         assert_eq!(o, RecordOutcome::Recorded(0));
         assert!(msi.is_some());
-        let (o, msi) = record(&mut regs, 2, &rec(2));
+        let (o, msi) = record(&mut regs, 2, &mut next, &rec(2));
         assert_eq!(o, RecordOutcome::Recorded(1));
         assert!(msi.is_none(), "PPF already set: no new interrupt condition");
-        assert_eq!((regs.value(FSTS) & FSTS_FRI_MASK) >> 8, 0);
-        assert_eq!(record(&mut regs, 2, &rec(3)).0, RecordOutcome::Overflow);
+        assert_eq!(
+            (regs.value(FSTS) & FSTS_FRI_MASK) >> 8,
+            0,
+            "FRI: first pending"
+        );
+        assert_eq!(next, 0);
+        assert_eq!(
+            record(&mut regs, 2, &mut next, &rec(3)).0,
+            RecordOutcome::Overflow
+        );
         assert_ne!(regs.value(FSTS) & FSTS_PFO, 0);
         assert_eq!(
-            record(&mut regs, 2, &rec(4)).0,
+            record(&mut regs, 2, &mut next, &rec(4)).0,
             RecordOutcome::OverflowPending
         );
     }
@@ -420,9 +433,10 @@ mod tests {
     #[test]
     fn fault_event_masked_sets_ip_and_unmask_delivers() {
         let mut regs = RegFile::new(&SPECS);
+        let mut next = 0;
         regs.set(crate::regs::FEDATA, 0x41);
         regs.set(crate::regs::FEADDR, 0xfee0_0000);
-        let (_, msi) = record(&mut regs, 8, &rec(1));
+        let (_, msi) = record(&mut regs, 8, &mut next, &rec(1));
         assert!(msi.is_none());
         assert_ne!(regs.value(FECTL) & ECTL_IP, 0);
         regs.clear_bits(FECTL, ECTL_IM);

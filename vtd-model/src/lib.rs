@@ -66,7 +66,7 @@ pub mod stats;
 pub mod structs;
 pub mod walk;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use iommu_emulator::cache::CacheConfigError;
@@ -122,6 +122,9 @@ pub struct Vtd {
     pub(crate) te: AtomicBool,
     /// RTADDR as latched by the last SRTP (address and TTM).
     pub(crate) root: AtomicU64,
+    /// Internal index of the next fault recording register (7.2.1); only
+    /// changed with the register lock held.
+    pub(crate) next_fault: AtomicUsize,
     pub(crate) context_cache: Cache<CtxTag, DevCtx>,
     pub(crate) pasid_cache: Cache<PasidCacheTag, PasidCtx>,
     pub(crate) iotlb: Iotlb,
@@ -195,6 +198,7 @@ impl Vtd {
             regs: Mutex::new(regs),
             te: AtomicBool::new(false),
             root: AtomicU64::new(0),
+            next_fault: AtomicUsize::new(0),
             context_cache: Cache::new(config.context_cache)?,
             pasid_cache: Cache::new(config.pasid_cache)?,
             iotlb: Iotlb::new(config.iotlb)?,

@@ -197,7 +197,10 @@ impl Vtd {
         };
         let (outcome, msi) = {
             let mut regs = self.lock_regs();
-            fault::record(&mut regs, self.nfr, &rec)
+            let mut next = self.next_fault.load(Ordering::Relaxed);
+            let r = fault::record(&mut regs, self.nfr, &mut next, &rec);
+            self.next_fault.store(next, Ordering::Relaxed);
+            r
         };
         let recorded = match outcome {
             RecordOutcome::Recorded(_) => {
