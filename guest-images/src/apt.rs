@@ -208,6 +208,7 @@ impl AptRepo {
              APT::Architecture \"amd64\";\n\
              APT::Architectures {{ \"amd64\"; }};\n\
              Acquire::Languages \"none\";\n\
+             Acquire::GzipIndexes \"true\";\n\
              APT::Sandbox::User \"{sandbox_user}\";\n",
             state = d(self.state()),
             cache = d(self.cache()),
@@ -262,7 +263,7 @@ impl AptRepo {
         std::fs::read_dir(self.state().join("lists"))
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
-                    .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+                    .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
             })
             .unwrap_or(false)
     }
