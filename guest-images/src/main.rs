@@ -23,7 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Build images: guest names from the manifest (5.10, 6.1, 6.12), `all`, or a kernel tree.
+    /// Build images: guest names from the manifest (5.10, 6.1, 6.12), `all`, `runner` (the
+    /// nested runner's L1 image), or a kernel tree.
     Build {
         /// Guests to build; `all` builds every manifest guest.
         names: Vec<String>,
@@ -33,6 +34,10 @@ enum Cmd {
         /// Name of the image built with --kernel-tree.
         #[arg(long)]
         name: Option<String>,
+        /// The `iommu-vmm` binary the runner image carries (default: the one built beside
+        /// this program).
+        #[arg(long)]
+        vmm_binary: Option<PathBuf>,
         /// Guest whose Debian suite provides busybox for a --kernel-tree image.
         #[arg(long, default_value = "6.1")]
         busybox_from: String,
@@ -81,6 +86,7 @@ fn run(cli: Cli) -> Result<()> {
             kernel_tree,
             name,
             busybox_from,
+            vmm_binary,
             force,
             keep_work,
             quiet,
@@ -108,11 +114,7 @@ fn run(cli: Cli) -> Result<()> {
                 if n == "all" {
                     list.extend(manifest.names());
                 } else if n == "runner" {
-                    return Err(Error::Manifest(
-                        "the runner image is built by iommu-vmm's nested mode \
-                         (guest_images::runner); run `iommu-vmm --nested on` once"
-                            .into(),
-                    ));
+                    build_runner(vmm_binary.clone())?;
                 } else {
                     manifest.guest(&n)?;
                     list.push(n);
@@ -183,6 +185,24 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Builds (or finds current) the nested runner's L1 image and prints its files.
+fn build_runner(vmm_binary: Option<PathBuf>) -> Result<()> {
+    let spec = guest_images::runner::RunnerSpec {
+        vmm_binary: vmm_binary.or_else(guest_images::runner::default_vmm_binary),
+    };
+    if spec.vmm_binary.is_none() {
+        eprintln!(
+            "guest-image [runner] no iommu-vmm binary found beside this program; the image \
+             carries none (pass --vmm-binary)"
+        );
+    }
+    let img = guest_images::runner::build_runner(&spec)
+        .map_err(|e| Error::Contents(format!("runner image: {e}")))?;
+    println!("{}", img.kernel.display());
+    println!("{}", img.initramfs.display());
+    Ok(())
 }
 
 fn main() -> ExitCode {
