@@ -1,0 +1,519 @@
+//! Boot matrix of `iommu-vmm` (issue 7): Debian's 6.1 kernel boots under KVM with the VT-d
+//! model in each translation mode, reads a 256 MiB disk through virtio-blk with O_DIRECT and
+//! checks the host's checksum, writes data the host checks after exit, and a guest that writes
+//! garbage into the VT-d registers and tables leaves the VMM running.
+//!
+//! Where the host has no hardware KVM usable by stock kernels (kvm_pvm, no KVM), the jobs run
+//! in one boot of the nested runner's L1 machine (`iommu_vmm::nested::run_batch`); elsewhere
+//! directly. Nothing here can pass without the guest having booted: every mode must print
+//! its markers and checksums, and a lost or failed job fails the test with its console.
+//!
+//! The guest is guest-images' "6.1" image (kernel, modules, busybox), started with this
+//! file's own `/vmmtest-init` (an extra initramfs archive appended to the image's, run with
+//! `rdinit=`), so the checks below do not depend on the payload's test list.
+//!
+//! It prints boot-to-init time and dd throughput per mode, as information.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use iommu_vmm::nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
+
+/// Disk size (the issue asks for 256 MiB).
+const DISK_BYTES: u64 = 256 << 20;
+/// Each mode writes one MiB at its own slot after the read area.
+const WRITE_SLOT: u64 = 1 << 20;
+/// Bytes the guest reads and checksums.
+const READ_LEN: u64 = DISK_BYTES - 8 * WRITE_SLOT;
+
+struct Mode {
+    name: &'static str,
+    iommu: &'static str,
+    append: &'static str,
+    /// Check of the VMM's `--stats` output.
+    stats: fn(&Stats) -> Result<(), String>,
+    /// The kernel log line that shows the mode took effect.
+    dmesg: Option<&'static str>,
+    garbage: bool,
+}
+
+/// Numbers from `--stats`.
+#[derive(Debug, Default)]
+struct Stats {
+    translations: u64,
+    faults: u64,
+    queue_errors: u64,
+    pasid_lookups: u64,
+    fl_lookups: u64,
+    sl_lookups: u64,
+    present: bool,
+}
+
+fn number_after(line: &str, key: &str) -> Option<u64> {
+    let rest = line.split(key).nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .find(|w| !w.is_empty())?
+        .parse()
+        .ok()
+}
+
+fn parse_stats(stderr: &str) -> Stats {
+    let mut s = Stats::default();
+    for l in stderr.lines() {
+        let t = l.trim();
+        if t.starts_with("vt-d:") {
+            s.present = true;
+            s.translations = number_after(t, "vt-d:").unwrap_or(0);
+            s.faults = number_after(t, "translations,").unwrap_or(0);
+        } else if t.starts_with("cache    pasid:") {
+            s.pasid_lookups = number_after(t, "lookups").unwrap_or(0);
+        } else if t.starts_with("cache   fl-pwc:") {
+            s.fl_lookups = number_after(t, "lookups").unwrap_or(0);
+        } else if t.starts_with("cache   sl-pwc:") {
+            s.sl_lookups = number_after(t, "lookups").unwrap_or(0);
+        } else if t.starts_with("queue:") {
+            s.queue_errors = number_after(t, "descriptors,").unwrap_or(0);
+        }
+    }
+    s
+}
+
+fn translated(s: &Stats) -> Result<(), String> {
+    if !s.present {
+        return Err("no VT-d statistics in --stats output".into());
+    }
+    if s.translations == 0 {
+        return Err("the VT-d model translated nothing".into());
+    }
+    Ok(())
+}
+
+fn legacy_stats(s: &Stats) -> Result<(), String> {
+    translated(s)?;
+    if s.pasid_lookups != 0 {
+        return Err(format!(
+            "legacy mode used PASID tables ({} lookups)",
+            s.pasid_lookups
+        ));
+    }
+    if s.sl_lookups == 0 {
+        return Err("legacy mode walked no second-level tables".into());
+    }
+    Ok(())
+}
+
+fn scalable_sl_stats(s: &Stats) -> Result<(), String> {
+    translated(s)?;
+    if s.pasid_lookups == 0 || s.sl_lookups == 0 || s.fl_lookups != 0 {
+        return Err(format!(
+            "scalable second-level: pasid {} sl {} fl {} lookups",
+            s.pasid_lookups, s.sl_lookups, s.fl_lookups
+        ));
+    }
+    Ok(())
+}
+
+fn scalable_fl_stats(s: &Stats) -> Result<(), String> {
+    translated(s)?;
+    if s.pasid_lookups == 0 || s.fl_lookups == 0 {
+        return Err(format!(
+            "scalable first-level: pasid {} fl {} lookups",
+            s.pasid_lookups, s.fl_lookups
+        ));
+    }
+    Ok(())
+}
+
+fn pt_stats(s: &Stats) -> Result<(), String> {
+    if !s.present {
+        return Err("no VT-d statistics in --stats output".into());
+    }
+    Ok(())
+}
+
+fn none_stats(s: &Stats) -> Result<(), String> {
+    if s.present {
+        return Err("--iommu none printed VT-d statistics".into());
+    }
+    Ok(())
+}
+
+fn garbage_stats(s: &Stats) -> Result<(), String> {
+    if !s.present {
+        return Err("no VT-d statistics in --stats output".into());
+    }
+    if s.faults + s.queue_errors == 0 {
+        return Err("garbage in the VT-d registers produced no fault and no queue error".into());
+    }
+    Ok(())
+}
+
+const MODES: &[Mode] = &[
+    Mode {
+        name: "legacy",
+        iommu: "intel-iommu",
+        append: "intel_iommu=on iommu.strict=1",
+        stats: legacy_stats,
+        dmesg: Some("DMAR: IOMMU enabled"),
+        garbage: false,
+    },
+    Mode {
+        name: "scalable-sl",
+        iommu: "intel-iommu,x-scalable-mode=on,x-flts=off",
+        append: "intel_iommu=on,sm_on iommu.strict=1",
+        stats: scalable_sl_stats,
+        dmesg: Some("DMAR: IOMMU enabled"),
+        garbage: false,
+    },
+    Mode {
+        name: "scalable-fl",
+        iommu: "intel-iommu,x-scalable-mode=on",
+        append: "intel_iommu=on,sm_on iommu.strict=1",
+        stats: scalable_fl_stats,
+        dmesg: Some("DMAR: IOMMU enabled"),
+        garbage: false,
+    },
+    Mode {
+        name: "pt",
+        iommu: "intel-iommu",
+        append: "intel_iommu=on iommu=pt",
+        stats: pt_stats,
+        dmesg: Some("Default domain type: Passthrough"),
+        garbage: false,
+    },
+    Mode {
+        name: "none",
+        iommu: "none",
+        append: "",
+        stats: none_stats,
+        dmesg: None,
+        garbage: false,
+    },
+    Mode {
+        name: "garbage",
+        iommu: "intel-iommu",
+        append: "intel_iommu=on iommu.strict=1 iomem=relaxed",
+        stats: garbage_stats,
+        dmesg: Some("DMAR: IOMMU enabled"),
+        garbage: true,
+    },
+];
+
+/// The guest's init: checks what the issue asks for and prints `VMMTEST` lines.
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo "VMMTEST init uptime=$(cut -d' ' -f1 /proc/uptime)"
+arg() {
+	v=""
+	for w in $(cat /proc/cmdline); do
+		case $w in
+		"$1"=*) v=${w#*=} ;;
+		esac
+	done
+	echo "$v"
+}
+mode=$(arg vmmtest.mode)
+slot=$(arg vmmtest.slot)
+readlen=$(arg vmmtest.readlen)
+moddir=/lib/modules/$(uname -r)
+while read -r m; do
+	[ -n "$m" ] && insmod "$moddir/$m" 2>/dev/null
+done </etc/iommutest/modules
+dmesg | grep -E "DMAR|iommu|Default domain" | head -n 40 | sed 's/^/VMMTEST dmesg /'
+for u in /sys/class/iommu/*; do
+	[ -e "$u" ] && echo "VMMTEST unit ${u##*/} ecap=$(cat "$u/intel-iommu/ecap" 2>/dev/null)"
+done
+echo "VMMTEST groups $(ls /sys/kernel/iommu_groups 2>/dev/null | wc -l)"
+n=0
+while [ ! -e /sys/block/vda ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+if [ -e /sys/block/vda ]; then
+	pci=$(readlink -f /sys/block/vda/device/..)
+	if [ -e "$pci/iommu_group" ]; then
+		echo "VMMTEST vda_group ${pci##*/} $(basename "$(readlink "$pci/iommu_group")")"
+	else
+		echo "VMMTEST vda_group ${pci##*/} none"
+	fi
+else
+	echo "VMMTEST vda missing"
+fi
+if [ "$(arg vmmtest.garbage)" = 1 ]; then
+	R=$((0xfed90000))
+	gsts=$(devmem $((R + 0x1c)) 32)
+	echo "VMMTEST garbage gsts=$gsts"
+	# Fault events masked first: random FEADDR/FEDATA could name any CPU and delivery mode.
+	devmem $((R + 0x38)) 32 0x80000000
+	# Root table pointer into the ACPI tables: garbage root and context entries.
+	devmem $((R + 0x20)) 64 0xe0000
+	devmem $((R + 0x18)) 32 $(( (gsts & 0x96ffffff) | 0x40000000 ))
+	# Invalidation queue tail past the queue.
+	devmem $((R + 0x88)) 64 0xfffffff0
+	# Random values everywhere but the interrupt message registers.
+	i=0
+	while [ $i -lt 512 ]; do
+		off=$((i * 8))
+		case $off in
+		56|64|160|168|224|232|240) ;;
+		*) devmem $((R + off)) 32 $(( (RANDOM << 17) ^ (RANDOM << 2) ^ RANDOM )) ;;
+		esac
+		i=$((i + 1))
+	done
+	devmem $((R + 0x20)) 64 0xe0000
+	devmem $((R + 0x18)) 32 0xc0000000
+	echo "VMMTEST garbage written"
+	dd if=/dev/vda of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null &
+	sleep 3
+	echo "VMMTEST garbage survived"
+	echo "IOMMUTEST-SUMMARY pass=1 fail=0 skip=0"
+	poweroff -f
+fi
+dd if=/dev/vda bs=64k count=$((readlen / 65536)) iflag=direct 2>/tmp/dd.err | sha256sum >/tmp/sha
+echo "VMMTEST read_sha $(cut -d' ' -f1 /tmp/sha)"
+echo "VMMTEST read_dd $(tail -n 1 /tmp/dd.err)"
+yes "IOMMUVMM-$mode-" | head -c 1048576 >/tmp/pattern
+dd if=/tmp/pattern of=/dev/vda bs=64k seek=$((readlen / 65536 + slot * 16)) oflag=direct conv=fsync 2>/tmp/ddw.err
+echo "VMMTEST write rc=$? $(tail -n 1 /tmp/ddw.err)"
+sync
+echo "VMMTEST done uptime=$(cut -d' ' -f1 /proc/uptime)"
+echo "IOMMUTEST-SUMMARY pass=1 fail=0 skip=0"
+poweroff -f
+"#;
+
+/// A fresh directory under the target dir (shared with the L1 machine).
+fn scratch(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("boot-test-scratch")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// The `iommu-vmm` binary of this build, rebuilt so it is never stale.
+fn vmm_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
+    let target = profile_dir.parent().expect("target dir");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "iommu-vmm", "--bin", "iommu-vmm"])
+        .env("CARGO_TARGET_DIR", target);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build -p iommu-vmm failed");
+    let bin = profile_dir.join("iommu-vmm");
+    assert!(bin.exists(), "no iommu-vmm binary at {}", bin.display());
+    bin
+}
+
+/// Deterministic disk contents (xorshift64*), so a failure can be reproduced.
+fn write_disk(path: &Path) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create disk"));
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..(DISK_BYTES >> 20) {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            chunk.copy_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+        f.write_all(&buf).expect("write disk");
+    }
+    f.flush().expect("flush disk");
+}
+
+fn sha256_prefix(path: &Path, len: u64) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c {len} '{}' | sha256sum", path.display()))
+        .output()
+        .expect("sha256sum");
+    assert!(out.status.success(), "sha256sum failed");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string()
+}
+
+fn marker<'a>(console: &'a str, key: &str) -> Option<&'a str> {
+    console
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("VMMTEST "))
+        .find_map(|l| l.strip_prefix(key).map(str::trim))
+}
+
+#[test]
+fn boot_linux_6_1_each_iommu_mode_reads_and_writes_disk_through_vtd() {
+    // The guest: guest-images' 6.1 image, built (or found current) here.
+    let cache = guest_images::cache::Cache::from_env().expect("guest image cache");
+    let manifest = guest_images::manifest::Manifest::embedded().expect("embedded manifest");
+    let image = guest_images::image::Builder::new(
+        cache,
+        manifest,
+        guest_images::image::BuildOptions {
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .build_debian("6.1")
+    .expect("the 6.1 guest image must build (guest-images)");
+
+    let dir = scratch("matrix");
+    let disk = dir.join("disk.img");
+    write_disk(&disk);
+    let want_sha = sha256_prefix(&disk, READ_LEN);
+
+    // The image's initramfs followed by an archive holding /vmmtest-init.
+    let mut tree = guest_images::initramfs::Tree::new();
+    tree.file("vmmtest-init", 0o755, INIT.as_bytes().to_vec())
+        .expect("init file");
+    let overlay = dir.join("overlay.cpio.gz");
+    tree.write_gz(&overlay).expect("write overlay");
+    let initrd = dir.join("initrd.cpio.gz");
+    let mut combined = std::fs::read(image.initramfs()).expect("read image initramfs");
+    combined.extend(std::fs::read(&overlay).expect("read overlay"));
+    std::fs::write(&initrd, combined).expect("write initrd");
+
+    let jobs: Vec<Job> = MODES
+        .iter()
+        .enumerate()
+        .map(|(slot, m)| {
+            let append = format!(
+                "quiet rdinit=/vmmtest-init vmmtest.mode={} vmmtest.slot={slot} vmmtest.readlen={READ_LEN} vmmtest.garbage={} {}",
+                m.name,
+                u8::from(m.garbage),
+                m.append
+            );
+            Job::vmm([
+                "--kernel".into(),
+                image.kernel().into_os_string(),
+                "--initrd".into(),
+                initrd.clone().into_os_string(),
+                "--disk".into(),
+                disk.clone().into_os_string(),
+                "--iommu".into(),
+                m.iommu.into(),
+                "-m".into(),
+                "1G".into(),
+                "--smp".into(),
+                "2".into(),
+                "--stats".into(),
+                "--append".into(),
+                append.into(),
+            ])
+            .with_cwd(&dir)
+            .with_path(image.dir.clone())
+        })
+        .collect();
+    let opts = RunnerOptions {
+        vmm_binary: Some(vmm_binary()),
+        job_timeout: Duration::from_secs(420),
+        ..RunnerOptions::default()
+    };
+    let report = run_batch(NestedMode::Auto, &jobs, &opts).expect("the boot matrix must run");
+    assert_eq!(report.jobs.len(), MODES.len(), "one result per mode");
+
+    let mut failures = Vec::new();
+    let mut table = Vec::new();
+    for (slot, (m, job)) in MODES.iter().zip(&report.jobs).enumerate() {
+        let mut fail = |what: String| failures.push(format!("{}: {what}", m.name));
+        let c = &job.console;
+        match &job.outcome {
+            JobOutcome::Exited(0) => {}
+            other => fail(format!("VMM ended with {other:?}\nstderr:\n{}", job.stderr)),
+        }
+        let init = marker(c, "init uptime=");
+        if init.is_none() {
+            fail(format!(
+                "guest never reached its init; console:\n{c}\nstderr:\n{}",
+                job.stderr
+            ));
+            continue;
+        }
+        if let Some(want) = m.dmesg
+            && !c
+                .lines()
+                .any(|l| l.starts_with("VMMTEST dmesg") && l.contains(want))
+        {
+            fail(format!("kernel log lacks `{want}`"));
+        }
+        if m.iommu != "none" {
+            match marker(c, "groups").and_then(|g| g.parse::<u32>().ok()) {
+                Some(n) if n > 0 => {}
+                g => fail(format!("no IOMMU groups ({g:?})")),
+            }
+            match marker(c, "vda_group") {
+                Some(g) if !g.ends_with(" none") => {}
+                g => fail(format!("virtio-blk is in no IOMMU group ({g:?})")),
+            }
+        }
+        if let Err(e) = (m.stats)(&parse_stats(&job.stderr)) {
+            fail(format!("{e}\nstderr:\n{}", job.stderr));
+        }
+        if m.garbage {
+            if marker(c, "garbage survived").is_none() {
+                fail(format!(
+                    "guest did not get past the garbage writes; console:\n{c}"
+                ));
+            }
+            table.push(format!(
+                "{:<12} init {:>6}s  (garbage: VMM kept running)",
+                m.name,
+                init.unwrap_or("?")
+            ));
+            continue;
+        }
+        match marker(c, "read_sha") {
+            Some(got) if got == want_sha => {}
+            got => fail(format!(
+                "read {READ_LEN} bytes: sha256 {got:?}, host wrote {want_sha}"
+            )),
+        }
+        match marker(c, "write rc=") {
+            Some(w) if w.starts_with('0') => {}
+            w => fail(format!("write failed: {w:?}")),
+        }
+        // The host checks what the guest wrote.
+        let data = std::fs::read(&disk).expect("read disk back");
+        let start = (READ_LEN + slot as u64 * 16 * 65536) as usize;
+        let region = &data[start..start + WRITE_SLOT as usize];
+        let pattern = format!("IOMMUVMM-{}-\n", m.name);
+        let expected: Vec<u8> = pattern.bytes().cycle().take(WRITE_SLOT as usize).collect();
+        if region != expected.as_slice() {
+            fail(format!(
+                "the host does not find the guest's write at {start:#x}"
+            ));
+        }
+        table.push(format!(
+            "{:<12} init {:>6}s  host {:>6.1}s  dd: {}",
+            m.name,
+            init.unwrap_or("?"),
+            job.host_time.as_secs_f64(),
+            marker(c, "read_dd").unwrap_or("?")
+        ));
+    }
+    eprintln!("boot-to-init (guest uptime) and O_DIRECT read throughput, 64 KiB blocks:");
+    for row in &table {
+        eprintln!("  {row}");
+    }
+    let _ = std::fs::remove_file(&disk);
+    assert!(
+        failures.is_empty(),
+        "boot matrix failures:\n{}",
+        failures.join("\n\n")
+    );
+}
