@@ -52,6 +52,8 @@ pub mod acpi;
 pub mod cmdq;
 pub mod config;
 pub mod eventq;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fuzzing;
 pub mod priq;
 pub mod props;
 pub mod regs;
@@ -367,6 +369,11 @@ impl Smmu {
     /// Take every undelivered [`DeviceMessage`], oldest first.
     pub fn take_device_messages(&self) -> Vec<DeviceMessage> {
         lock(&self.outbox).drain(..).collect()
+    }
+
+    /// Undelivered device messages.
+    pub(crate) fn outbox_len(&self) -> usize {
+        lock(&self.outbox).len()
     }
 
     /// Register accesses to unknown offsets so far: (reads, writes).
