@@ -417,8 +417,34 @@ pub fn build_runner(spec: &RunnerSpec) -> Result<RunnerImage, RunnerError> {
     Ok(image)
 }
 
-/// SHA-256 (hex) of a file's content.
+/// SHA-256 (hex) of a file's content, remembered in the cache per (path, size, mtime, inode) so
+/// an unchanged 60 MB debug binary is not hashed again on every nested run.
 fn file_digest(path: &Path) -> Result<String, RunnerError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).map_err(io_err("stat", path))?;
+    let id = hex_digest(&[
+        &path.to_string_lossy(),
+        &meta.len().to_string(),
+        &meta.mtime().to_string(),
+        &meta.mtime_nsec().to_string(),
+        &meta.ino().to_string(),
+    ]);
+    let memo = cache_dir().join("runner").join("digests").join(id);
+    if let Ok(d) = fs::read_to_string(&memo)
+        && d.len() == 64
+    {
+        return Ok(d);
+    }
+    let d = hash_file(path)?;
+    if let Some(dir) = memo.parent()
+        && fs::create_dir_all(dir).is_ok()
+    {
+        let _ = fs::write(&memo, &d);
+    }
+    Ok(d)
+}
+
+fn hash_file(path: &Path) -> Result<String, RunnerError> {
     let mut f = fs::File::open(path).map_err(io_err("open", path))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -525,8 +525,15 @@ pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, Neste
         }
         None => None,
     };
+    let t_image = Instant::now();
     let image =
         guest_images::runner::build_runner(&guest_images::runner::RunnerSpec { vmm_binary })?;
+    tracing::info!(
+        "runner image {} ready in {:.1} s ({})",
+        &image.key.get(..12).unwrap_or(""),
+        t_image.elapsed().as_secs_f64(),
+        qemu.version
+    );
 
     let mut results: Vec<Option<JobResult>> = vec![None; jobs.len()];
     let mut boots = Vec::new();
@@ -566,6 +573,17 @@ pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, Neste
                 boot.log.trim_end()
             )));
         }
+        tracing::info!(
+            "L1 boot {}: /init after {:.1} s, smoke check {:.2} s, total {:.1} s{}",
+            boots.len(),
+            boot.to_init.unwrap_or_default().as_secs_f64(),
+            boot.kvm.as_ref().map_or(0.0, |k| k.smoke_secs),
+            boot.total.as_secs_f64(),
+            boot.failure
+                .as_deref()
+                .map(|f| format!(", failed: {f}"))
+                .unwrap_or_default()
+        );
         let failed = !boot.completed;
         boots.push(boot);
         if !failed && jobs.is_empty() {
@@ -894,6 +912,10 @@ fn boot_once(
                 if opts.stream && !stderr.is_empty() {
                     eprint!("{stderr}");
                 }
+                tracing::info!(
+                    "job {index} ended: status {rc}, {:.1} s host time ({secs:.1} s in L1)",
+                    host_time.as_secs_f64()
+                );
                 if let Some(&i) = pending.get(index) {
                     results.push((
                         i,
