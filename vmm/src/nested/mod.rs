@@ -294,6 +294,15 @@ pub struct BatchReport {
     pub boots: Vec<L1Boot>,
 }
 
+/// Environment variable the runner sets for every job inside the L1 machine.
+pub const IN_L1_ENV: &str = "IOMMU_VMM_IN_NESTED_L1";
+
+/// True inside the nested runner's L1 machine: there is no compiler and no network, so guest
+/// images must be used as the host built them (never rebuilt).
+pub fn in_nested_l1() -> bool {
+    std::env::var_os(IN_L1_ENV).is_some_and(|v| !v.is_empty())
+}
+
 /// Decides whether to run nested, and if so runs the whole command inside the L1 runner.
 ///
 /// `args` are the user's original arguments (without argv\[0\]). Returns `Ok(None)` when the
@@ -642,7 +651,7 @@ fn job_env(cache_dir: &Path) -> String {
         "export IOMMU_EMU_CACHE={}",
         shell_quote(&cache_dir.to_string_lossy())
     );
-    let _ = writeln!(out, "export IOMMU_VMM_IN_NESTED_L1=1");
+    let _ = writeln!(out, "export {IN_L1_ENV}=1");
     out
 }
 
