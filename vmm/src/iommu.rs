@@ -6,8 +6,10 @@
 
 use std::sync::Arc;
 
+use iommu_emulator::trace::{TraceEvent, TraceSink, TranslateEvent};
 use iommu_emulator::{
-    DeviceAddressSpace, DmaRequest, Fault, GuestRam, Iommu, PageSize, Perm, SourceId, Translation,
+    CachePath, DeviceAddressSpace, DmaRequest, Fault, GuestRam, Iommu, PageSize, Perm, SourceId,
+    Translation,
 };
 use vm_memory::{GuestMemoryMmap, IommuMemory};
 
@@ -52,26 +54,87 @@ impl Iommu for NoIommu {
             perm: Perm::RW,
             privileged: false,
             cycles: iommu_emulator::Cycles(0),
-            path: iommu_emulator::CachePath::empty(),
+            path: CachePath::empty(),
             walk_reads: 0,
         })
     }
 }
 
-/// The DMA memory of device `source`: through `unit` when there is one.
+/// Records every translation of the wrapped IOMMU into a trace (the core
+/// crate's binary format, `iommu_emulator::trace`), for `--trace FILE`.
+///
+/// Invalidations are not in the trace: the VMM sees only translations; a
+/// model-side hook will add them.
+pub struct TracingIommu {
+    inner: Arc<dyn Iommu>,
+    sink: Arc<dyn TraceSink>,
+}
+
+impl TracingIommu {
+    /// Trace `inner` into `sink`.
+    pub fn new(inner: Arc<dyn Iommu>, sink: Arc<dyn TraceSink>) -> Self {
+        TracingIommu { inner, sink }
+    }
+}
+
+impl Iommu for TracingIommu {
+    fn translate(
+        &self,
+        mem: &dyn GuestRam,
+        req: &DmaRequest,
+    ) -> std::result::Result<Translation, Fault> {
+        let r = self.inner.translate(mem, req);
+        let (path, walk_reads, page_shift, cycles, output, fault_reason) = match &r {
+            Ok(t) => (
+                t.path,
+                t.walk_reads,
+                t.page_size.shift(),
+                t.cycles.0,
+                t.output.0,
+                0,
+            ),
+            Err(f) => (CachePath::FAULT, 0, 0, f.cycles.0, 0, f.reason),
+        };
+        self.sink.record(&TraceEvent::Translate(TranslateEvent {
+            source: req.source,
+            pasid: req.pasid.map(|p| p.pasid),
+            addr: req.addr.0,
+            access: req.access,
+            kind: req.kind,
+            path,
+            walk_reads,
+            page_shift,
+            cycles: u32::try_from(cycles).unwrap_or(u32::MAX),
+            output,
+            tag: 0,
+            fault_reason,
+        }));
+        r
+    }
+}
+
+/// The DMA memory of device `source`: through `unit` when there is one
+/// (traced into `trace` when given).
 pub fn dma_memory(
     mem: &GuestMemoryMmap,
     unit: Option<&Arc<dyn IommuUnit>>,
     source: SourceId,
+    trace: Option<&Arc<dyn TraceSink>>,
 ) -> DmaMemory {
     let ram: Arc<dyn GuestRam> = Arc::new(mem.clone());
     match unit {
-        Some(u) => IommuMemory::new(
-            mem.clone(),
-            DeviceAddressSpace::new(u.translator(), ram, source),
-            true,
-            (),
-        ),
+        Some(u) => {
+            let translator = match trace {
+                Some(sink) => Arc::new(TracingIommu::new(u.translator(), sink.clone())),
+                None => u.translator(),
+            };
+            IommuMemory::new(
+                mem.clone(),
+                DeviceAddressSpace::new(translator, ram, source),
+                true,
+                (),
+            )
+        }
         None => IommuMemory::new(
             mem.clone(),
             DeviceAddressSpace::new(Arc::new(NoIommu), ram, source),
@@ -233,7 +296,12 @@ mod tests {
     #[test]
     fn dma_memory_without_iommu_reaches_guest_physical() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        let dma = dma_memory(&mem, None, SourceId::Pci(iommu_emulator::Rid::new(0, 1, 0)));
+        let dma = dma_memory(
+            &mem,
+            None,
+            SourceId::Pci(iommu_emulator::Rid::new(0, 1, 0)),
+            None,
+        );
         dma.write_obj(0x1234_5678u32, GuestAddress(0x8000)).unwrap();
         let v: u32 = mem.read_obj(GuestAddress(0x8000)).unwrap();
         assert_eq!(v, 0x1234_5678);

@@ -28,8 +28,13 @@ fn main() -> ExitCode {
     // A --guest image is built (or checked current) here on the host: the L1
     // machine of the nested runner has neither compiler nor network.
     if let Some(name) = &args.guest
-        && let Err(e) = iommu_vmm::vmm::resolve_guest(&args, name, true)
+        && let Err(e) =
+            iommu_vmm::vmm::resolve_guest(&args, name, !iommu_vmm::nested::in_nested_l1())
     {
+        eprintln!("iommu-vmm: {e}");
+        return ExitCode::from(STATUS_VMM_ERROR as u8);
+    }
+    if let Err(e) = iommu_vmm::vmm::preflight(&args) {
         eprintln!("iommu-vmm: {e}");
         return ExitCode::from(STATUS_VMM_ERROR as u8);
     }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use iommu_emulator::trace::{TraceSink, TraceWriter};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -50,6 +51,42 @@ struct Disk {
 
 type Console = SerialDevice<EventFdTrigger, ConsoleOut<std::io::Stdout>>;
 
+/// Check what can be checked without KVM (files, `--iommu` properties), so
+/// that a mistake is reported at once, also before the nested runner
+/// starts an L1 machine.
+pub fn preflight(args: &Args) -> Result<()> {
+    let resolved;
+    let args = match &args.guest {
+        Some(name) => {
+            resolved = resolve_guest(args, name, false)?;
+            &resolved
+        }
+        None => args,
+    };
+    let kernel = args.kernel.as_ref().ok_or(Error::MissingKernel)?;
+    std::fs::File::open(kernel).map_err(|source| Error::KernelUnreadable {
+        path: kernel.clone(),
+        source,
+    })?;
+    if let Some(p) = &args.initrd {
+        std::fs::File::open(p).map_err(|source| Error::InitrdUnreadable {
+            path: p.clone(),
+            source,
+        })?;
+    }
+    for d in &args.disk {
+        OpenOptions::new()
+            .read(true)
+            .write(!d.readonly)
+            .open(&d.path)
+            .map_err(|source| Error::DiskUnreadable {
+                path: d.path.clone(),
+                source,
+            })?;
+    }
+    iommu::validate(args.iommu.as_ref().unwrap_or(&IommuSpec::None))
+}
+
 /// Boot and run the guest described by `args`.
 pub fn run(args: &Args) -> Result<RunReport> {
     let started = Instant::now();
@@ -86,9 +123,19 @@ pub fn run(args: &Args) -> Result<RunReport> {
             })?;
         disk_files.push((f, d.readonly));
     }
-    if args.trace.is_some() {
-        tracing::warn!("--trace: the translation trace is not recorded by this build yet");
-    }
+    let trace = match &args.trace {
+        Some(p) => {
+            let f = std::fs::File::create(p).map_err(|source| Error::Io {
+                what: format!("creating the trace file {}", p.display()),
+                source,
+            })?;
+            Some(Arc::new(
+                TraceWriter::new(f).map_err(io("writing the trace header"))?,
+            ))
+        }
+        None => None,
+    };
+    let trace_sink: Option<Arc<dyn TraceSink>> = trace.clone().map(|t| t as Arc<dyn TraceSink>);
 
     let kvm = kvm::open_kvm()?;
     let regions: Vec<(GuestAddress, usize)> = layout::ram_regions(args.memory)
@@ -154,7 +201,7 @@ pub fn run(args: &Args) -> Result<RunReport> {
             .ok_or_else(|| Error::Setup("too many PCI devices".into()))?;
         let source =
             iommu_emulator::SourceId::Pci(iommu_emulator::Rid::new(0, devfn >> 3, devfn & 7));
-        let dma = iommu::dma_memory(&mem, unit.as_ref(), source);
+        let dma = iommu::dma_memory(&mem, unit.as_ref(), source, trace_sink.as_ref());
         let mut dev = VirtioPci::new(Box::new(blk), dma, msi.clone());
         dev.set_bar0(layout::PCI_MMIO_START + i as u64 * BAR_SIZE);
         let fds: Vec<EventFd> = (0..dev.num_queues())
@@ -304,6 +351,18 @@ pub fn run(args: &Args) -> Result<RunReport> {
             let _ = dev.device();
         }
     }
+    if let Some(t) = &trace {
+        if let Err(e) = t.flush() {
+            eprintln!("iommu-vmm: trace: {e}");
+        }
+        if args.stats {
+            eprintln!(
+                "trace: {} records written, {} failed",
+                t.written(),
+                t.failed()
+            );
+        }
+    }
     if args.stats {
         eprintln!("iommu-vmm: ran for {:.2?}", started.elapsed());
         match &unit {
@@ -382,5 +441,74 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
     move |source| Error::Io {
         what: what.to_string(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["iommu-vmm"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn preflight_without_kernel_says_so() {
+        let e = preflight(&args(&[])).unwrap_err();
+        assert!(matches!(e, Error::MissingKernel));
+        assert!(e.to_string().contains("--kernel PATH"), "{e}");
+    }
+
+    #[test]
+    fn preflight_unreadable_kernel_names_the_path() {
+        let e = preflight(&args(&["--kernel", "/nonexistent/vmlinuz"])).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cannot read the kernel /nonexistent/vmlinuz"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn preflight_unknown_iommu_property_lists_valid_ones() {
+        let k = tempfile::NamedTempFile::new().unwrap();
+        let e = preflight(&args(&[
+            "--kernel",
+            k.path().to_str().unwrap(),
+            "--iommu",
+            "intel-iommu,no-such-prop=on",
+        ]))
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("no-such-prop"), "{msg}");
+        assert!(msg.contains("valid properties"), "{msg}");
+        assert!(msg.contains("x-scalable-mode"), "{msg}");
+    }
+
+    #[test]
+    fn preflight_missing_disk_names_the_path() {
+        let k = tempfile::NamedTempFile::new().unwrap();
+        let e = preflight(&args(&[
+            "--kernel",
+            k.path().to_str().unwrap(),
+            "--disk",
+            "/nonexistent/disk.img",
+        ]))
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cannot open the disk /nonexistent/disk.img"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn guest_cmdline_turns_on_scalable_mode_with_intel_iommu() {
+        let spec = crate::cli::parse_iommu(GUEST_DEFAULT_IOMMU).unwrap();
+        assert!(guest_cmdline(&spec).contains("intel_iommu=on,sm_on"));
+        assert!(!guest_cmdline(&IommuSpec::None).contains("intel_iommu"));
     }
 }
