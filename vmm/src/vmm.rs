@@ -343,12 +343,15 @@ pub fn run(args: &Args) -> Result<RunReport> {
         .reason()
         .unwrap_or(ExitReason::Error("stopped without a reason".into()));
     let status = exit_status(&reason, exit.summary());
-    if let Ok(mut c) = console.lock() {
-        let _ = std::io::Write::flush(&mut c_out(&mut c));
-    }
-    for d in &disks {
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    for (i, d) in disks.iter().enumerate() {
         if let Ok(dev) = d.dev.lock() {
-            let _ = dev.device();
+            if let Err(e) = dev.device().sync() {
+                eprintln!("iommu-vmm: disk {i}: flushing to the host: {e}");
+            }
+            if args.stats {
+                eprintln!("virtio-blk {i}: {}", dev.device().stats());
+            }
         }
     }
     if let Some(t) = &trace {
@@ -425,11 +428,6 @@ pub fn resolve_guest(args: &Args, name: &str, build: bool) -> Result<Args> {
     out.iommu = Some(iommu);
     out.append = Some(append);
     Ok(out)
-}
-
-fn c_out(c: &mut Console) -> std::io::Stdout {
-    let _ = c;
-    std::io::stdout()
 }
 
 fn insert(bus: &mut Bus, dev: Arc<dyn BusDevice>, base: u64, len: u64) -> Result<()> {

@@ -245,6 +245,18 @@ impl VirtioDevice for Blk {
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
+    fn sync(&self) -> std::io::Result<()> {
+        Blk::sync(self)
+    }
+
+    fn stats(&self) -> String {
+        let s = self.stats;
+        format!(
+            "{} reads ({} bytes), {} writes ({} bytes), {} flushes, {} failed requests",
+            s.reads, s.bytes_read, s.writes, s.bytes_written, s.flushes, s.errors
+        )
+    }
+
     fn process_queue(&mut self, _index: usize, queue: &mut Queue, mem: &DmaMemory) -> bool {
         let mut used_any = false;
         while let Some(chain) = queue.pop_descriptor_chain(mem) {

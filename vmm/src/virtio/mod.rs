@@ -54,4 +54,12 @@ pub trait VirtioDevice: Send {
     fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &DmaMemory) -> bool;
     /// The driver reset the device.
     fn reset(&mut self) {}
+    /// Make completed writes durable (called when the VMM stops).
+    fn sync(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// One line of statistics for `--stats`.
+    fn stats(&self) -> String {
+        String::new()
+    }
 }
