@@ -363,3 +363,181 @@ impl Iommu for Vtd {
         self.translate_request(mem, req)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CtxTag;
+    use crate::structs::inv_desc::ContextGran;
+    use iommu_emulator::testing::x86_pt::{Format, X86PageTable};
+    use iommu_emulator::testing::{FakeRam, RecordingMsi};
+    use iommu_emulator::{CachePath, Gpa, PageSize, PasidTag, Perm, Rid, SourceId};
+
+    fn unit(props: &str) -> (Vtd, FakeRam, Arc<RecordingMsi>) {
+        let msi = Arc::new(RecordingMsi::new());
+        let v = Vtd::new(VtdConfig::parse_props(props).unwrap(), msi.clone()).unwrap();
+        (v, FakeRam::new(1 << 32), msi)
+    }
+
+    // 11.4.4.1: several commands in one GCMD write are all performed, and
+    // status bits persist across later writes.
+    #[test]
+    fn gcmd_several_commands_in_one_write() {
+        let (v, ram, _) = unit("");
+        v.mmio_write(&ram, RTADDR, 8, 0x5000);
+        v.mmio_write(&ram, GCMD, 4, GCMD_SRTP | GCMD_QIE | GCMD_TE);
+        let sts = v.mmio_read(&ram, GSTS, 4);
+        assert_eq!(sts, GCMD_SRTP | GCMD_QIE | GCMD_TE);
+        assert_eq!(v.mmio_read(&ram, GCMD, 4), 0, "GCMD reads as zero");
+        v.mmio_write(&ram, GCMD, 4, GCMD_QIE);
+        assert_eq!(v.mmio_read(&ram, GSTS, 4), GCMD_SRTP | GCMD_QIE);
+        assert!(!v.te.load(Ordering::SeqCst));
+        assert_eq!(v.root.load(Ordering::SeqCst), 0x5000);
+    }
+
+    // 11.4.4.1: interrupt-remapping commands only with ECAP.IR.
+    #[test]
+    fn gcmd_interrupt_remapping_bits_follow_ecap_ir() {
+        let (v, ram, _) = unit("");
+        v.mmio_write(&ram, GCMD, 4, GCMD_IRE | GCMD_SIRTP | GCMD_CFI);
+        assert_eq!(v.mmio_read(&ram, GSTS, 4), 0);
+        let (v, ram, _) = unit("intremap=on,eim=on");
+        assert_ne!(v.mmio_read(&ram, ECAP, 8) & (1 << 4), 0);
+        v.mmio_write(&ram, IRTA, 8, 0x9000 | (1 << 11) | 7);
+        v.mmio_write(&ram, GCMD, 4, GCMD_SIRTP);
+        v.mmio_write(&ram, GCMD, 4, GCMD_IRE);
+        assert_eq!(v.mmio_read(&ram, GSTS, 4), GCMD_SIRTP | GCMD_IRE);
+        assert_eq!(v.mmio_read(&ram, IRTA, 8), 0x9000 | (1 << 11) | 7);
+    }
+
+    // 3.1: with translation disabled, requests pass through untranslated.
+    #[test]
+    fn translate_with_te_clear_passes_through() {
+        let (v, ram, _) = unit("");
+        let t = v
+            .translate(
+                &ram,
+                &DmaRequest::new(SourceId::Pci(Rid(8)), 0x1234_5678, 4, Perm::RW),
+            )
+            .unwrap();
+        assert_eq!(t.output, Gpa(0x1234_5678));
+        assert!(t.path.contains(CachePath::BYPASS));
+        assert_eq!(v.stats().bypass, 1);
+    }
+
+    // 11.4.5: TTM 10b/11b are not supported: every request faults 0x30;
+    // legacy TTM with a PASID request faults 0x31.
+    #[test]
+    fn translate_bad_ttm_and_pasid_in_legacy_mode_fault() {
+        let (v, ram, _) = unit("x-scalable-mode=on");
+        v.mmio_write(&ram, RTADDR, 8, 0x5000 | (2 << 10));
+        v.mmio_write(&ram, GCMD, 4, GCMD_SRTP | GCMD_TE);
+        let req = DmaRequest::new(SourceId::Pci(Rid(8)), 0, 4, Perm::R);
+        assert_eq!(v.translate(&ram, &req).unwrap_err().reason, 0x30);
+        let (v, ram, _) = unit("");
+        let root = ram.alloc_pages(1).unwrap().0;
+        let ctx = ram.alloc_pages(1).unwrap().0;
+        ram.write_u64(Gpa(root), ctx | 1).unwrap();
+        ram.write_u64(Gpa(ctx + 8 * 16 + 8), 2 | (1 << 8)).unwrap();
+        ram.write_u64(Gpa(ctx + 8 * 16), 0x7000 | 1).unwrap();
+        v.mmio_write(&ram, RTADDR, 8, root);
+        v.mmio_write(&ram, GCMD, 4, GCMD_SRTP | GCMD_TE);
+        let req = req.with_pasid(PasidTag {
+            pasid: iommu_emulator::Pasid::new(1).unwrap(),
+            privileged: false,
+            exec: false,
+        });
+        assert_eq!(v.translate(&ram, &req).unwrap_err().reason, 0x31);
+    }
+
+    // 6.5.2: a tail beyond the queue or misaligned for 256-bit descriptors
+    // sets IQE with IQEI 1; 256-bit descriptors without SMTS set IQE.
+    #[test]
+    fn queue_tail_errors_set_iqe() {
+        let (v, ram, msi) = unit("x-scalable-mode=on");
+        v.mmio_write(&ram, FECTL, 4, 0);
+        v.mmio_write(&ram, IQA, 8, 0x10_0000 | IQA_DW);
+        v.mmio_write(&ram, GCMD, 4, GCMD_QIE);
+        v.mmio_write(&ram, IQT, 8, 0x10);
+        assert_eq!(v.mmio_read(&ram, FSTS, 4) & FSTS_IQE, FSTS_IQE);
+        assert_eq!(v.mmio_read(&ram, IQERCD, 8) & 0xf, inval::IQEI_TAIL);
+        assert_eq!(msi.take().len(), 1);
+        let (v, ram, _) = unit("");
+        v.mmio_write(&ram, IQA, 8, 0x10_0000 | IQA_DW);
+        v.mmio_write(&ram, GCMD, 4, GCMD_QIE);
+        v.mmio_write(&ram, IQT, 8, 0x20);
+        assert_eq!(v.mmio_read(&ram, FSTS, 4) & FSTS_IQE, FSTS_IQE);
+        assert_eq!(v.mmio_read(&ram, IQERCD, 8) & 0xf, inval::IQEI_WIDTH);
+    }
+
+    // 6.5.2.1: a device-selective context invalidation drops only that
+    // device's context (and PASID) entries.
+    #[test]
+    fn context_invalidation_device_selective_keeps_others() {
+        let (v, ram, _) = unit("");
+        let root = ram.alloc_pages(1).unwrap().0;
+        let ctx = ram.alloc_pages(1).unwrap().0;
+        ram.write_u64(Gpa(root), ctx | 1).unwrap();
+        for devfn in [8u64, 16] {
+            ram.write_u64(Gpa(ctx + devfn * 16 + 8), 2 | (1 << 8))
+                .unwrap();
+            ram.write_u64(Gpa(ctx + devfn * 16), 0x7000 | (2 << 2) | 1)
+                .unwrap();
+        }
+        v.mmio_write(&ram, RTADDR, 8, root);
+        v.mmio_write(&ram, GCMD, 4, GCMD_SRTP | GCMD_TE);
+        for devfn in [8u16, 16] {
+            v.translate(
+                &ram,
+                &DmaRequest::new(SourceId::Pci(Rid(devfn)), 0, 4, Perm::R),
+            )
+            .unwrap();
+        }
+        assert_eq!(v.context_cache.len(), 2);
+        v.invalidate_context(ContextGran::Device {
+            did: 1,
+            sid: 8,
+            fm: 0,
+        });
+        assert_eq!(v.context_cache.len(), 1);
+        assert!(
+            v.context_cache
+                .lookup(&CtxTag {
+                    rid: 16,
+                    scalable: false
+                })
+                .is_some()
+        );
+    }
+
+    // Golden timing (STYLE 10): a fixed configuration and trace give exact
+    // cycle counts with the default latencies: walk miss, IOTLB hit, and a
+    // miss shortened by the paging-structure cache.
+    #[test]
+    fn golden_timing_legacy_miss_hit_and_pwc() {
+        let (v, ram, _) = unit("");
+        let root = ram.alloc_pages(1).unwrap().0;
+        let ctx = ram.alloc_pages(1).unwrap().0;
+        let pt = X86PageTable::new(&ram, Format::SecondLevel { levels: 4 });
+        pt.map(0x1000, 0x10_0000, PageSize::SIZE_4K, Perm::RW)
+            .unwrap();
+        pt.map(0x2000, 0x11_0000, PageSize::SIZE_4K, Perm::RW)
+            .unwrap();
+        ram.write_u64(Gpa(root), ctx | 1).unwrap();
+        ram.write_u64(Gpa(ctx + 8 * 16 + 8), 2 | (1 << 8)).unwrap();
+        ram.write_u64(Gpa(ctx + 8 * 16), pt.root().0 | 1).unwrap();
+        v.mmio_write(&ram, RTADDR, 8, root);
+        v.mmio_write(&ram, GCMD, 4, GCMD_SRTP | GCMD_TE);
+        let t = |a| {
+            v.translate(&ram, &DmaRequest::new(SourceId::Pci(Rid(8)), a, 4, Perm::R))
+                .unwrap()
+        };
+        // root+context (2 x 100) + IOTLB lookup (2) + miss (1) + 4 reads (400)
+        assert_eq!(t(0x1000).cycles.0, 603);
+        // context hit (2) + IOTLB hit (2)
+        assert_eq!(t(0x1008).cycles.0, 4);
+        // context hit 2 + IOTLB 2 + miss 1 + PWC hit 2 + leaf read 100
+        assert_eq!(t(0x2000).cycles.0, 107);
+        assert_eq!(v.stats().cycles, 603 + 4 + 107);
+    }
+}

@@ -130,6 +130,8 @@ struct WalkPlan {
     pasid: u32,
     privileged: bool,
     entry: Option<PasidEntry>,
+    /// Fault processing disabled by any configuration entry on the path.
+    fpd: bool,
     legacy_levels: u8,
     legacy_root: u64,
 }
@@ -319,6 +321,7 @@ impl Vtd {
                     pasid: 0,
                     privileged: false,
                     entry: None,
+                    fpd: c.fpd,
                     legacy_levels: c.levels,
                     legacy_root: c.slptptr,
                 }
@@ -370,12 +373,13 @@ impl Vtd {
                     pasid,
                     privileged: privileged && e.pgtt != Pgtt::SecondLevel,
                     entry: Some(e),
+                    fpd: c.fpd || p.fpd,
                     legacy_levels: 0,
                     legacy_root: 0,
                 }
             }
         };
-        let fpd = ctx.fpd() || plan.entry.is_some() && self.pasid_fpd(rid, plan.pasid);
+        let fpd = plan.fpd;
         let mut access = req.access;
         if req.pasid.is_some_and(|t| t.exec) {
             access |= Perm::X;
@@ -422,17 +426,6 @@ impl Vtd {
             ticket,
         );
         self.finish(req, plan.kind, fpd, out.output, size, out.perm, acc)
-    }
-
-    fn pasid_fpd(&self, rid: Rid, pasid: u32) -> bool {
-        // The PASID cache entry was just looked up or inserted; a miss here
-        // (eviction) conservatively records the fault.
-        self.pasid_cache
-            .lookup_by(
-                &crate::config::PasidCacheTag { rid: rid.0, pasid },
-                |t, _| t.rid == rid.0 && t.pasid == pasid,
-            )
-            .is_some_and(|p| p.fpd)
     }
 
     #[allow(clippy::too_many_arguments)]
