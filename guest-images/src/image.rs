@@ -404,7 +404,7 @@ impl Builder {
                 "arch/x86/boot/bzImage is missing (build the kernel first: make bzImage modules)",
             ));
         }
-        let release = std::fs::read_to_string(tree_path.join("include/config/kernel.release"))
+        let mut release = std::fs::read_to_string(tree_path.join("include/config/kernel.release"))
             .map_err(|_| bad("include/config/kernel.release is missing (not a built tree?)"))?
             .trim()
             .to_owned();
@@ -474,16 +474,27 @@ impl Builder {
         let mut modules_dir = root.join("lib/modules").join(&release);
         if tree_path.join("modules.order").is_file() {
             progress.step("installing the tree's modules");
-            payload::run(
-                Command::new("make")
-                    .arg("-C")
-                    .arg(&tree_path)
-                    .arg(format!("INSTALL_MOD_PATH={}", root.display()))
-                    .arg("DEPMOD=true")
-                    .arg("INSTALL_MOD_STRIP=1")
-                    .arg("modules_install"),
-                "make modules_install",
-            )?;
+            let mut make = Command::new("make");
+            make.arg("-C")
+                .arg(&tree_path)
+                .arg(format!("INSTALL_MOD_PATH={}", root.display()))
+                .arg("DEPMOD=true")
+                .arg("INSTALL_MOD_STRIP=1");
+            // Sign on install only when the tree has its signing key (a tree built elsewhere,
+            // or from packaged headers, has none).
+            if !tree_path.join("certs/signing_key.pem").is_file() {
+                make.arg("CONFIG_MODULE_SIG_ALL=");
+            }
+            payload::run(make.arg("modules_install"), "make modules_install")?;
+            // The folder modules_install made names the release the kernel reports (a tree
+            // may override KERNELRELEASE, as Debian's headers do).
+            let installed: Vec<String> = std::fs::read_dir(root.join("lib/modules"))
+                .ctx(|| "reading the installed modules")?
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect();
+            if let [only] = installed.as_slice() {
+                release = only.clone();
+            }
             deb::depmod(&busybox, &root, &release)?;
             modules_dir = deb::modules_dir(&root, &release)?;
             let db = ModuleDb::load(&modules_dir)?;
