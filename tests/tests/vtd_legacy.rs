@@ -6,7 +6,7 @@
 mod vtd_support;
 
 use iommu_emulator::testing::x86_pt::{Format, X86PageTable};
-use iommu_emulator::{CachePath, FaultKind, GuestRam, PageSize, Perm, RequestKind};
+use iommu_emulator::{CachePath, FaultKind, Gpa, GuestRam, PageSize, Perm, RequestKind};
 use vtd_model::regs::*;
 use vtd_support::*;
 
@@ -181,12 +181,8 @@ fn legacy_missing_root_and_context_entries_fault() {
     let a = d.legacy_context_addr(rid(0, 9, 0));
     assert_eq!(d.dma(rid(0, 9, 0), 0, Perm::R).unwrap_err().reason, 2);
     // Reserved bits in the context entry: 0xB; AW not supported: 3.
-    d.ram
-        .write_u64(iommu_emulator::Gpa(a + 8), 2 | (1 << 40))
-        .unwrap();
-    d.ram
-        .write_u64(iommu_emulator::Gpa(a), 0x10_0000 | 1)
-        .unwrap();
+    d.ram.write_u64(Gpa(a + 8), 2 | (1 << 40)).unwrap();
+    d.ram.write_u64(Gpa(a), 0x10_0000 | 1).unwrap();
     assert_eq!(d.dma(rid(0, 9, 0), 0, Perm::R).unwrap_err().reason, 0xb);
     d.set_context_legacy(rid(0, 10, 0), 1, 0x10_0000, 5, 0);
     assert_eq!(d.dma(rid(0, 10, 0), 0, Perm::R).unwrap_err().reason, 3);
@@ -224,8 +220,8 @@ fn legacy_fpd_suppresses_fault_recording() {
     let pt = X86PageTable::new(&ram, Format::SecondLevel { levels: 4 });
     d.set_context_legacy(dev, 1, pt.root().0, 4, 0);
     let a = d.legacy_context_addr(dev);
-    let lo = d.ram.read_u64(iommu_emulator::Gpa(a)).unwrap();
-    d.ram.write_u64(iommu_emulator::Gpa(a), lo | 2).unwrap();
+    let lo = d.ram.read_u64(Gpa(a)).unwrap();
+    d.ram.write_u64(Gpa(a), lo | 2).unwrap();
     let f = d.dma(dev, 0x1000, Perm::R).unwrap_err();
     assert_eq!((f.reason, f.recorded), (6, false));
     assert_eq!(d.rd32(FSTS), 0);
@@ -322,4 +318,38 @@ fn unknown_register_offsets_read_zero_and_are_counted() {
     let cap = d.rd64(CAP);
     d.wr64(CAP, 0);
     assert_eq!(d.rd64(CAP), cap);
+}
+
+// VT-d 6.2.5 / 6.5.2.3: paging-structure caches keep non-leaf entries, so
+// a driver that frees a page table must invalidate with IH=0. With IH=1
+// (only leaves changed) the cached pointer to the freed table is still
+// used, as on hardware; with IH=0 the walk sees the cleared entry.
+#[test]
+fn legacy_freed_page_table_needs_ih_clear() {
+    let mut d = Driver::probe("");
+    let dev = rid(0, 3, 0);
+    let ram = d.ram.clone();
+    let pt = X86PageTable::new(&ram, Format::SecondLevel { levels: 4 });
+    d.set_context_legacy(dev, 1, pt.root().0, 4, 0);
+    pt.map(0x1000, 0x20_0000, PageSize::SIZE_4K, Perm::RW)
+        .unwrap();
+    assert_eq!(d.dma(dev, 0x1000, Perm::R).unwrap().output.0, 0x20_0000);
+    // Find and clear the level-2 entry (PDE) covering 0..2M: Linux's
+    // dma_pte_free_level() unhooking a page table.
+    let pml4e = d.ram.read_u64(pt.root()).unwrap();
+    let pdpte = d.ram.read_u64(Gpa(pml4e & !0xfff)).unwrap();
+    let pde_addr = Gpa(pdpte & !0xfff);
+    assert_ne!(d.ram.read_u64(pde_addr).unwrap() & 3, 0);
+    d.ram.write_u64(pde_addr, 0).unwrap();
+    d.flush_iotlb_psi(1, 0, 9, true);
+    let t = d.dma(dev, 0x1000, Perm::R).unwrap();
+    assert_eq!(
+        t.output.0, 0x20_0000,
+        "stale page-table pointer still cached"
+    );
+    assert!(t.path.contains(CachePath::PWC_HIT));
+    assert_eq!(t.walk_reads, 1);
+    d.flush_iotlb_psi(1, 0, 9, false);
+    let f = d.dma(dev, 0x1000, Perm::R).unwrap_err();
+    assert_eq!((f.reason, f.level), (6, Some(2)));
 }

@@ -426,9 +426,10 @@ fn scalable_invalidation_is_complete_under_concurrent_translation() {
             .unwrap();
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut hs = Vec::new();
     for _ in 0..2 {
-        let (vtd, ram, stop) = (d.vtd.clone(), d.ram.clone(), stop.clone());
+        let (vtd, ram, stop, done) = (d.vtd.clone(), d.ram.clone(), stop.clone(), done.clone());
         hs.push(std::thread::spawn(move || {
             use iommu_emulator::Iommu;
             let mut n = 0u64;
@@ -442,10 +443,15 @@ fn scalable_invalidation_is_complete_under_concurrent_translation() {
                     );
                     let _ = vtd.translate(ram.as_ref(), &req);
                     n += 1;
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             n
         }));
+    }
+    // Let the translating threads get going before invalidating under them.
+    while done.load(std::sync::atomic::Ordering::Relaxed) < 64 {
+        std::thread::yield_now();
     }
     for round in 1..=40u64 {
         let p = round % 16;

@@ -7,13 +7,15 @@
 //! on it). A lookup probes 4 KiB first, then 2 MiB and 1 GiB only when
 //! entries of that size have ever been inserted.
 //!
-//! The paging-structure caches hold non-leaf entries tagged by domain,
-//! PASID, stage and the input-address bits that select them. In this model
-//! they shorten the *modelled* walk (its cycle count and statistics): the
-//! functional walk always reads the tables from guest memory, which yields
-//! the same result as long as the guest follows the invalidation rules
-//! (6.5); a guest that changes a non-leaf entry without invalidating will
-//! see the new entry here, where hardware might use the stale one.
+//! The paging-structure caches (one for first-level, one for second-level
+//! tables) hold non-leaf entries tagged by domain, PASID, level and the
+//! input-address bits that select them; each holds where a walk resumes
+//! (the next table and the rights accumulated above it,
+//! [`iommu_emulator::walk::x86::WalkStart`]). They are functional: a guest
+//! that frees or changes a page table without the invalidation the spec
+//! requires (6.5: IOTLB or PASID-based IOTLB invalidation with IH=0
+//! covering the range) keeps walking the stale table, as on hardware.
+//! Nested walks do not use them.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -27,9 +27,8 @@
 //! Deviations and later work: advanced fault logging, protected memory
 //! regions and MTRRs are not implemented (their capability bits are clear);
 //! the page request queue ([`prq`]) and interrupt remapping
-//! ([`irq_remap`]) keep their registers but have no behaviour yet; the
-//! paging-structure caches shorten the modelled walk cost, not the
-//! functional walk (see [`iotlb`]); the XD bit is always honoured in
+//! ([`irq_remap`]) keep their registers but have no behaviour yet; nested
+//! walks do not use the paging-structure caches; the XD bit is always honoured in
 //! first-level entries (rev 4 removed NXE); device-TLB invalidations are
 //! delivered synchronously, so they complete before the next descriptor.
 //!
@@ -84,6 +83,7 @@ use crate::stats::Counters;
 pub use crate::stats::VtdStats;
 use crate::structs::context::UnitCaps;
 pub use crate::structs::inv_desc::{DevTlbInvalidation, PageGroupResponse};
+use iommu_emulator::walk::x86::WalkStart;
 
 /// Host-side errors (configuration), distinct from architectural faults.
 #[derive(Debug, thiserror::Error)]
@@ -128,8 +128,8 @@ pub struct Vtd {
     pub(crate) context_cache: Cache<CtxTag, DevCtx>,
     pub(crate) pasid_cache: Cache<PasidCacheTag, PasidCtx>,
     pub(crate) iotlb: Iotlb,
-    pub(crate) fl_pwc: Cache<PwcTag, ()>,
-    pub(crate) sl_pwc: Cache<PwcTag, ()>,
+    pub(crate) fl_pwc: Cache<PwcTag, WalkStart>,
+    pub(crate) sl_pwc: Cache<PwcTag, WalkStart>,
     pub(crate) counters: Counters,
     pub(crate) tstats: TranslationStats,
 }

@@ -10,10 +10,11 @@
 
 use std::sync::atomic::Ordering;
 
+use iommu_emulator::cache::Ticket;
 use iommu_emulator::walk::WalkError;
 use iommu_emulator::walk::x86::{
-    Denial, FlOptions, SlOptions, WalkOutput, walk_first_level_classified,
-    walk_second_level_classified,
+    Denial, FlOptions, SlOptions, WalkOutput, WalkStart, walk_first_level_classified,
+    walk_first_level_from, walk_second_level_classified, walk_second_level_from,
 };
 use iommu_emulator::{
     Cache, CachePath, Cycles, DmaRequest, Fault, FaultKind, Gpa, GuestRam, PageSize, Perm,
@@ -470,27 +471,18 @@ impl Vtd {
         }
     }
 
-    /// Model the paging-structure caches for a successful walk: count the
-    /// reads they would have saved and fill them (see [`crate::iotlb`]).
-    #[allow(clippy::too_many_arguments)]
-    fn pwc_account(
+    /// Probe the paging-structure cache for the deepest cached non-leaf
+    /// entry covering `iova` (VT-d 6.2.5): the walk resumes below it.
+    fn pwc_lookup(
         &self,
-        cache: &Cache<PwcTag, ()>,
+        cache: &Cache<PwcTag, WalkStart>,
         did: u16,
         pasid: u32,
         levels: u8,
-        out: &WalkOutput,
         iova: u64,
         acc: &mut Acc,
-    ) {
-        let ticket = cache.ticket();
-        let leaf_level: u8 = match out.page_size.shift() {
-            30 => 3,
-            21 => 2,
-            _ => 1,
-        };
-        let mut saved = 0u8;
-        let mut k = leaf_level.saturating_add(1);
+    ) -> Option<WalkStart> {
+        let mut k = 2u8;
         while k <= levels {
             let tag = PwcTag {
                 did,
@@ -498,51 +490,95 @@ impl Vtd {
                 level: k,
                 prefix: iova.checked_shr(PwcTag::shift(k)).unwrap_or(0),
             };
-            if cache.lookup(&tag).is_some() {
-                saved = levels.saturating_sub(k).saturating_add(1);
-                break;
+            if let Some(s) = cache.lookup(&tag) {
+                acc.path |= CachePath::PWC_HIT;
+                acc.add(self.lat.pwc_hit);
+                return Some(s);
             }
             k = k.saturating_add(1);
         }
-        let saved = saved.min(out.reads.saturating_sub(1));
-        if saved > 0 {
-            acc.path |= CachePath::PWC_HIT;
-            acc.add(self.lat.pwc_hit);
-        }
-        let reads = out.reads.saturating_sub(saved);
-        acc.add(self.lat.mem_read.saturating_mul(u64::from(reads)));
+        None
+    }
+
+    /// Account a successful walk and fill the paging-structure cache with
+    /// the non-leaf entries it read (unless an invalidation ran meanwhile).
+    #[allow(clippy::too_many_arguments)]
+    fn pwc_fill(
+        &self,
+        cache: &Cache<PwcTag, WalkStart>,
+        ticket: Ticket,
+        did: u16,
+        pasid: u32,
+        out: &WalkOutput,
+        iova: u64,
+        acc: &mut Acc,
+    ) {
+        acc.add(self.lat.mem_read.saturating_mul(u64::from(out.reads)));
         acc.add(
             self.lat
                 .mem_atomic
                 .saturating_mul(u64::from(out.ad_updates)),
         );
-        acc.reads = acc.reads.saturating_add(reads);
+        acc.reads = acc.reads.saturating_add(out.reads);
         self.counters
             .walk_reads
-            .fetch_add(u64::from(reads), Ordering::Relaxed);
+            .fetch_add(u64::from(out.reads), Ordering::Relaxed);
         self.counters
             .ad_updates
             .fetch_add(u64::from(out.ad_updates), Ordering::Relaxed);
-        let mut k = leaf_level.saturating_add(1);
-        while k <= levels {
+        for (k, start) in out.nonleaf.iter().enumerate() {
+            let (Some(start), Ok(level)) = (start, u8::try_from(k)) else {
+                continue;
+            };
             cache.insert(
                 PwcTag {
                     did,
                     pasid,
-                    level: k,
-                    prefix: iova.checked_shr(PwcTag::shift(k)).unwrap_or(0),
+                    level,
+                    prefix: iova.checked_shr(PwcTag::shift(level)).unwrap_or(0),
                 },
-                (),
+                *start,
                 ticket,
             );
-            k = k.saturating_add(1);
         }
     }
 
-    fn charge_failed_walk(&self, e: &WalkError, acc: &mut Acc) {
-        // A failed walk read the levels down to the failing one.
-        let reads = u64::from(e.level.max(1));
+    fn charge_failed_walk(&self, start_level: u8, e: &WalkError, acc: &mut Acc) {
+        // A failed walk read the levels from its start down to the failing one.
+        let reads = u64::from(start_level.saturating_sub(e.level).saturating_add(1));
         acc.add(self.lat.mem_read.saturating_mul(reads));
+    }
+
+    /// A second-level walk (legacy or scalable) through the second-level
+    /// paging-structure cache.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_sl_cached(
+        &self,
+        mem: &dyn GuestRam,
+        plan: &WalkPlan,
+        root: u64,
+        levels: u8,
+        o: &SlOptions,
+        iova: u64,
+        access: Perm,
+        acc: &mut Acc,
+    ) -> Result<WalkOutput, Failure> {
+        let write = access.contains(Perm::W);
+        let ticket = self.sl_pwc.ticket();
+        let start = self
+            .pwc_lookup(&self.sl_pwc, plan.did, plan.pasid, levels, iova, acc)
+            .unwrap_or(WalkStart::second_level_root(root, levels));
+        let out =
+            walk_second_level_from(mem, start, levels, iova, access, o).map_err(|(e, d)| {
+                self.charge_failed_walk(start.level, &e, acc);
+                Failure {
+                    reason: map_walk_error(plan.kind, &e, d, write),
+                    fpd: false,
+                    level: Some(e.level),
+                }
+            })?;
+        self.pwc_fill(&self.sl_pwc, ticket, plan.did, plan.pasid, &out, iova, acc);
+        Ok(out)
     }
 
     /// Walk the tables for `plan`; returns the output and whether writes may
@@ -559,54 +595,22 @@ impl Vtd {
         match (plan.kind, plan.entry) {
             (WalkKind::LegacySecond, _) => {
                 let o = self.sl_opts(None);
-                let out = walk_second_level_classified(
+                let out = self.walk_sl_cached(
                     mem,
+                    plan,
                     plan.legacy_root,
                     plan.legacy_levels,
+                    &o,
                     iova,
                     access,
-                    &o,
-                )
-                .map_err(|(e, d)| {
-                    self.charge_failed_walk(&e, acc);
-                    Failure {
-                        reason: map_walk_error(plan.kind, &e, d, write),
-                        fpd: false,
-                        level: Some(e.level),
-                    }
-                })?;
-                self.pwc_account(
-                    &self.sl_pwc,
-                    plan.did,
-                    plan.pasid,
-                    plan.legacy_levels,
-                    &out,
-                    iova,
                     acc,
-                );
+                )?;
                 Ok((out, true))
             }
             (WalkKind::ScalableSecond, Some(e)) => {
                 let o = self.sl_opts(Some(&e));
                 let out =
-                    walk_second_level_classified(mem, e.slptptr, e.sl_levels, iova, access, &o)
-                        .map_err(|(er, d)| {
-                            self.charge_failed_walk(&er, acc);
-                            Failure {
-                                reason: map_walk_error(plan.kind, &er, d, write),
-                                fpd: false,
-                                level: Some(er.level),
-                            }
-                        })?;
-                self.pwc_account(
-                    &self.sl_pwc,
-                    plan.did,
-                    plan.pasid,
-                    e.sl_levels,
-                    &out,
-                    iova,
-                    acc,
-                );
+                    self.walk_sl_cached(mem, plan, e.slptptr, e.sl_levels, &o, iova, access, acc)?;
                 Ok((out, !e.slade || write))
             }
             (WalkKind::ScalableFirst, Some(e)) => {
@@ -622,32 +626,20 @@ impl Vtd {
                 if e.pgtt == Pgtt::Nested {
                     return self.walk_nested(mem, plan, &e, &fo, iova, access, acc);
                 }
-                let out = walk_first_level_classified(
-                    mem,
-                    e.flptptr,
-                    e.fl_levels,
-                    iova,
-                    access,
-                    &fo,
-                    None,
-                )
-                .map_err(|(er, d)| {
-                    self.charge_failed_walk(&er, acc);
+                let ticket = self.fl_pwc.ticket();
+                let start = self
+                    .pwc_lookup(&self.fl_pwc, plan.did, plan.pasid, e.fl_levels, iova, acc)
+                    .unwrap_or(WalkStart::first_level_root(e.flptptr, e.fl_levels));
+                let out = walk_first_level_from(mem, start, e.fl_levels, iova, access, &fo, None)
+                    .map_err(|(er, d)| {
+                    self.charge_failed_walk(start.level, &er, acc);
                     Failure {
                         reason: map_walk_error(plan.kind, &er, d, write),
                         fpd: false,
                         level: Some(er.level),
                     }
                 })?;
-                self.pwc_account(
-                    &self.fl_pwc,
-                    plan.did,
-                    plan.pasid,
-                    e.fl_levels,
-                    &out,
-                    iova,
-                    acc,
-                );
+                self.pwc_fill(&self.fl_pwc, ticket, plan.did, plan.pasid, &out, iova, acc);
                 Ok((out, write))
             }
             _ => Err(Failure::new(FaultReason::SM_PASID_INVALID, false)),
@@ -702,7 +694,7 @@ impl Vtd {
         let fl = match fl {
             Ok(o) => o,
             Err((er, d)) => {
-                self.charge_failed_walk(&er, acc);
+                self.charge_failed_walk(e.fl_levels, &er, acc);
                 return Err(sl_fail.unwrap_or(Failure {
                     reason: map_walk_error(WalkKind::ScalableFirst, &er, d, write),
                     fpd: false,
@@ -714,7 +706,7 @@ impl Vtd {
         acc.add(self.lat.mem_atomic.saturating_mul(u64::from(fl.ad_updates)));
         let sl = walk_second_level_classified(mem, e.slptptr, e.sl_levels, fl.output, access, &so)
             .map_err(|(er, d)| {
-                self.charge_failed_walk(&er, acc);
+                self.charge_failed_walk(e.sl_levels, &er, acc);
                 Failure {
                     reason: map_walk_error(WalkKind::ScalableSecond, &er, d, write),
                     fpd: false,
@@ -741,6 +733,7 @@ impl Vtd {
                 user: fl.user,
                 reads: u8::try_from(total_reads).unwrap_or(u8::MAX),
                 ad_updates: fl.ad_updates.saturating_add(sl.ad_updates),
+                nonleaf: [None; 6],
             },
             write,
         ))

@@ -106,6 +106,46 @@ pub struct WalkOutput {
     pub reads: u8,
     /// A/D updates written (compare-and-exchange operations that succeeded).
     pub ad_updates: u8,
+    /// For each non-leaf entry this walk read, indexed by its level: where a
+    /// later walk of the same address range can resume (the next table and
+    /// the rights accumulated down to that entry). This is what a
+    /// paging-structure cache holds (VT-d 6.2.5). Index 0 and 1 are never set.
+    pub nonleaf: [Option<WalkStart>; 6],
+}
+
+/// Where a walk starts: the root table, or a lower table found in a
+/// paging-structure cache (VT-d 6.2.5) together with the rights the
+/// entries above it grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WalkStart {
+    /// Address of the table read at `level`.
+    pub table: u64,
+    /// Level of that table (1..=5).
+    pub level: u8,
+    /// Rights accumulated above: first level, entry bits R/W and U/S set
+    /// when every upper entry had them and XD set when any had it; second
+    /// level, the AND of the upper entries' R/W/X bits.
+    pub rights: u64,
+}
+
+impl WalkStart {
+    /// Start at the root table of a first-level table.
+    pub const fn first_level_root(root: u64, levels: u8) -> Self {
+        WalkStart {
+            table: root & ADDR_MASK,
+            level: levels,
+            rights: fl::RW | fl::US,
+        }
+    }
+
+    /// Start at the root table of a second-level table.
+    pub const fn second_level_root(root: u64, levels: u8) -> Self {
+        WalkStart {
+            table: root & ADDR_MASK,
+            level: levels,
+            rights: sl::R | sl::W | sl::X,
+        }
+    }
 }
 
 impl WalkOutput {
@@ -302,9 +342,35 @@ pub fn walk_first_level_classified(
     iova: u64,
     access: Perm,
     opts: &FlOptions,
+    xlate: Option<&mut TableXlate<'_>>,
+) -> Result<WalkOutput, (WalkError, Option<Denial>)> {
+    walk_first_level_from(
+        mem,
+        WalkStart::first_level_root(root, levels),
+        levels,
+        iova,
+        access,
+        opts,
+        xlate,
+    )
+}
+
+/// [`walk_first_level_classified`] resuming at `start` (the root, or a
+/// table from a paging-structure cache). A/D bits are only updated in the
+/// entries this walk reads; entries above `start` had A set when they were
+/// cached. If an A/D update races with a change, the walk restarts from
+/// `start`.
+pub fn walk_first_level_from(
+    mem: &dyn GuestRam,
+    start: WalkStart,
+    levels: u8,
+    iova: u64,
+    access: Perm,
+    opts: &FlOptions,
     mut xlate: Option<&mut TableXlate<'_>>,
 ) -> Result<WalkOutput, (WalkError, Option<Denial>)> {
-    if !matches!(levels, 4 | 5) {
+    let root = start.table;
+    if !matches!(levels, 4 | 5) || start.level == 0 || start.level > levels {
         return Err((err(FaultKind::BadConfig, levels, root, None), None));
     }
     if !is_canonical(iova, levels) {
@@ -314,11 +380,12 @@ pub fn walk_first_level_classified(
     let mut restarts = 0u8;
     'restart: loop {
         let mut path: [Option<Step>; 5] = [None, None, None, None, None];
+        let mut nonleaf: [Option<WalkStart>; 6] = [None; 6];
         let mut table = root & ADDR_MASK;
-        let mut level = levels;
-        let mut rw = true;
-        let mut us = true;
-        let mut xd = false;
+        let mut level = start.level;
+        let mut rw = start.rights & fl::RW != 0;
+        let mut us = start.rights & fl::US != 0;
+        let mut xd = start.rights & fl::XD != 0;
         let (leaf_level, leaf) = loop {
             let gpa = entry_addr(table, iova, level)
                 .ok_or((err(FaultKind::WalkAbort, level, table, None), None))?;
@@ -370,6 +437,23 @@ pub fn walk_first_level_classified(
                 break (level, e);
             }
             table = e & ADDR_MASK;
+            if let Some(slot) = nonleaf.get_mut(usize::from(level)) {
+                let mut rights = 0;
+                if rw {
+                    rights |= fl::RW;
+                }
+                if us {
+                    rights |= fl::US;
+                }
+                if xd {
+                    rights |= fl::XD;
+                }
+                *slot = Some(WalkStart {
+                    table,
+                    level: level.saturating_sub(1),
+                    rights,
+                });
+            }
             level = level.saturating_sub(1);
             if level == 0 {
                 return Err((err(FaultKind::WalkAbort, 0, gpa, Some(e)), None));
@@ -466,6 +550,7 @@ pub fn walk_first_level_classified(
             user: us,
             reads,
             ad_updates,
+            nonleaf,
         });
     }
 }
@@ -498,7 +583,28 @@ pub fn walk_second_level_classified(
     access: Perm,
     opts: &SlOptions,
 ) -> Result<WalkOutput, (WalkError, Option<Denial>)> {
-    if !matches!(levels, 3..=5) {
+    walk_second_level_from(
+        mem,
+        WalkStart::second_level_root(root, levels),
+        levels,
+        iova,
+        access,
+        opts,
+    )
+}
+
+/// [`walk_second_level_classified`] resuming at `start` (the root, or a
+/// table from a paging-structure cache).
+pub fn walk_second_level_from(
+    mem: &dyn GuestRam,
+    start: WalkStart,
+    levels: u8,
+    iova: u64,
+    access: Perm,
+    opts: &SlOptions,
+) -> Result<WalkOutput, (WalkError, Option<Denial>)> {
+    let root = start.table;
+    if !matches!(levels, 3..=5) || start.level == 0 || start.level > levels {
         return Err((err(FaultKind::BadConfig, levels, root, None), None));
     }
     if iova & bits(agaw_bits(levels), 64) != 0 {
@@ -513,9 +619,10 @@ pub fn walk_second_level_classified(
     let mut restarts = 0u8;
     'restart: loop {
         let mut path: [Option<(u64, u64, u8)>; 5] = [None; 5];
+        let mut nonleaf: [Option<WalkStart>; 6] = [None; 6];
         let mut table = root & ADDR_MASK;
-        let mut level = levels;
-        let mut eff = sl::R | sl::W | sl::X;
+        let mut level = start.level;
+        let mut eff = start.rights & (sl::R | sl::W | sl::X);
         let (leaf_level, leaf, leaf_addr) = loop {
             let addr = entry_addr(table, iova, level)
                 .ok_or((err(FaultKind::WalkAbort, level, table, None), None))?;
@@ -559,6 +666,13 @@ pub fn walk_second_level_classified(
                 break (level, e, addr);
             }
             table = e & ADDR_MASK;
+            if let Some(slot) = nonleaf.get_mut(usize::from(level)) {
+                *slot = Some(WalkStart {
+                    table,
+                    level: level.saturating_sub(1),
+                    rights: eff & (sl::R | sl::W | sl::X),
+                });
+            }
             level = level.saturating_sub(1);
             if level == 0 {
                 return Err((err(FaultKind::WalkAbort, 0, addr, Some(e)), None));
@@ -636,6 +750,7 @@ pub fn walk_second_level_classified(
             user: true,
             reads,
             ad_updates,
+            nonleaf,
         });
     }
 }
@@ -1129,5 +1244,63 @@ mod tests {
             FaultKind::NotPresent
         );
         assert!(pt.map(0x1001, 0x2000, PageSize::SIZE_4K, Perm::RW).is_err());
+    }
+
+    // VT-d 6.2.5: a walk resumed from a cached non-leaf entry gives the
+    // same result with fewer reads, and keeps the upper levels' rights.
+    #[test]
+    fn walk_resumed_from_nonleaf_matches_full_walk() {
+        let r = ram();
+        let pt = sl(&r, 4);
+        pt.map(0x1000, 0x2000, PageSize::SIZE_4K, Perm::R).unwrap();
+        pt.map(0x3000, 0x4000, PageSize::SIZE_4K, Perm::RW).unwrap();
+        let full = slw(&r, &pt, 4, 0x1000, Perm::R).unwrap();
+        let start = full.nonleaf[2].unwrap();
+        assert_eq!(start.level, 1);
+        assert!(full.nonleaf[0].is_none() && full.nonleaf[1].is_none());
+        let o =
+            walk_second_level_from(&r, start, 4, 0x3008, Perm::W, &SlOptions::default()).unwrap();
+        assert_eq!((o.output, o.reads), (0x4008, 1));
+        // Rights from above are kept: a read-only upper level denies writes.
+        let ro = WalkStart {
+            rights: sl::R,
+            ..start
+        };
+        let (e, d) =
+            walk_second_level_from(&r, ro, 4, 0x3008, Perm::W, &SlOptions::default()).unwrap_err();
+        assert_eq!((e.kind, d), (FaultKind::Permission, Some(Denial::Write)));
+
+        let f = fl4(&r);
+        f.map(0x20_0000, 0x60_0000, PageSize::SIZE_2M, Perm::RW)
+            .unwrap();
+        let full = flw(&r, &f, 0x20_0000, Perm::R).unwrap();
+        assert!(full.nonleaf[2].is_none(), "2M leaf at level 2");
+        let start = full.nonleaf[3].unwrap();
+        let o = walk_first_level_from(
+            &r,
+            start,
+            4,
+            0x21_0000,
+            Perm::W,
+            &FlOptions::default(),
+            None,
+        )
+        .unwrap();
+        assert_eq!((o.output, o.reads), (0x61_0000, 1));
+        let sup_only = WalkStart {
+            rights: fl::RW,
+            ..start
+        };
+        let (_, d) = walk_first_level_from(
+            &r,
+            sup_only,
+            4,
+            0x21_0000,
+            Perm::R,
+            &FlOptions::default(),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(d, Some(Denial::User));
     }
 }
