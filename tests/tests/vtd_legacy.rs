@@ -131,6 +131,14 @@ fn legacy_map_dma_unmap_invalidate_stale_dma_faults() {
         s.to_string().contains("faults by reason: 0x05=2 0x06=1"),
         "{s}"
     );
+    let (key, per) = &s.sources[0];
+    assert_eq!(key.0, iommu_emulator::SourceId::Pci(dev));
+    assert_eq!((per.faults, per.translations), (3, 5));
+    assert!(
+        s.to_string()
+            .contains("source 00:03.0 pasid -: 5 translations, 3 faults"),
+        "{s}"
+    );
 }
 
 // VT-d 9.3: TT=10 passes through; TT=00 blocks ATS translation and

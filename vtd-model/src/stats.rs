@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use iommu_emulator::CacheStats;
+use iommu_emulator::timing::{CountersSnapshot, StatsKey};
 
 use crate::Vtd;
 use crate::structs::inv_desc::InvDesc;
@@ -159,6 +160,9 @@ pub struct VtdStats {
     pub unknown_accesses: (u64, u64),
     /// Raw cache counters: context, PASID, IOTLB, first-level PWC, second-level PWC.
     pub caches: Vec<(&'static str, CacheStats)>,
+    /// Per (source, PASID) requests, faults, cycles and latency histogram,
+    /// busiest first (from [`iommu_emulator::TranslationStats`]).
+    pub sources: Vec<(StatsKey, CountersSnapshot)>,
 }
 
 impl Vtd {
@@ -202,6 +206,11 @@ impl Vtd {
                 ur.saturating_add(l(&c.unknown_reads)),
                 uw.saturating_add(l(&c.unknown_writes)),
             ),
+            sources: {
+                let mut v = self.tstats.snapshot();
+                v.sort_by_key(|(_, s)| std::cmp::Reverse(s.translations.saturating_add(s.faults)));
+                v
+            },
             caches: vec![
                 ("context", self.context_cache.stats()),
                 ("pasid", self.pasid_cache.stats()),
@@ -292,6 +301,19 @@ impl fmt::Display for VtdStats {
             self.msis,
             self.unknown_accesses.0,
             self.unknown_accesses.1
-        )
+        )?;
+        for ((source, pasid), s) in self.sources.iter().take(8) {
+            let pasid = pasid.map_or_else(|| "-".to_string(), |p| p.to_string());
+            writeln!(
+                f,
+                "  source {source} pasid {pasid}: {} translations, {} faults, mean {:.1} cycles, p50 <{} p99 <{}",
+                s.translations,
+                s.faults,
+                s.mean_cycles(),
+                s.quantile(0.5),
+                s.quantile(0.99)
+            )?;
+        }
+        Ok(())
     }
 }
