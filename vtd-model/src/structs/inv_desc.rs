@@ -1,6 +1,6 @@
 //! Invalidation descriptors (VT-d 6.5.2): 128-bit, or 256-bit when
 //! IQA.DW=1 (the upper 128 bits are then reserved for every type Linux
-//! issues). The type is bits 3:0 plus bits 11:9 as type[6:4].
+//! issues). The type is bits 3:0 plus bits 11:9 as type bits 6:4.
 
 use iommu_emulator::Rid;
 
