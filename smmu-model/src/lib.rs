@@ -130,6 +130,15 @@ pub enum DeviceMessage {
     },
 }
 
+/// Where ATC invalidations and PRI responses go when the device model
+/// wants them pushed (mirrors the VT-d model's notifier). Called with the
+/// SMMU's register lock held: an implementation must not access the SMMU's
+/// registers from inside the call.
+pub trait DeviceNotifier: Send + Sync {
+    /// Deliver one message to the device with `message`'s StreamID.
+    fn device_message(&self, message: &DeviceMessage);
+}
+
 /// Largest number of undelivered [`DeviceMessage`]s kept; further ones are
 /// dropped and counted.
 pub const MAX_DEVICE_MESSAGES: usize = 4096;
@@ -161,6 +170,7 @@ pub struct Smmu {
     pub(crate) tlb: tlb::Tlb,
     pub(crate) stats: stats::Stats,
     pub(crate) outbox: Mutex<VecDeque<DeviceMessage>>,
+    pub(crate) notifier: std::sync::RwLock<Option<Arc<dyn DeviceNotifier>>>,
 }
 
 impl std::fmt::Debug for Smmu {
@@ -201,6 +211,7 @@ impl Smmu {
             ctrl,
             stats: stats::Stats::default(),
             outbox: Mutex::new(VecDeque::new()),
+            notifier: std::sync::RwLock::new(None),
         })
     }
 
@@ -353,8 +364,28 @@ impl Smmu {
         st.regs.value(regs::CR0ACK) & bit != 0
     }
 
-    /// Queue a message for the device model (bounded).
+    /// Send [`DeviceMessage`]s to `n` from now on instead of keeping them
+    /// for [`Smmu::take_device_messages`].
+    pub fn set_device_notifier(&self, n: Arc<dyn DeviceNotifier>) {
+        let mut g = self
+            .notifier
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *g = Some(n);
+    }
+
+    /// Deliver a message to the notifier, or queue it for the device
+    /// model (bounded).
     pub(crate) fn push_device_message(&self, m: DeviceMessage) {
+        let n = self
+            .notifier
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(n) = n {
+            n.device_message(&m);
+            return;
+        }
         let mut q = lock(&self.outbox);
         if q.len() >= MAX_DEVICE_MESSAGES {
             self.stats
@@ -366,7 +397,8 @@ impl Smmu {
         q.push_back(m);
     }
 
-    /// Take every undelivered [`DeviceMessage`], oldest first.
+    /// Take every undelivered [`DeviceMessage`], oldest first (when no
+    /// [`DeviceNotifier`] is set).
     pub fn take_device_messages(&self) -> Vec<DeviceMessage> {
         lock(&self.outbox).drain(..).collect()
     }
@@ -395,4 +427,125 @@ impl Smmu {
 /// Overflow flag of a queue pointer register.
 pub(crate) const fn ovf(v: u64) -> u64 {
     v & queue::OVF
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iommu_emulator::testing::{FakeRam, RecordingMsi};
+
+    fn smmu() -> (Smmu, FakeRam) {
+        let s = Smmu::new(SmmuConfig::default(), Arc::new(RecordingMsi::new())).unwrap();
+        (s, FakeRam::new(1 << 24))
+    }
+
+    // IHI 0070 6.3.1-6: ID registers are read-only and come from the config.
+    #[test]
+    fn regs_idrs_are_read_only_and_derived() {
+        let (s, m) = smmu();
+        let idr0 = s.mmio_read(&m, regs::IDR0, 4);
+        assert_eq!(idr0, u64::from(SmmuConfig::default().idr0()));
+        s.mmio_write(&m, regs::IDR0, 4, 0);
+        assert_eq!(s.mmio_read(&m, regs::IDR0, 4), idr0);
+        assert_eq!(s.mmio_read(&m, regs::AIDR, 4), 2);
+    }
+
+    // 6.3.23: STRTAB_BASE is ignored while SMMUEN is 1.
+    #[test]
+    fn regs_strtab_base_ignored_while_enabled() {
+        let (s, m) = smmu();
+        s.mmio_write(&m, regs::STRTAB_BASE, 8, 0x1000);
+        s.mmio_write(&m, regs::CR0, 4, cr0::SMMUEN);
+        s.mmio_write(&m, regs::STRTAB_BASE, 8, 0x2000);
+        assert_eq!(s.mmio_read(&m, regs::STRTAB_BASE, 8), 0x1000);
+    }
+
+    // 6.3.25/6.3.28: queue bases are ignored while the queue is enabled.
+    #[test]
+    fn regs_queue_base_ignored_while_queue_enabled() {
+        let (s, m) = smmu();
+        s.mmio_write(&m, regs::EVENTQ_BASE, 8, 0x4000 | 3);
+        s.mmio_write(&m, regs::CR0, 4, cr0::EVENTQEN);
+        s.mmio_write(&m, regs::EVENTQ_BASE, 8, 0x8000 | 3);
+        s.mmio_write(&m, regs::EVENTQ_PROD, 4, 5);
+        assert_eq!(s.mmio_read(&m, regs::EVENTQ_BASE, 8), 0x4000 | 3);
+        assert_eq!(s.mmio_read(&m, regs::EVENTQ_PROD, 4), 0);
+    }
+
+    // 6.2: the page-0 aliases of the page-1 queue pointers.
+    #[test]
+    fn regs_page0_aliases_reach_page1_pointers() {
+        let (s, m) = smmu();
+        s.mmio_write(&m, 0xac, 4, 3);
+        assert_eq!(s.mmio_read(&m, regs::EVENTQ_CONS, 4), 3);
+        assert_eq!(s.mmio_read(&m, 0xac, 4), 3);
+    }
+
+    #[test]
+    fn regs_unknown_offsets_read_zero_and_are_counted() {
+        let (s, m) = smmu();
+        assert_eq!(s.mmio_read(&m, 0x800, 4), 0);
+        s.mmio_write(&m, 0x800, 4, 1);
+        assert_eq!(s.unknown_register_accesses(), (1, 1));
+    }
+
+    struct Collect(Mutex<Vec<DeviceMessage>>);
+    impl DeviceNotifier for Collect {
+        fn device_message(&self, m: &DeviceMessage) {
+            lock(&self.0).push(*m);
+        }
+    }
+
+    // 4.7.1: PRI_RESP goes to the notifier when one is set.
+    #[test]
+    fn device_notifier_receives_pri_resp() {
+        let (s, m) = smmu();
+        let c = Arc::new(Collect(Mutex::new(Vec::new())));
+        s.set_device_notifier(c.clone());
+        m.write_u64(iommu_emulator::Gpa(0x1_0000), 0x41 | (5u64 << 32))
+            .unwrap();
+        m.write_u64(iommu_emulator::Gpa(0x1_0008), 7 | (1 << 12))
+            .unwrap();
+        s.mmio_write(&m, regs::CMDQ_BASE, 8, 0x1_0000 | 2);
+        s.mmio_write(&m, regs::CR0, 4, cr0::CMDQEN);
+        s.mmio_write(&m, regs::CMDQ_PROD, 4, 1);
+        assert_eq!(s.mmio_read(&m, regs::CMDQ_CONS, 4), 1);
+        let got = lock(&c.0).clone();
+        assert_eq!(
+            got,
+            vec![DeviceMessage::PriResponse {
+                sid: 5,
+                ssid: None,
+                grpid: 7,
+                resp: 1,
+                automatic: false
+            }]
+        );
+        assert!(s.take_device_messages().is_empty());
+    }
+
+    // 6.3.26: a command queue larger than IDR1.CMDQS behaves as CMDQS.
+    #[test]
+    fn cmdq_log2size_is_clamped_to_idr1() {
+        let c = SmmuConfig::parse_props("cmdqs=1").unwrap();
+        let s = Smmu::new(c, Arc::new(RecordingMsi::new())).unwrap();
+        let m = FakeRam::new(1 << 24);
+        for i in 0..4u64 {
+            m.write_u64(iommu_emulator::Gpa(0x1_0000 + i * 16), 0x46)
+                .unwrap();
+        }
+        s.mmio_write(&m, regs::CMDQ_BASE, 8, 0x1_0000 | 10);
+        s.mmio_write(&m, regs::CR0, 4, cr0::CMDQEN);
+        // With 2 entries the pointer has 1 index bit and 1 wrap bit: PROD
+        // 2 is a full queue (index 0, wrap 1), PROD 3 one more command.
+        s.mmio_write(&m, regs::CMDQ_PROD, 4, 2);
+        assert_eq!(s.mmio_read(&m, regs::CMDQ_CONS, 4), 2);
+        assert_eq!(s.stats().syncs, 2);
+        s.mmio_write(&m, regs::CMDQ_PROD, 4, 3);
+        assert_eq!(s.mmio_read(&m, regs::CMDQ_CONS, 4), 3);
+        assert_eq!(s.stats().syncs, 3);
+        // Bits above the ring's pointer width are ignored.
+        s.mmio_write(&m, regs::CMDQ_PROD, 4, 0x100);
+        assert_eq!(s.mmio_read(&m, regs::CMDQ_CONS, 4), 0);
+    }
 }
