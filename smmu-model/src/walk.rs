@@ -52,6 +52,18 @@ fn identity(addr: u64, cost: &Cost) -> Translation {
     }
 }
 
+/// Descriptor reads a failed walk made: one per level from the start level
+/// to the level at fault, when the faulting descriptor was read (or its
+/// read was attempted); none for faults found before the first read
+/// (input range, TTB address size).
+fn failed_walk_reads(cfg: &vmsa::WalkConfig, e: &WalkError) -> u8 {
+    if e.entry.is_none() && e.kind != FaultKind::WalkAbort {
+        return 0;
+    }
+    let start = cfg.geometry().map_or(e.level, |g| g.start_level);
+    e.level.saturating_sub(start).saturating_add(1)
+}
+
 impl Smmu {
     /// Walk stage 2 for a table or CD access at `ipa` (a read).
     pub(crate) fn s2_table_access(
@@ -76,7 +88,7 @@ impl Smmu {
                 Ok(o.output)
             }
             Err(e) => {
-                cost.reads(self, 1);
+                cost.reads(self, failed_walk_reads(&s2.walk, &e));
                 Err(e)
             }
         }
@@ -374,7 +386,7 @@ impl Smmu {
                             }
                             return Err(a);
                         }
-                        cost.reads(self, 1);
+                        cost.reads(self, failed_walk_reads(&cfg, &e));
                         return Err(self.walk_abort(
                             sid,
                             ssid,
@@ -430,7 +442,7 @@ impl Smmu {
                         )
                     }
                     Err(e) => {
-                        cost.reads(self, 1);
+                        cost.reads(self, failed_walk_reads(&s2.walk, &e));
                         let rec = s2.record && !ats;
                         let mut a = self.walk_abort(
                             sid,

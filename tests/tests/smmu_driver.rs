@@ -544,3 +544,33 @@ fn smmu_sync_completion_hides_old_mapping_under_load() {
     let checked: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(checked > 0);
 }
+
+// Golden timing (STYLE rule 10): with a fixed configuration and trace the
+// modelled cycles are exact sums of the latency table along the path.
+#[test]
+fn smmu_golden_cycles_for_miss_hit_and_fault() {
+    let mut d = Driver::new("timing.mem_read=50,timing.iotlb_miss=3,timing.record_write=7");
+    d.reset();
+    let ram = d.ram.clone();
+    let mut pt = VmsaTables::new(&ram, s1_cfg()).unwrap();
+    pt.map(0x1000, 0x9000, PageSize::SIZE_4K, Leaf::rw())
+        .unwrap();
+    pt.map(0x2000, 0xa000, PageSize::SIZE_4K, Leaf::rw())
+        .unwrap();
+    let cds = CdTable::new(&d, 8);
+    cds.install(&mut d, 0x30, 1, 5, pt.config().ttb);
+    d.install_ste(0x30, cds.ste(8));
+    let c = |addr| {
+        dma(&d, pci(0, 6), Some(1), addr, Perm::R)
+            .map(|t| t.cycles.0)
+            .map_err(|f| f.cycles.0)
+    };
+    // L1STD + STE + L1CD + CD + 4 levels = 8 reads, plus the TLB miss.
+    assert_eq!(c(0x1000), Ok(8 * 50 + 3));
+    // STE, CD and TLB hits: 2 + 2 + 2.
+    assert_eq!(c(0x1008), Ok(6));
+    // Config hits, TLB miss, 4 reads.
+    assert_eq!(c(0x2000), Ok(2 + 2 + 3 + 4 * 50));
+    // Fault at level 3 after 4 reads, plus the event record.
+    assert_eq!(c(0x3000), Err(2 + 2 + 3 + 4 * 50 + 7));
+}
