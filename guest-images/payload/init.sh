@@ -62,7 +62,20 @@ else
 	report modules_load FAIL "could not load:$failed"
 fi
 
-if insmod /lib/iommutest/iommutest.ko 2>/tmp/insmod.err; then
+# The payload module reads back the first DMAR unit's registers and needs to know whether
+# scalable mode was asked on the command line.
+dmar_base=0
+for u in /sys/class/iommu/dmar*; do
+	[ -r "$u/intel-iommu/address" ] && dmar_base=0x$(cat "$u/intel-iommu/address") && break
+done
+sm=-1
+for w in $(cat /proc/cmdline); do
+	case $w in
+	intel_iommu=*sm_on*) sm=1 ;;
+	intel_iommu=*sm_off*) sm=0 ;;
+	esac
+done
+if insmod /lib/iommutest/iommutest.ko dmar_base=$dmar_base sm=$sm 2>/tmp/insmod.err; then
 	report payload_load PASS "iommutest.ko on $release"
 else
 	report payload_load FAIL "iommutest.ko: $(head -n1 /tmp/insmod.err)"
@@ -74,23 +87,6 @@ if [ -n "$units" ]; then
 	report iommu_present PASS "units: $units"
 else
 	report iommu_present FAIL "no entry in /sys/class/iommu (no DMAR/IOMMU found by the kernel)"
-fi
-
-# Scalable mode: the hardware bit ECAP.SMTS (VT-d spec 11.4.3, bit 43) and the kernel's word.
-ecap=""
-for u in /sys/class/iommu/dmar*; do
-	[ -r "$u/intel-iommu/ecap" ] && ecap=$(cat "$u/intel-iommu/ecap") && break
-done
-if [ -z "$ecap" ]; then
-	report scalable_mode SKIP "no Intel IOMMU (dmar*) unit"
-elif [ $(((0x$ecap >> 43) & 1)) -eq 0 ]; then
-	report scalable_mode SKIP "hardware does not offer scalable mode (ECAP.SMTS=0, ecap=$ecap)"
-elif dmesg | grep -qi "scalable mode"; then
-	report scalable_mode PASS "$(dmesg | grep -i -m1 'scalable mode' | sed 's/^\[[^]]*\] //')"
-elif grep -q "sm_on" /proc/cmdline; then
-	report scalable_mode FAIL "intel_iommu=sm_on given, ECAP.SMTS=1, but the kernel log does not mention scalable mode"
-else
-	report scalable_mode SKIP "ECAP.SMTS=1 but scalable mode was not requested (intel_iommu=sm_on)"
 fi
 
 groups=$(ls /sys/kernel/iommu_groups 2>/dev/null | wc -l)

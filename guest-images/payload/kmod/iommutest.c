@@ -21,11 +21,29 @@
 #include <linux/gfp.h>
 
 #define IOMMUTEST_EXIT_PORT 0xf4
+
+/* VT-d register offsets and fields (Intel VT-d Architecture Specification, chapter 11). */
+#define DMAR_ECAP_REG 0x10		/* 11.4.3 Extended Capability Register */
+#define DMAR_GSTS_REG 0x1c		/* 11.4.5 Global Status Register */
+#define DMAR_RTADDR_REG 0x20		/* 11.4.6 Root Table Address Register */
+#define ECAP_SMTS (1ULL << 43)		/* Scalable Mode Translation Support */
+#define GSTS_TES (1U << 31)		/* Translation Enable Status */
+#define GSTS_QIES (1U << 26)		/* Queued Invalidation Enable Status */
+#define GSTS_IRES (1U << 25)		/* Interrupt Remapping Enable Status */
+#define RTADDR_TTM_SHIFT 10		/* Translation Table Mode, bits 11:10 */
 #define VIRTIO_VENDOR 0x1af4
 #define VIRTIO_BLK_MODERN 0x1042
 #define VIRTIO_BLK_LEGACY 0x1001
 
 static struct dentry *iommutest_dir;
+
+static unsigned long dmar_base;
+module_param(dmar_base, ulong, 0444);
+MODULE_PARM_DESC(dmar_base, "physical address of the first DMAR unit's registers (0: none)");
+
+static int sm = -1;
+module_param(sm, int, 0444);
+MODULE_PARM_DESC(sm, "scalable mode asked on the command line: 1 sm_on, 0 sm_off, -1 kernel default");
 
 static int exit_code_set(const char *val, const struct kernel_param *kp)
 {
@@ -126,6 +144,52 @@ static void test_device(struct seq_file *m, struct pci_dev *pdev)
 	__free_page(page);
 }
 
+/*
+ * What the kernel programmed into the first DMAR unit, read back from its registers (a second
+ * uncached mapping of the unit's page; reads only).
+ */
+static void test_dmar_registers(struct seq_file *m)
+{
+	void __iomem *regs;
+	u64 ecap, rtaddr;
+	u32 gsts, ttm;
+	bool sm_asked = sm == 1 || (sm == -1 && IS_ENABLED(CONFIG_INTEL_IOMMU_SCALABLE_MODE_DEFAULT_ON));
+
+	if (!dmar_base) {
+		seq_printf(m, "IOMMUTEST kmod_translation_enabled SKIP no Intel IOMMU (dmar) unit\n");
+		seq_printf(m, "IOMMUTEST kmod_scalable_mode SKIP no Intel IOMMU (dmar) unit\n");
+		return;
+	}
+	regs = ioremap(dmar_base, PAGE_SIZE);
+	if (!regs) {
+		seq_printf(m, "IOMMUTEST kmod_translation_enabled FAIL cannot map registers at %#lx\n", dmar_base);
+		seq_printf(m, "IOMMUTEST kmod_scalable_mode FAIL cannot map registers at %#lx\n", dmar_base);
+		return;
+	}
+	ecap = readq(regs + DMAR_ECAP_REG);
+	gsts = readl(regs + DMAR_GSTS_REG);
+	rtaddr = readq(regs + DMAR_RTADDR_REG);
+	iounmap(regs);
+	ttm = (u32)(rtaddr >> RTADDR_TTM_SHIFT) & 3;
+
+	if (gsts & GSTS_TES)
+		seq_printf(m, "IOMMUTEST kmod_translation_enabled PASS GSTS=%#x (TES%s%s)\n", gsts,
+			   gsts & GSTS_QIES ? " QIES" : "", gsts & GSTS_IRES ? " IRES" : "");
+	else
+		seq_printf(m, "IOMMUTEST kmod_translation_enabled FAIL GSTS.TES=0 (GSTS=%#x)\n", gsts);
+
+	if (!(ecap & ECAP_SMTS))
+		seq_printf(m, "IOMMUTEST kmod_scalable_mode SKIP hardware has no scalable mode (ECAP.SMTS=0, ecap=%#llx)\n",
+			   ecap);
+	else if (ttm == 1)
+		seq_printf(m, "IOMMUTEST kmod_scalable_mode PASS RTADDR.TTM=01 (scalable), ecap=%#llx\n", ecap);
+	else if (sm_asked)
+		seq_printf(m, "IOMMUTEST kmod_scalable_mode FAIL scalable mode asked and ECAP.SMTS=1, but RTADDR.TTM=%u\n",
+			   ttm);
+	else
+		seq_printf(m, "IOMMUTEST kmod_scalable_mode SKIP scalable mode not asked (RTADDR.TTM=%u)\n", ttm);
+}
+
 static int report_show(struct seq_file *m, void *unused)
 {
 	struct pci_dev *pdev = find_virtio_blk();
@@ -138,6 +202,7 @@ static int report_show(struct seq_file *m, void *unused)
 #else
 	seq_printf(m, "IOMMUTEST kmod_api PASS aux-domain (iommu_aux_attach_device)\n");
 #endif
+	test_dmar_registers(m);
 	if (!pdev) {
 		seq_printf(m, "IOMMUTEST kmod_dev_iommu_mapped SKIP no virtio-blk PCI device\n");
 		seq_printf(m, "IOMMUTEST kmod_iommu_group SKIP no virtio-blk PCI device\n");
