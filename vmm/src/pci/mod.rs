@@ -21,6 +21,12 @@ pub trait PciDevice: Send {
     /// Guest write to configuration space (the device may react: BAR moves,
     /// MSI-X enable, bus master off).
     fn config_write(&mut self, offset: usize, data: &[u8]);
+    /// Guest read of configuration space (a device with registers that have
+    /// side effects, such as virtio's PCI configuration access window,
+    /// overrides it).
+    fn config_read(&mut self, offset: usize, data: &mut [u8]) {
+        self.config().read(offset, data);
+    }
     /// Guest read in BAR `bar` at `offset`.
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]);
     /// Guest write in BAR `bar` at `offset`.
@@ -176,7 +182,7 @@ impl PciRoot {
     /// Configuration read; absent functions read as all ones.
     pub fn config_read(&self, addr: ConfigAddress, data: &mut [u8]) {
         match self.device(addr.bus, addr.devfn) {
-            Some(dev) => lock(dev).config().read(addr.offset, data),
+            Some(dev) => lock(dev).config_read(addr.offset, data),
             None => data.fill(0xff),
         }
     }

@@ -45,6 +45,7 @@ mod cfg_type {
     pub const NOTIFY: u8 = 2;
     pub const ISR: u8 = 3;
     pub const DEVICE: u8 = 4;
+    pub const PCI_CFG: u8 = 5;
 }
 
 struct QueueSlot {
@@ -74,6 +75,7 @@ pub struct VirtioPci {
     msi: Arc<dyn MsiSink>,
     notify_moved: Option<NotifyMoved>,
     notify_base: Option<u64>,
+    pci_cfg_cap: usize,
 }
 
 impl VirtioPci {
@@ -110,6 +112,15 @@ impl VirtioPci {
             DEVICE_LEN,
             None,
         );
+        // VIRTIO_PCI_CAP_PCI_CFG (§4.1.4.9): bar, offset, length and the
+        // data window are written by the driver.
+        let mut body = vec![0u8; 18];
+        body[0] = 20;
+        body[1] = cfg_type::PCI_CFG;
+        let mut wmask = vec![0u8; 18];
+        wmask[2] = 0xff; // bar
+        wmask[6..18].fill(0xff); // offset, length, pci_cfg_data
+        let pci_cfg_cap = config.add_capability(cap_id::VENDOR, &body, &wmask);
         let nq = dev.queue_max_sizes().len();
         let vectors = u16::try_from(nq + 1).unwrap_or(1);
         let msix = Msix::new(
@@ -146,6 +157,7 @@ impl VirtioPci {
             msi,
             notify_moved: None,
             notify_base: None,
+            pci_cfg_cap,
         }
     }
 
@@ -367,6 +379,29 @@ impl VirtioPci {
     }
 }
 
+impl VirtioPci {
+    /// Offset of `pci_cfg_data` in configuration space.
+    fn pci_cfg_data(&self) -> usize {
+        self.pci_cfg_cap + 16
+    }
+
+    /// The BAR access the PCI configuration access capability describes,
+    /// when the access to its data field is at least as wide as `cap.length`
+    /// and the window is valid (§4.1.4.9.1: length 1, 2 or 4, aligned offset).
+    fn pci_cfg_window(&self, access: usize) -> Option<(usize, u64, usize)> {
+        let c = self.pci_cfg_cap;
+        let bar = usize::from(self.config.read_u16(c + 4).to_le_bytes()[0]);
+        let off = u64::from(self.config.read_u32(c + 8));
+        let len = self.config.read_u32(c + 12) as usize;
+        let ok = bar == 0
+            && matches!(len, 1 | 2 | 4)
+            && len <= access
+            && off % len as u64 == 0
+            && off + len as u64 <= BAR_SIZE;
+        ok.then_some((bar, off, len))
+    }
+}
+
 fn class_for(device_type: u16) -> [u8; 3] {
     match device_type {
         super::blk::VIRTIO_ID_BLOCK => [0x01, 0x80, 0x00],
@@ -396,7 +431,26 @@ impl PciDevice for VirtioPci {
 
     fn config_write(&mut self, offset: usize, data: &[u8]) {
         self.config.write(offset, data);
+        if offset == self.pci_cfg_data()
+            && let Some((bar, off, len)) = self.pci_cfg_window(data.len())
+        {
+            let bytes = self.config.read_u32(self.pci_cfg_data()).to_le_bytes();
+            self.bar_write(bar, off, &bytes[..len]);
+        }
         self.update_notify_base();
+    }
+
+    fn config_read(&mut self, offset: usize, data: &mut [u8]) {
+        if offset == self.pci_cfg_data()
+            && let Some((bar, off, len)) = self.pci_cfg_window(data.len())
+        {
+            let mut bytes = [0u8; 4];
+            self.bar_read(bar, off, &mut bytes[..len]);
+            data.fill(0);
+            data[..len].copy_from_slice(&bytes[..len]);
+            return;
+        }
+        self.config.read(offset, data);
     }
 
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
@@ -446,5 +500,152 @@ impl PciDevice for VirtioPci {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pci::config::{CAPABILITIES_POINTER, COMMAND_MEMORY};
+    use crate::virtio::blk::Blk;
+    use iommu_emulator::testing::RecordingMsi;
+    use iommu_emulator::{Rid, SourceId};
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+    fn device() -> (VirtioPci, tempfile::NamedTempFile) {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let dma = crate::iommu::dma_memory(&mem, None, SourceId::Pci(Rid::new(0, 1, 0)), None);
+        let disk = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(disk.path(), vec![0u8; 4096]).unwrap();
+        let blk = Blk::new(std::fs::File::open(disk.path()).unwrap(), true).unwrap();
+        let dev = VirtioPci::new(Box::new(blk), dma, Arc::new(RecordingMsi::new()));
+        (dev, disk)
+    }
+
+    fn cfg_read(d: &mut VirtioPci, off: usize, len: usize) -> u32 {
+        let mut b = [0u8; 4];
+        d.config_read(off, &mut b[..len]);
+        u32::from_le_bytes(b)
+    }
+
+    fn common_write(d: &mut VirtioPci, off: u64, v: u32) {
+        d.bar_write(0, off, &v.to_le_bytes());
+    }
+
+    fn common_read(d: &mut VirtioPci, off: u64, len: usize) -> u32 {
+        let mut b = [0u8; 4];
+        d.bar_read(0, off, &mut b[..len]);
+        u32::from_le_bytes(b)
+    }
+
+    /// Offsets of the vendor capabilities by cfg_type.
+    fn vendor_caps(d: &mut VirtioPci) -> Vec<(u8, usize)> {
+        let mut out = vec![];
+        let mut p = cfg_read(d, CAPABILITIES_POINTER, 1) as usize;
+        while p != 0 {
+            if cfg_read(d, p, 1) as u8 == cap_id::VENDOR {
+                out.push((cfg_read(d, p + 3, 1) as u8, p));
+            }
+            p = cfg_read(d, p + 1, 1) as usize;
+        }
+        out
+    }
+
+    #[test]
+    fn virtio_pci_ids_and_capabilities_follow_modern_layout() {
+        // Virtio 1.2 §4.1.2: device ID 0x1040 + type, revision >= 1; §4.1.4: one
+        // capability per configuration structure.
+        let (mut d, _disk) = device();
+        assert_eq!(cfg_read(&mut d, 0, 4), 0x1042_1af4);
+        let types: Vec<u8> = vendor_caps(&mut d).iter().map(|c| c.0).collect();
+        for t in [1, 2, 3, 4, 5] {
+            assert!(types.contains(&t), "cfg_type {t} missing: {types:?}");
+        }
+    }
+
+    #[test]
+    fn virtio_pci_offers_version_1_and_access_platform() {
+        let (mut d, _disk) = device();
+        common_write(&mut d, 0x00, 1);
+        let hi = common_read(&mut d, 0x04, 4);
+        assert_ne!(hi & 1, 0, "VIRTIO_F_VERSION_1");
+        assert_ne!(hi & 2, 0, "VIRTIO_F_ACCESS_PLATFORM");
+        common_write(&mut d, 0x00, 0);
+        assert_ne!(
+            common_read(&mut d, 0x04, 4) & (1 << 5),
+            0,
+            "VIRTIO_BLK_F_RO"
+        );
+        assert_eq!(common_read(&mut d, 0x12, 2), 1, "num_queues");
+    }
+
+    #[test]
+    fn virtio_pci_features_without_version_1_refuse_features_ok() {
+        // §3.1.1 / §6.1: a modern device must not accept a driver without VERSION_1.
+        let (mut d, _disk) = device();
+        common_write(&mut d, 0x08, 0);
+        common_write(&mut d, 0x0c, 1 << 9);
+        d.bar_write(
+            0,
+            0x14,
+            &[status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK],
+        );
+        assert_eq!(common_read(&mut d, 0x14, 1) as u8 & status::FEATURES_OK, 0);
+        d.bar_write(0, 0x14, &[0]);
+        common_write(&mut d, 0x08, 1);
+        common_write(&mut d, 0x0c, 1);
+        d.bar_write(
+            0,
+            0x14,
+            &[status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK],
+        );
+        assert_ne!(common_read(&mut d, 0x14, 1) as u8 & status::FEATURES_OK, 0);
+    }
+
+    #[test]
+    fn virtio_pci_cfg_window_reads_and_writes_bar0() {
+        // §4.1.4.9: pci_cfg_data accesses BAR `bar` at `offset` for `length` bytes.
+        let (mut d, _disk) = device();
+        let cap = vendor_caps(&mut d).iter().find(|c| c.0 == 5).unwrap().1;
+        d.config_write(cap + 4, &[0]);
+        d.config_write(cap + 8, &0x16u32.to_le_bytes()); // queue_select
+        d.config_write(cap + 12, &2u32.to_le_bytes());
+        d.config_write(cap + 16, &[0x05, 0x00]);
+        assert_eq!(
+            common_read(&mut d, 0x16, 2),
+            5,
+            "write went to queue_select"
+        );
+        d.config_write(cap + 8, &0x12u32.to_le_bytes()); // num_queues
+        assert_eq!(cfg_read(&mut d, cap + 16, 2), 1);
+        d.config_write(cap + 8, &0x13u32.to_le_bytes()); // misaligned for length 2
+        assert_eq!(
+            cfg_read(&mut d, cap + 16, 2),
+            5,
+            "invalid window: the raw field, no BAR access"
+        );
+    }
+
+    #[test]
+    fn virtio_pci_notify_moves_with_bar_and_memory_enable() {
+        let (mut d, _disk) = device();
+        let seen = Arc::new(std::sync::Mutex::new(vec![]));
+        let s = seen.clone();
+        d.set_bar0(0xc000_0000);
+        d.set_notify_moved(Box::new(move |old, new| s.lock().unwrap().push((old, new))));
+        assert!(seen.lock().unwrap().is_empty(), "memory decoding still off");
+        d.config_write(COMMAND, &COMMAND_MEMORY.to_le_bytes());
+        d.config_write(crate::pci::config::BAR0, &0xc001_0000u32.to_le_bytes());
+        let v = seen.lock().unwrap().clone();
+        assert_eq!(
+            v,
+            vec![
+                (None, Some(0xc000_0000 + NOTIFY_OFFSET)),
+                (
+                    Some(0xc000_0000 + NOTIFY_OFFSET),
+                    Some(0xc001_0000 + NOTIFY_OFFSET)
+                )
+            ]
+        );
     }
 }
