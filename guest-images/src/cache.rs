@@ -54,11 +54,7 @@ impl Cache {
             get("XDG_CACHE_HOME").as_deref(),
             get("HOME").as_deref(),
         )
-        .ok_or_else(|| {
-            Error::Manifest(format!(
-                "no cache folder: set {CACHE_ENV}, XDG_CACHE_HOME or HOME"
-            ))
-        })?;
+        .ok_or(Error::NoCache)?;
         Ok(Self::at(root))
     }
 

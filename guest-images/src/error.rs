@@ -63,6 +63,9 @@ pub enum Error {
         /// apt's own words.
         detail: String,
     },
+    /// No cache folder can be named.
+    #[error("no cache folder: set IOMMU_EMU_CACHE, XDG_CACHE_HOME or HOME")]
+    NoCache,
     /// The manifest file cannot be used.
     #[error("the manifest is invalid: {0}")]
     Manifest(String),

@@ -261,9 +261,26 @@ impl Builder {
         let total: u64 = resolved.iter().map(|(_, r)| r.size).sum();
         let bar = progress.bytes(&format!("fetching {} packages", resolved.len()), total);
         let mut out = Vec::new();
-        for (role, r) in resolved {
+        for (role, mut r) in resolved {
             bar.set_message(r.name.clone());
-            let path = repo.download(&r, &self.cache.debs())?;
+            let path = match repo.download(&r, &self.cache.debs()) {
+                Ok(p) => p,
+                // Lists older than the archive name files that are gone: read them again once.
+                Err(Error::Download { .. }) if !updated => {
+                    progress.step("a download failed; reading the package lists again");
+                    repo.update()?;
+                    updated = true;
+                    let pkg = spec
+                        .packages()
+                        .into_iter()
+                        .map(|(_, p)| p)
+                        .find(|p| p.name == r.name)
+                        .ok_or_else(|| Error::Contents(format!("{} left the manifest", r.name)))?;
+                    r = repo.resolve(&pkg)?.ok_or_else(|| missing(spec, &pkg))?;
+                    repo.download(&r, &self.cache.debs())?
+                }
+                Err(e) => return Err(e),
+            };
             bar.inc(r.size);
             out.push((role, r, path));
         }

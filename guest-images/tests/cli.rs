@@ -114,3 +114,64 @@ fn cli_kernel_tree_without_bzimage_explains() {
     assert!(!ok);
     assert!(err.contains("bzImage is missing"), "{err}");
 }
+
+/// The pinned kernel of a manifest is gone from the archive: the build names the package and
+/// prints the one command that re-pins. Reads the bookworm package lists (network).
+#[test]
+fn cli_pinned_version_gone_prints_repin_command() {
+    let cache = tempfile::tempdir().unwrap();
+    let embedded =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.toml"))
+            .unwrap();
+    let gone = embedded.replace(
+        "abi = \"6.1.0-56\"\nversion = \"6.1.192-2\"",
+        "abi = \"6.1.0-999\"\nversion = \"6.1.999-1\"",
+    );
+    assert_ne!(
+        gone, embedded,
+        "the manifest's 6.1 pin changed; update this test"
+    );
+    let manifest = cache.path().join("manifest.toml");
+    std::fs::write(&manifest, gone).unwrap();
+    let (ok, err) = stderr_of(
+        guest_image(cache.path())
+            .arg("--manifest")
+            .arg(&manifest)
+            .args(["build", "6.1"]),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("linux-image-6.1.0-999-amd64 6.1.999-1")
+            && err.contains("no longer in the Debian archive")
+            && err.contains("guest-image repin 6.1"),
+        "{err}"
+    );
+}
+
+/// `repin --dry-run` finds the newest ABI of the series and leaves the manifest alone
+/// (network: reads the trixie package lists).
+#[test]
+fn cli_repin_dry_run_finds_abi_in_series_and_writes_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    let manifest = cache.path().join("manifest.toml");
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.toml"))
+        .unwrap();
+    std::fs::write(&manifest, &text).unwrap();
+    let out = guest_image(cache.path())
+        .arg("--manifest")
+        .arg(&manifest)
+        .args(["repin", "6.12", "--dry-run"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("6.12: abi 6.12.") && stdout.contains("+deb13"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_to_string(&manifest).unwrap(), text);
+}
