@@ -403,8 +403,9 @@ impl Smmu {
         lock(&self.outbox).drain(..).collect()
     }
 
-    /// Undelivered device messages.
-    pub(crate) fn outbox_len(&self) -> usize {
+    /// Number of undelivered device messages (at most
+    /// [`MAX_DEVICE_MESSAGES`]).
+    pub fn outbox_len(&self) -> usize {
         lock(&self.outbox).len()
     }
 
