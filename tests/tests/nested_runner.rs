@@ -227,3 +227,38 @@ fn nested_run_batch_runs_directly_or_through_runner_per_host() {
         }
     }
 }
+
+#[test]
+fn nested_silent_job_idle_timeout_then_retry_succeeds() {
+    let _g = lock();
+    let dir = scratch("idle");
+    // First attempt: the job goes silent far longer than the idle limit (as a job frozen by the
+    // QEMU 7.2 hang would); the host kills L1 and retries; the second attempt exits 6.
+    let job = Job::shell("if [ ! -e marker ]; then touch marker; sync; sleep 300; fi; exit 6")
+        .with_cwd(&dir);
+    let report = run_jobs(
+        &[job],
+        &RunnerOptions {
+            job_timeout: Duration::from_secs(400),
+            idle_timeout: Some(Duration::from_secs(5)),
+            ..RunnerOptions::default()
+        },
+    )
+    .expect("runner must boot");
+    assert_eq!(report.boots.len(), 2, "{:#?}", report.boots);
+    assert!(
+        report.boots[0]
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("idle timeout")),
+        "first boot must end by the idle timeout: {:?}",
+        report.boots[0].failure
+    );
+    assert!(
+        report.boots[0].total < Duration::from_secs(200),
+        "the idle timeout, not the job timeout, must end the first boot: {:?}",
+        report.boots[0].total
+    );
+    assert_eq!(report.jobs[0].outcome, JobOutcome::Exited(6));
+    let _ = std::fs::remove_dir_all(&dir);
+}

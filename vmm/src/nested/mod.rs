@@ -166,6 +166,12 @@ pub struct RunnerOptions {
     /// How long past `job_timeout` the host waits for a job's END line before it declares the
     /// L1 machine frozen (the inner timeout cannot fire then) and kills it.
     pub outer_margin: Duration,
+    /// Declare L1 frozen when a running job prints nothing for this long. `None`: only with a
+    /// QEMU older than 8 (bookworm's 7.2 loses the timer exit of the inner guest in ~1 of 20
+    /// boots), 120 s, so such a hang costs minutes rather than `job_timeout`; newer QEMU: off,
+    /// so quiet long jobs are not cut. `IOMMU_VMM_NESTED_IDLE_TIMEOUT` (seconds, 0 = off)
+    /// overrides both.
+    pub idle_timeout: Option<Duration>,
     /// L1 boots at most (2 = one retry for jobs left without a result).
     pub attempts: u32,
     /// Print job consoles to stdout (and their stderr to stderr) as they arrive.
@@ -189,6 +195,7 @@ impl Default for RunnerOptions {
             job_timeout: Duration::from_secs(secs("IOMMU_VMM_NESTED_JOB_TIMEOUT", 600)),
             boot_timeout: Duration::from_secs(secs("IOMMU_VMM_NESTED_BOOT_TIMEOUT", 180)),
             outer_margin: Duration::from_secs(60),
+            idle_timeout: None,
             attempts: 2,
             stream: false,
             install_qemu: true,
@@ -839,11 +846,43 @@ fn boot_once(
     let mut current: Option<(usize, Instant, String)> = None;
     let mut deadline = start + opts.boot_timeout;
     let job_deadline = opts.job_timeout + opts.outer_margin;
+    let idle_limit = match std::env::var("IOMMU_VMM_NESTED_IDLE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(0) => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+        None => opts.idle_timeout.or_else(|| {
+            qemu.major()
+                .is_some_and(|m| m < 8)
+                .then_some(Duration::from_secs(120))
+        }),
+    };
+    // While a job runs: the time of its last console line (for `idle_limit`).
+    let mut last_output = Instant::now();
     let mut done = false;
     let stdout_lock = std::io::stdout();
     loop {
         let now = Instant::now();
-        let Some(wait) = deadline.checked_duration_since(now) else {
+        let idle_deadline = match (&current, idle_limit) {
+            (Some(_), Some(limit)) => Some(last_output + limit),
+            _ => None,
+        };
+        if let Some(idle) = idle_deadline
+            && now >= idle
+        {
+            boot.failure = Some(format!(
+                "L1 machine stopped answering during job {}: no output for {} s (idle timeout)",
+                current
+                    .as_ref()
+                    .map_or(0, |(n, ..)| pending.get(*n).copied().unwrap_or(*n)),
+                idle_limit.unwrap_or_default().as_secs()
+            ));
+            let _ = child.kill();
+            break;
+        }
+        let next = idle_deadline.map_or(deadline, |i| i.min(deadline));
+        let Some(wait) = next.checked_duration_since(now) else {
             boot.failure = Some(match &current {
                 Some((n, ..)) => format!(
                     "L1 machine stopped answering during job {} (outer timeout {} s)",
@@ -866,6 +905,7 @@ fn boot_once(
         match parse_line(&line, &nonce) {
             None => match current.as_mut() {
                 Some((_, _, console)) => {
+                    last_output = Instant::now();
                     if opts.stream {
                         let mut out = stdout_lock.lock();
                         let _ = writeln!(out, "{line}");
@@ -909,6 +949,7 @@ fn boot_once(
             }
             Some(Event::Begin(n)) => {
                 current = Some((n, Instant::now(), String::new()));
+                last_output = Instant::now();
                 deadline = Instant::now() + job_deadline;
             }
             Some(Event::End { index, rc, secs }) => {
