@@ -30,7 +30,7 @@ pub const RC_OFFSET: u32 = SMMU_OFFSET + SMMU_LEN;
 const ID_MAPPING_LEN: u32 = 20;
 const ITS_LEN: u32 = 24;
 const SMMU_LEN: u32 = 68 + ID_MAPPING_LEN;
-const RC_LEN: u32 = 36 + ID_MAPPING_LEN;
+const RC_LEN: u32 = 40 + ID_MAPPING_LEN;
 
 fn le16(v: &mut Vec<u8>, x: u16) {
     v.extend_from_slice(&x.to_le_bytes());
@@ -93,8 +93,9 @@ pub fn iort(c: &SmmuConfig, its_id: u32) -> Vec<u8> {
     // The SMMU's own MSIs: DeviceID 0 at the ITS.
     id_mapping(&mut body, 0, 1, 0, ITS_OFFSET, true);
 
-    // PCI root complex node (DEN 0049 3.1.1.5): RID n -> StreamID n.
-    header(&mut body, node::ROOT_COMPLEX, RC_LEN, 4, 2, 1, 36);
+    // PCI root complex node (DEN 0049 3.1.1.5, revision 4 with the flags
+    // word): RID n -> StreamID n.
+    header(&mut body, node::ROOT_COMPLEX, RC_LEN, 4, 2, 1, 40);
     le32(&mut body, 1); // cache coherent
     body.push(0); // allocation hints
     le16(&mut body, 0);
@@ -106,6 +107,7 @@ pub fn iort(c: &SmmuConfig, its_id: u32) -> Vec<u8> {
     body.push(c.oas_bits); // memory address size limit
     le16(&mut body, u16::from(c.ssid_bits)); // PASID capabilities: max width
     body.push(0);
+    le32(&mut body, 0); // flags (revision 4)
     let sids = 1u32
         .checked_shl(u32::from(c.sid_bits.min(16)))
         .unwrap_or(0x1_0000);
@@ -186,8 +188,9 @@ mod tests {
         let rc = RC_OFFSET as usize;
         assert_eq!(t[rc], node::ROOT_COMPLEX);
         // RC mapping: 65536 RIDs -> SMMU node.
-        assert_eq!(u32_at(&t, rc + 36 + 4), 0xffff);
-        assert_eq!(u32_at(&t, rc + 36 + 12), SMMU_OFFSET);
+        assert_eq!(u32_at(&t, rc + 12), 40, "ID mappings after the flags");
+        assert_eq!(u32_at(&t, rc + 40 + 4), 0xffff);
+        assert_eq!(u32_at(&t, rc + 40 + 12), SMMU_OFFSET);
         assert_eq!(u32_at(&t, rc + 24) & 1, 1);
     }
 
