@@ -64,22 +64,33 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The `iommu-vmm` binary, built in release mode (never stale).
 fn vmm_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
-    let target = profile_dir.parent().expect("target dir");
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .expect("target dir");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "iommu-vmm", "--bin", "iommu-vmm"])
-        .env("CARGO_TARGET_DIR", target);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "-p",
+            "iommu-vmm",
+            "--bin",
+            "iommu-vmm",
+        ])
+        .env("CARGO_TARGET_DIR", target)
+        .status()
+        .expect("run cargo build");
     assert!(
-        cmd.status().expect("run cargo build").success(),
-        "cargo build -p iommu-vmm failed"
+        status.success(),
+        "cargo build --release -p iommu-vmm failed"
     );
-    let bin = profile_dir.join("iommu-vmm");
+    let bin = target.join("release").join("iommu-vmm");
     assert!(bin.exists(), "no iommu-vmm binary at {}", bin.display());
     bin
 }
