@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use iommu_emulator::testing::{FakeRam, RecordingMsi};
 use iommu_emulator::{
-    DmaRequest, Gpa, GuestRam, Iommu, Pasid, PasidTag, Perm, RequestKind, SourceId,
+    CachePath, DmaRequest, Gpa, GuestRam, Iommu, Pasid, PasidTag, Perm, RequestKind, SourceId,
 };
 
 use crate::regs::{self, queue};
@@ -151,7 +151,7 @@ pub fn run(data: &[u8]) {
         if steps > 256 {
             break;
         }
-        let ok = match op % 10 {
+        let ok = match op % 13 {
             0 => (|| {
                 let o = OFFSETS
                     .get(usize::from(inp.u8()?) % OFFSETS.len())
@@ -212,6 +212,11 @@ pub fn run(data: &[u8]) {
                 }
                 if let Ok(t) = s.translate(mem, &req) {
                     assert!(t.page_size.shift() >= 12);
+                    if !t.path.contains(CachePath::BYPASS) {
+                        // A walked translation never leaves the OAS.
+                        assert!(t.output.0 < 1 << s.config.oas_bits, "{t:?}");
+                        assert!(t.page_size.shift() <= 39, "{t:?}");
+                    }
                 }
                 Some(())
             })(),
@@ -231,6 +236,67 @@ pub fn run(data: &[u8]) {
                 };
                 s.page_request(mem, &req);
                 Some(())
+            })(),
+            10 => (|| {
+                // A well-formed STE of a random kind pointing into the CD
+                // and page-table areas.
+                let sid = u64::from(inp.u8()?);
+                let k = inp.u8()?;
+                let r = inp.u64()?;
+                let cfg = [0u64, 4, 5, 6, 7].get(usize::from(k % 5)).copied()?;
+                let fmt = u64::from((k >> 3) % 3);
+                let cdmax = u64::from((k >> 5) & 3) * 4;
+                let w0 = 1 | (cfg << 1) | (fmt << 4) | CDTAB | (cdmax << 59);
+                let w1 = r & 0x3 | (r & (1 << 28)) | (r & (3 << 48));
+                let t0sz = 16 + (r >> 8) % 24;
+                let w2 = (r >> 16 & 0xff)
+                    | (t0sz << 32)
+                    | (((r >> 40) % 3) << 38)
+                    | (((r >> 42) % 3) << 46)
+                    | (5 << 48)
+                    | (1 << 51)
+                    | (1 << 58);
+                let w3 = PT + ((r >> 48) & 0xff) * 0x1000;
+                for (i, w) in [w0, w1, w2, w3].iter().enumerate() {
+                    ram.write_u64(Gpa(STRTAB + sid * 64 + i as u64 * 8), *w)
+                        .ok()?;
+                }
+                Some(())
+            })(),
+            11 => (|| {
+                // A well-formed CD (or L1CD) whose TTB0 is in the table area.
+                let i = u64::from(inp.u8()?);
+                let r = inp.u64()?;
+                let w0 = (16 + r % 24)
+                    | (((r >> 5) % 3) << 6)
+                    | (1 << 31)
+                    | (((r >> 8) % 6) << 32)
+                    | (1 << 41)
+                    | (1 << 45)
+                    | ((r >> 12 & 1) << 35)
+                    | ((r >> 16 & 0xffff) << 48);
+                let ttb = PT + ((r >> 32) & 0xff) * 0x1000;
+                ram.write_u64(Gpa(CDTAB + i * 64), w0).ok()?;
+                ram.write_u64(Gpa(CDTAB + i * 64 + 8), ttb).ok()?;
+                if r >> 40 & 1 == 1 {
+                    // Also a valid L1CD for two-level tables.
+                    ram.write_u64(Gpa(CDTAB + i * 8), (CDTAB + 0x1_0000) | 1)
+                        .ok()?;
+                }
+                Some(())
+            })(),
+            12 => (|| {
+                // A descriptor in one of 256 table pages: a table pointer to
+                // another page, or a leaf with random attributes.
+                let p = u64::from(inp.u8()?);
+                let r = inp.u64()?;
+                let idx = r & 0x1fff;
+                let d = if r >> 13 & 1 == 1 {
+                    (PT + ((r >> 16) & 0xff) * 0x1000) | 3 | (r & (0xf << 59))
+                } else {
+                    ((r >> 16) & 0xffff_f000) | 1 | (r >> 14 & 2) | (r & 0x7fc) | (r & (7 << 52))
+                };
+                ram.write_u64(Gpa(PT + p * 0x1000 + idx * 8), d).ok()
             })(),
             8 => {
                 let _ = s.take_device_messages();
