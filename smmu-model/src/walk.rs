@@ -182,6 +182,11 @@ impl Smmu {
             return Ok(identity(addr, cost));
         }
         let ste = self.ste(mem, sid, cost)?;
+        // 5.2: Config = abort terminates all traffic, translated or not,
+        // without an event.
+        if ste.config == SteConfig::Abort {
+            return Err(Abort::silent(FaultKind::Blocked));
+        }
 
         // ATS (3.9): translation requests and translated transactions need
         // EATS, and ATS itself.

@@ -464,6 +464,10 @@ fn smmu_bad_and_abort_ste() {
     d.ensure_l2(0x300);
     let f = dma(&d, pci(3, 0), None, 0, Perm::R).unwrap_err();
     assert_eq!((f.kind, f.recorded), (FaultKind::Blocked, false));
+    // Translated (ATS) traffic is aborted silently too.
+    let req = DmaRequest::new(pci(3, 0), 0x1000, 8, Perm::R).with_kind(RequestKind::Translated);
+    let f = d.smmu.translate(d.ram.as_ref(), &req).unwrap_err();
+    assert_eq!((f.kind, f.recorded), (FaultKind::Blocked, false));
     assert!(d.take_event().is_none());
     // Reserved Config 0b010: C_BAD_STE.
     d.install_ste(0x300, [1 | (2 << 1), 0, 0, 0, 0, 0, 0, 0]);
