@@ -758,7 +758,10 @@ fn boot_once(
         let _ = writeln!(mounts, "{} {} rw", s.tag, s.guest.display());
     }
     std::fs::write(ctl.join("mounts"), mounts)?;
-    std::fs::write(ctl.join("env"), job_env(&share::map_path(&cache, &shares)))?;
+    std::fs::write(
+        ctl.join("env"),
+        job_env(&share::map_path(&share::resolve(&cache), &shares)),
+    )?;
     std::fs::write(ctl.join("jobs"), format!("{}\n", pending.len()))?;
     for (n, &i) in pending.iter().enumerate() {
         let Some(job) = jobs.get(i) else { continue };

@@ -47,6 +47,22 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// The path with symbolic links resolved, so the directory exported is the real one (9p shows
+/// a link as a link, and its target may lie outside every share). For a path that does not
+/// exist yet, its parent is resolved. Falls back to [`normalize`].
+pub fn resolve(path: &Path) -> PathBuf {
+    let norm = normalize(path);
+    if let Ok(p) = std::fs::canonicalize(&norm) {
+        return p;
+    }
+    match (norm.parent(), norm.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or(norm),
+        _ => norm,
+    }
+}
+
 fn is_reserved(dir: &Path) -> bool {
     RESERVED.iter().any(|r| dir.starts_with(r))
 }
@@ -54,7 +70,7 @@ fn is_reserved(dir: &Path) -> bool {
 impl ShareSet {
     /// Adds a directory to export (absolute; normalised). `/` itself is never exported.
     pub fn add_dir(&mut self, dir: &Path) {
-        let dir = normalize(dir);
+        let dir = resolve(dir);
         if dir != Path::new("/") {
             self.dirs.push(dir);
         }
@@ -64,7 +80,7 @@ impl ShareSet {
     /// created) its parent directory. Paths in `/dev`, `/proc` and `/sys` need nothing. Returns
     /// whether `path` is covered.
     pub fn add_path(&mut self, path: &Path) -> bool {
-        let path = normalize(path);
+        let path = resolve(path);
         if ["/dev", "/proc", "/sys"]
             .iter()
             .any(|p| path.starts_with(p))
@@ -113,19 +129,24 @@ impl ShareSet {
     }
 }
 
-/// Maps a host path to its L1 path through `shares` (unchanged when no share covers it).
-pub fn map_path(path: &Path, shares: &[Share]) -> PathBuf {
-    let norm = normalize(path);
-    for s in shares {
-        if let Ok(rest) = norm.strip_prefix(&s.host) {
-            return if rest.as_os_str().is_empty() {
+/// Maps a host path (symbolic links resolved) to its L1 path through `shares`; `None` when no
+/// share covers it.
+pub fn try_map_path(path: &Path, shares: &[Share]) -> Option<PathBuf> {
+    let real = resolve(path);
+    shares.iter().find_map(|s| {
+        real.strip_prefix(&s.host).ok().map(|rest| {
+            if rest.as_os_str().is_empty() {
                 s.guest.clone()
             } else {
                 s.guest.join(rest)
-            };
-        }
-    }
-    path.to_path_buf()
+            }
+        })
+    })
+}
+
+/// Maps a host path to its L1 path through `shares` (unchanged when no share covers it).
+pub fn map_path(path: &Path, shares: &[Share]) -> PathBuf {
+    try_map_path(path, shares).unwrap_or_else(|| path.to_path_buf())
 }
 
 /// The path-like pieces of one argument: the whole argument, or the values of `--opt=value`
@@ -184,9 +205,9 @@ pub fn rewrite_args(args: &[OsString], cwd: &Path, shares: &[Share]) -> Vec<OsSt
             for (b, e) in pieces(s) {
                 let Some(piece) = s.get(b..e) else { continue };
                 let mapped = if piece.starts_with('/') {
-                    Some(map_path(Path::new(piece), shares))
+                    try_map_path(Path::new(piece), shares)
                 } else if piece.contains("..") && cwd.join(piece).exists() {
-                    Some(map_path(&cwd.join(piece), shares))
+                    try_map_path(&cwd.join(piece), shares)
                 } else {
                     None
                 };
@@ -317,6 +338,33 @@ mod tests {
             force_nested_off(&os(&["--nested", "on", "--guest", "6.1", "--nested=auto"])),
             os(&["--nested", "off", "--guest", "6.1"])
         );
+    }
+
+    #[test]
+    fn symlinked_paths_share_and_map_the_real_directory() {
+        let base = std::env::temp_dir().join(format!("nested-share-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("real")).unwrap();
+        std::fs::write(base.join("real/disk.img"), b"x").unwrap();
+        std::os::unix::fs::symlink(base.join("real"), base.join("link")).unwrap();
+        let real = std::fs::canonicalize(base.join("real")).unwrap();
+        let mut set = ShareSet::default();
+        let arg = format!("{}/link/disk.img,readonly=on", base.display());
+        for_each_path(&os(&["--disk", &arg]), Path::new("/"), |p| {
+            set.add_path(p);
+        });
+        let shares = set.shares();
+        assert_eq!(shares.len(), 1, "{shares:?}");
+        assert_eq!(shares[0].host, real);
+        let out = rewrite_args(&os(&["--disk", &arg]), Path::new("/"), &shares);
+        assert_eq!(
+            out,
+            os(&[
+                "--disk",
+                &format!("{}/disk.img,readonly=on", real.display())
+            ])
+        );
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]
