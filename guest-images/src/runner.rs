@@ -269,6 +269,8 @@ pub struct RunnerImage {
     pub vmm_path_in_l1: Option<String>,
     /// The cache key (hex) of this image.
     pub key: String,
+    /// True when this call built the image (false: it was cached).
+    pub built: bool,
 }
 
 /// What goes into a runner image besides the fixed parts.
@@ -342,6 +344,7 @@ pub fn build_runner(spec: &RunnerSpec) -> Result<RunnerImage, RunnerError> {
             .as_ref()
             .map(|_| "/bin/iommu-vmm".to_string()),
         key: key.clone(),
+        built: false,
     };
     if initramfs.exists() {
         // Touch so cache pruning keeps recently used images.
@@ -414,7 +417,10 @@ pub fn build_runner(spec: &RunnerSpec) -> Result<RunnerImage, RunnerError> {
         Err(e) => return Err(io_err("rename", &dir)(e)),
     }
     prune_images(&images, &key);
-    Ok(image)
+    Ok(RunnerImage {
+        built: true,
+        ..image
+    })
 }
 
 /// SHA-256 (hex) of a file's content, remembered in the cache per (path, size, mtime, inode) so

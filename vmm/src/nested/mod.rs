@@ -544,6 +544,14 @@ pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, Neste
     let t_image = Instant::now();
     let image =
         guest_images::runner::build_runner(&guest_images::runner::RunnerSpec { vmm_binary })?;
+    if image.built {
+        eprintln!(
+            "iommu-vmm: built the nested runner's L1 image for this iommu-vmm binary in {:.1} s \
+             (cached in {})",
+            t_image.elapsed().as_secs_f64(),
+            image.initramfs.parent().unwrap_or(Path::new("")).display()
+        );
+    }
     tracing::info!(
         "runner image {} ready in {:.1} s ({})",
         &image.key.get(..12).unwrap_or(""),

@@ -94,6 +94,11 @@ fn cached_backports() -> Option<Qemu> {
 fn fetch_backports() -> Result<Qemu, NestedError> {
     let base = backports_root();
     let root = base.join("root");
+    eprintln!(
+        "iommu-vmm: fetching QEMU 10.0 and seabios from bookworm-backports for the nested runner \
+         (once, into {})",
+        base.display()
+    );
     let files = images::fetch_suite_packages("bookworm-backports", BACKPORTS_PACKAGES)?;
     let staged = base.join(format!(".work-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staged);
