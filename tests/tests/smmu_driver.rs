@@ -578,3 +578,137 @@ fn smmu_golden_cycles_for_miss_hit_and_fault() {
     // Fault at level 3 after 4 reads, plus the event record.
     assert_eq!(c(0x3000), Err(2 + 2 + 3 + 4 * 50 + 7));
 }
+
+// IHI 0070 5.4 TG0: the three granules through CDs, with pages and blocks.
+#[test]
+fn smmu_cd_granules_4k_16k_64k_translate() {
+    let mut d = Driver::new("");
+    d.reset();
+    let ram = d.ram.clone();
+    let cds = CdTable::new(&d, 8);
+    for (i, (g, tg0)) in [(Granule::G4K, 0u64), (Granule::G16K, 2), (Granule::G64K, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let cfg = WalkConfig {
+            granule: g,
+            tsz: 20,
+            ..s1_cfg()
+        };
+        let mut pt = VmsaTables::new(&ram, cfg).unwrap();
+        let page = g.page_size();
+        let block = PageSize::from_shift(u8::try_from(g.level_shift(2)).unwrap()).unwrap();
+        pt.map(0x40_0000_0000 >> 4, 0x1_0000_0000, page, Leaf::rw())
+            .unwrap();
+        pt.map(4 * block.bytes(), 8 * block.bytes(), block, Leaf::ro())
+            .unwrap();
+        let ssid = i as u32 + 1;
+        cds.install_tcr(
+            &mut d,
+            0x28,
+            ssid,
+            20 + ssid as u16,
+            pt.config().ttb,
+            tg0,
+            20,
+        );
+        if i == 0 {
+            d.install_ste(0x28, cds.ste(8));
+        }
+        let t = dma(
+            &d,
+            pci(0, 5),
+            Some(ssid),
+            (0x40_0000_0000 >> 4) + 0x88,
+            Perm::W,
+        )
+        .unwrap();
+        assert_eq!((t.output, t.page_size), (Gpa(0x1_0000_0088), page), "{g:?}");
+        let t = dma(&d, pci(0, 5), Some(ssid), 5 * block.bytes() - 8, Perm::R).unwrap();
+        assert_eq!(t.output, Gpa(9 * block.bytes() - 8), "{g:?}");
+        assert_eq!(t.page_size, block, "{g:?}");
+        let f = dma(&d, pci(0, 5), Some(ssid), 4 * block.bytes(), Perm::W).unwrap_err();
+        assert_eq!(f.kind, FaultKind::Permission, "{g:?}");
+        d.take_event().unwrap();
+    }
+}
+
+// IHI 0070 4.4.1: a range TLBI (TG, SCALE, NUM) removes exactly the pages
+// in its range.
+#[test]
+fn smmu_range_tlbi_removes_only_its_range() {
+    let mut d = Driver::new("");
+    d.reset();
+    let ram = d.ram.clone();
+    let mut pt = VmsaTables::new(&ram, s1_cfg()).unwrap();
+    for p in 0..16u64 {
+        pt.map(
+            p << 12,
+            0x10_0000_0000 + (p << 12),
+            PageSize::SIZE_4K,
+            Leaf::rw(),
+        )
+        .unwrap();
+    }
+    let cds = CdTable::new(&d, 4);
+    cds.install(&mut d, 0x38, 0, 4, pt.config().ttb);
+    d.install_ste(0x38, cds.ste(0));
+    for p in 0..16u64 {
+        dma(&d, pci(0, 7), None, p << 12, Perm::R).unwrap();
+    }
+    for p in 0..16u64 {
+        pt.map(
+            p << 12,
+            0x20_0000_0000 + (p << 12),
+            PageSize::SIZE_4K,
+            Leaf::rw(),
+        )
+        .unwrap();
+    }
+    // Pages 4..12: NUM = 3, SCALE = 1 -> (3 + 1) * 2 = 8 pages of 4K.
+    let w0 = OP_TLBI_NH_VA | (3 << 12) | (1 << 20) | (4u64 << 48);
+    d.issue(&[[w0, (4 << 12) | (1 << 10) | 1]]);
+    for p in 0..16u64 {
+        let out = dma(&d, pci(0, 7), None, p << 12, Perm::R).unwrap().output.0;
+        let new = (4..12).contains(&p);
+        let want = if new { 0x20_0000_0000 } else { 0x10_0000_0000 } + (p << 12);
+        assert_eq!(out, want, "page {p}");
+    }
+}
+
+// IHI 0070 4.3.3: a changed CD is used only after CMD_CFGI_CD.
+#[test]
+fn smmu_cfgi_cd_picks_up_changed_cd() {
+    let mut d = Driver::new("");
+    d.reset();
+    let ram = d.ram.clone();
+    let mut a = VmsaTables::new(&ram, s1_cfg()).unwrap();
+    let mut b = VmsaTables::new(&ram, s1_cfg()).unwrap();
+    a.map(0x5000, 0xa000, PageSize::SIZE_4K, Leaf::rw())
+        .unwrap();
+    b.map(0x5000, 0xb000, PageSize::SIZE_4K, Leaf::rw())
+        .unwrap();
+    let cds = CdTable::new(&d, 4);
+    cds.install(&mut d, 0x48, 3, 30, a.config().ttb);
+    d.install_ste(0x48, cds.ste(4));
+    assert_eq!(
+        dma(&d, pci(0, 9), Some(3), 0x5000, Perm::R).unwrap().output,
+        Gpa(0xa000)
+    );
+    // Rewrite TTB0 and the ASID in memory without CFGI_CD: still cached.
+    let l2 = d.mem64(cds.l1) & !0xfff;
+    let at = l2 + 3 * 64;
+    d.ram.write_u64(Gpa(at + 8), b.config().ttb).unwrap();
+    let w0 = d.mem64(at);
+    d.ram
+        .write_u64(Gpa(at), (w0 & 0xffff_ffff_ffff) | (31 << 48))
+        .unwrap();
+    assert_eq!(
+        dma(&d, pci(0, 9), Some(3), 0x5000, Perm::R).unwrap().output,
+        Gpa(0xa000)
+    );
+    d.issue(&[[OP_CFGI_CD | (3 << 12) | (0x48u64 << 32), 1]]);
+    let t = dma(&d, pci(0, 9), Some(3), 0x5000, Perm::R).unwrap();
+    assert_eq!(t.output, Gpa(0xb000));
+    assert!(!t.path.contains(CachePath::PASID_HIT));
+}

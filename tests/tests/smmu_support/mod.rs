@@ -303,6 +303,21 @@ impl CdTable {
 
     /// arm_smmu_make_s1_cd + arm_smmu_write_cd_entry.
     pub fn install(&self, d: &mut Driver, sid: u32, ssid: u32, asid: u16, ttb: u64) {
+        self.install_tcr(d, sid, ssid, asid, ttb, 0, 16);
+    }
+
+    /// The same with another TG0 (0 = 4K, 1 = 64K, 2 = 16K) and T0SZ.
+    #[allow(clippy::too_many_arguments)]
+    pub fn install_tcr(
+        &self,
+        d: &mut Driver,
+        sid: u32,
+        ssid: u32,
+        asid: u16,
+        ttb: u64,
+        tg0: u64,
+        t0sz: u64,
+    ) {
         let l1d = self.l1 + u64::from(ssid / 1024) * 8;
         if d.mem64(l1d) & 1 == 0 {
             let l2 = alloc(&d.ram, 1024 * 64);
@@ -310,8 +325,8 @@ impl CdTable {
         }
         let l2 = d.mem64(l1d) & !0xfff & ((1 << 52) - 1);
         let at = l2 + u64::from(ssid % 1024) * 64;
-        let w0 = 16 // T0SZ: 48-bit VA
-            // TG0 = 0: 4K granule
+        let w0 = t0sz
+            | (tg0 << 6)
             | (1 << 8) | (1 << 10) | (3 << 12) // IRGN0/ORGN0 WBWA, SH0 ISH
             | (1 << 30) // EPD1
             | (1 << 31) // V
