@@ -29,7 +29,6 @@ pub const INVAL_NAMES: [&str; 11] = [
 /// Live counters (relaxed atomics).
 #[derive(Debug)]
 pub struct Counters {
-    pub(crate) translations: AtomicU64,
     pub(crate) faults: AtomicU64,
     pub(crate) by_reason: [AtomicU64; 256],
     pub(crate) recorded: AtomicU64,
@@ -41,7 +40,6 @@ pub struct Counters {
     pub(crate) walk_reads: AtomicU64,
     pub(crate) ad_updates: AtomicU64,
     pub(crate) bypass: AtomicU64,
-    pub(crate) cycles: AtomicU64,
     pub(crate) inval: [AtomicU64; 11],
     pub(crate) queue_cmds: AtomicU64,
     pub(crate) iq_errors: AtomicU64,
@@ -56,7 +54,6 @@ pub struct Counters {
 impl Default for Counters {
     fn default() -> Self {
         Counters {
-            translations: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             by_reason: std::array::from_fn(|_| AtomicU64::new(0)),
             recorded: AtomicU64::new(0),
@@ -68,7 +65,6 @@ impl Default for Counters {
             walk_reads: AtomicU64::new(0),
             ad_updates: AtomicU64::new(0),
             bypass: AtomicU64::new(0),
-            cycles: AtomicU64::new(0),
             inval: std::array::from_fn(|_| AtomicU64::new(0)),
             queue_cmds: AtomicU64::new(0),
             iq_errors: AtomicU64::new(0),
@@ -170,8 +166,9 @@ impl Vtd {
         let c = &self.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (ur, uw) = self.lock_regs().unknown_accesses();
+        let total = self.tstats.total();
         VtdStats {
-            translations: l(&c.translations),
+            translations: total.translations,
             faults: l(&c.faults),
             faults_by_reason: c
                 .by_reason
@@ -191,7 +188,7 @@ impl Vtd {
             walk_reads: l(&c.walk_reads),
             ad_updates: l(&c.ad_updates),
             bypass: l(&c.bypass),
-            cycles: l(&c.cycles),
+            cycles: total.cycles,
             invalidations: INVAL_NAMES
                 .iter()
                 .zip(c.inval.iter())

@@ -150,18 +150,13 @@ impl Vtd {
             Ok(mut t) => {
                 t.cycles = acc.cycles;
                 t.path = acc.path;
-                self.counters.translations.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .cycles
-                    .fetch_add(acc.cycles.0, Ordering::Relaxed);
+                // Totals (translations, cycles) come from the per-source
+                // statistics: one record per request on the hot path.
                 self.tstats.record(key, acc.cycles, false);
                 Ok(t)
             }
             Err(f) => {
                 let recorded = self.report_fault(req, &f, &mut acc);
-                self.counters
-                    .cycles
-                    .fetch_add(acc.cycles.0, Ordering::Relaxed);
                 self.tstats.record(key, acc.cycles, true);
                 Err(Fault {
                     kind: f.reason.kind(),
