@@ -333,7 +333,10 @@ impl Vtd {
                         }
                         (tag.pasid.get(), tag.privileged, tag.exec)
                     }
-                    None => (c.rid_pasid, c.rid_priv, false),
+                    // RID_PRIV is honoured only with ECAP.RPRIVS, which this
+                    // model does not advertise (older Linux kernels set the
+                    // bit anyway): requests without PASID are user requests.
+                    None => (c.rid_pasid, false, false),
                 };
                 let ats = matches!(
                     req.kind,
