@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use iommu_vmm::nested::{Job, NestedMode, RunnerOptions, run_batch};
+use iommu_vmm::nested::{Job, KvmSupport, NestedMode, RunnerOptions, detect_kvm, run_batch};
 
 /// Builds a binary of this workspace with cargo (a no-op when current) and returns its path.
 fn workspace_binary(package: &str, bin: &str) -> PathBuf {
@@ -175,4 +175,57 @@ fn nested_l2_guest_6_1_disk_and_trace_payload_passes() {
             --ignored"]
 fn nested_l2_guest_matrix_one_l1_boot_each_payload_passes() {
     run_guests(&[("5.10", vec![]), ("6.1", vec![]), ("6.12", vec![])]);
+}
+
+#[test]
+fn nested_cli_guest_6_1_auto_boots_with_one_notice_off_explains() {
+    // The issue's acceptance check, through the real command line: `iommu-vmm --guest 6.1`
+    // (default --nested auto) prints the payload report; where hardware KVM is not usable it
+    // says so in exactly one line, and `--nested off` refuses with the reason.
+    let bin = workspace_binary("iommu-vmm", "iommu-vmm");
+    ensure_guest("6.1");
+    let auto = Command::new(&bin)
+        .args(["--guest", "6.1"])
+        .output()
+        .expect("run iommu-vmm");
+    let stdout = String::from_utf8_lossy(&auto.stdout);
+    let stderr = String::from_utf8_lossy(&auto.stderr);
+    assert_eq!(
+        auto.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("IOMMUTEST-SUMMARY"))
+        .unwrap_or_else(|| panic!("no payload summary:\n{stdout}\n{stderr}"));
+    assert!(summary.contains("fail=0"), "{summary}");
+    let notices: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("running nested"))
+        .collect();
+    let off = Command::new(&bin)
+        .args(["--nested", "off", "--guest", "6.1"])
+        .output()
+        .expect("run iommu-vmm");
+    let off_err = String::from_utf8_lossy(&off.stderr);
+    match detect_kvm() {
+        KvmSupport::Hardware { .. } => {
+            assert!(notices.is_empty(), "hardware KVM: no nesting: {stderr}");
+            assert_eq!(off.status.code(), Some(0), "{off_err}");
+        }
+        KvmSupport::Unusable { reason } => {
+            assert_eq!(notices.len(), 1, "exactly one notice line: {stderr}");
+            assert!(
+                notices[0].contains("per boot"),
+                "the notice gives the cost: {}",
+                notices[0]
+            );
+            assert_ne!(off.status.code(), Some(0), "--nested off must fail here");
+            assert!(
+                off_err.contains(&reason) && off_err.contains("--nested off"),
+                "--nested off must say why: {off_err}"
+            );
+        }
+    }
 }
