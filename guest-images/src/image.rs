@@ -176,10 +176,18 @@ pub fn install_image(
     lock.add_file(&staging, INITRAMFS_FILE)?;
     lock.save(&staging.join(LOCK_FILE))?;
     let dir = cache.image(name);
+    // Move the old image aside first, so the folder is missing only between two renames.
+    let old = images.join(format!(".{name}.old"));
+    if old.exists() {
+        std::fs::remove_dir_all(&old).ctx(|| format!("removing {}", old.display()))?;
+    }
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).ctx(|| format!("removing {}", dir.display()))?;
+        std::fs::rename(&dir, &old).ctx(|| format!("renaming {}", dir.display()))?;
     }
     std::fs::rename(&staging, &dir).ctx(|| format!("renaming {}", staging.display()))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).ctx(|| format!("removing {}", old.display()))?;
+    }
     Ok(BuiltImage {
         name: name.to_owned(),
         dir,

@@ -11,6 +11,10 @@ use guest_images::image::{
 use guest_images::initramfs::{read_gz, sha256_file};
 use guest_images::manifest::Manifest;
 
+/// Held by the tests that read or rebuild the 6.1 image, so a forced rebuild never replaces
+/// the image while another test reads it.
+static IMAGE_6_1: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn builder(force: bool) -> Builder {
     Builder::new(
         Cache::from_env().unwrap(),
@@ -94,6 +98,7 @@ fn images_5_10_initramfs_has_init_busybox_modules_payload() {
 
 #[test]
 fn images_6_1_initramfs_has_init_busybox_modules_payload() {
+    let _g = IMAGE_6_1.lock().unwrap_or_else(|e| e.into_inner());
     check_contents("6.1");
 }
 
@@ -105,6 +110,7 @@ fn images_6_12_initramfs_has_init_busybox_modules_payload() {
 /// Issue 6: the same inputs give the same initramfs bytes, and a second build is a no-op.
 #[test]
 fn images_6_1_rebuild_gives_same_sha256_and_second_build_is_noop() {
+    let _g = IMAGE_6_1.lock().unwrap_or_else(|e| e.into_inner());
     let first = build("6.1");
     let before = sha256_file(&first.initramfs()).unwrap();
     let forced = builder(true).build_debian("6.1").unwrap();
