@@ -712,3 +712,55 @@ fn smmu_cfgi_cd_picks_up_changed_cd() {
     assert_eq!(t.output, Gpa(0xb000));
     assert!(!t.path.contains(CachePath::PASID_HIT));
 }
+
+// IHI 0070 5.2 S1DSS and S1CDMAX: what happens to traffic without a
+// SubstreamID, and SubstreamIDs on a stream without substreams.
+#[test]
+fn smmu_s1dss_and_cdmax_rules() {
+    let mut d = Driver::new("");
+    d.reset();
+    let ram = d.ram.clone();
+    let mut pt = VmsaTables::new(&ram, s1_cfg()).unwrap();
+    pt.map(0x6000, 0xe000, PageSize::SIZE_4K, Leaf::rw())
+        .unwrap();
+    let cds = CdTable::new(&d, 4);
+    cds.install(&mut d, 0x58, 0, 40, pt.config().ttb);
+    cds.install(&mut d, 0x58, 2, 42, pt.config().ttb);
+    let src = pci(0, 0xb);
+    // S1DSS = terminate: F_STREAM_DISABLED for traffic without SSID.
+    let mut ste = cds.ste(4);
+    ste[1] &= !3;
+    d.install_ste(0x58, ste);
+    let f = dma(&d, src, None, 0x6000, Perm::R).unwrap_err();
+    assert_eq!((f.kind, f.reason), (FaultKind::Blocked, 0x06));
+    assert_eq!(d.take_event().unwrap()[0], 0x06 | (0x58u64 << 32));
+    assert_eq!(
+        dma(&d, src, Some(2), 0x6000, Perm::R).unwrap().output,
+        Gpa(0xe000)
+    );
+    // S1DSS = bypass: stage 1 skipped for traffic without SSID.
+    ste[1] |= 1;
+    d.install_ste(0x58, ste);
+    assert_eq!(
+        dma(&d, src, None, 0x6000, Perm::R).unwrap().output,
+        Gpa(0x6000)
+    );
+    // SSID beyond S1CDMAX: C_BAD_SUBSTREAMID.
+    let f = dma(&d, src, Some(16), 0x6000, Perm::R).unwrap_err();
+    assert_eq!(f.reason, 0x08);
+    assert_eq!(
+        d.take_event().unwrap()[0],
+        0x08 | (1 << 11) | (16 << 12) | (0x58u64 << 32)
+    );
+    // S1CDMAX = 0: substreams disabled, CD 0 for all, any SSID is bad.
+    d.install_ste(0x58, cds.ste(0));
+    assert_eq!(
+        dma(&d, src, None, 0x6000, Perm::R).unwrap().output,
+        Gpa(0xe000)
+    );
+    assert_eq!(
+        dma(&d, src, Some(2), 0x6000, Perm::R).unwrap_err().reason,
+        0x08
+    );
+    d.take_event().unwrap();
+}
