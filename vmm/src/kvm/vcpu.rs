@@ -206,6 +206,14 @@ pub fn dump(vcpu: &VcpuFd) -> String {
         );
     }
     if let Ok(sr) = vcpu.get_sregs() {
+        if sr.cs.base == 0xffff_0000 && vcpu.get_regs().is_ok_and(|r| r.rip == 0xfff0) {
+            // AMD (SVM): KVM reinitialises the VMCB on a shutdown intercept, so the
+            // state at the triple fault is gone.
+            let _ = writeln!(
+                s,
+                "(these are reset values: on AMD hosts KVM resets the vCPU when it shuts down; the faulting state is lost)"
+            );
+        }
         let _ = writeln!(
             s,
             "CR0={:016x} CR2={:016x} CR3={:016x} CR4={:016x} EFER={:x}\nCS={:04x} base={:x} DS={:04x} SS={:04x} GDT={:x}/{:x} IDT={:x}/{:x}",
