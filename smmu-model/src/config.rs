@@ -14,7 +14,7 @@ use iommu_emulator::mem::read_words;
 use iommu_emulator::{CachePath, CacheTag, FaultKind, Gpa, GuestRam};
 
 use crate::Smmu;
-use crate::regs::{field, strtab_cfg};
+use crate::regs::{cr2 as regs_cr2, field, strtab_cfg};
 use crate::structs::cd::{CD_BYTES, Cd, L1Cd};
 use crate::structs::event::{Event, EventType, FaultClass};
 use crate::structs::ste::{CdFmt, L1Std, S1Ste, S2Ste, STE_BYTES, Ste};
@@ -110,11 +110,17 @@ impl Smmu {
             return Ok(ste);
         }
         let ticket = self.ste_cache.ticket();
+        // 6.3.12 CR2.RECINVSID: record C_BAD_STREAMID only when asked.
+        let record_invalid = self.ctrl.cr2.load(Ordering::SeqCst) & regs_cr2::RECINVSID != 0;
         let bad_sid = || {
-            Abort::event(
-                FaultKind::BadConfig,
-                Event::new(EventType::CBadStreamId, sid, None),
-            )
+            if record_invalid {
+                Abort::event(
+                    FaultKind::BadConfig,
+                    Event::new(EventType::CBadStreamId, sid, None),
+                )
+            } else {
+                Abort::silent(FaultKind::BadConfig)
+            }
         };
         let base = self.ctrl.strtab_base.load(Ordering::SeqCst) & (((1u64 << 52) - 1) & !0x3f);
         let cfg = self.ctrl.strtab_cfg.load(Ordering::SeqCst);

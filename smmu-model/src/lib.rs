@@ -153,6 +153,7 @@ pub(crate) struct State {
 #[derive(Debug, Default)]
 pub(crate) struct Control {
     pub(crate) cr0: AtomicU64,
+    pub(crate) cr2: AtomicU64,
     pub(crate) gbpa: AtomicU64,
     pub(crate) strtab_base: AtomicU64,
     pub(crate) strtab_cfg: AtomicU64,
@@ -254,6 +255,7 @@ impl Smmu {
         match w.offset {
             regs::CR0 => self.on_cr0_write(st, mem, w),
             regs::GBPA => self.on_gbpa_write(st, w),
+            regs::CR2 => self.ctrl.cr2.store(w.new, Ordering::SeqCst),
             regs::IRQ_CTRL => {
                 // 6.3.16: the update is acknowledged in IRQ_CTRLACK.
                 st.regs.set(regs::IRQ_CTRLACK, w.new);

@@ -105,6 +105,16 @@ pub mod cr0 {
     pub const VMW: u64 = 0x7 << 6;
 }
 
+/// CR2 fields (6.3.12).
+pub mod cr2 {
+    /// E2H.
+    pub const E2H: u64 = 1 << 0;
+    /// RECINVSID: record C_BAD_STREAMID for out-of-range StreamIDs.
+    pub const RECINVSID: u64 = 1 << 1;
+    /// PTM: private TLB maintenance (broadcast TLBI ignored).
+    pub const PTM: u64 = 1 << 2;
+}
+
 /// GBPA fields (6.3.14).
 pub mod gbpa {
     /// Update handshake.

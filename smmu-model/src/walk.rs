@@ -181,16 +181,36 @@ impl Smmu {
             }
             return Ok(identity(addr, cost));
         }
-        let ste = self.ste(mem, sid, cost)?;
+        // 3.9.2: with CR0.ATSCHK = 0, translated (ATS) transactions bypass
+        // the SMMU without any check.
+        let translated = req.kind == RequestKind::Translated;
+        if translated && cr0v & cr0::ATSCHK == 0 {
+            return Ok(identity(addr, cost));
+        }
+        let ats_req = req.kind == RequestKind::AtsTranslation;
+        let ste = match self.ste(mem, sid, cost) {
+            Ok(ste) => ste,
+            // 5.2 V: ATS Translation Requests to an invalid or ILLEGAL STE
+            // complete with CA and no event; translated traffic checked by
+            // ATSCHK is aborted without an event too.
+            Err(a)
+                if translated
+                    || (ats_req && a.event.is_some_and(|e| e.kind == EventType::CBadSte)) =>
+            {
+                self.stats.events_suppressed.fetch_add(1, Ordering::Relaxed);
+                return Err(Abort::silent(a.kind));
+            }
+            Err(a) => return Err(a),
+        };
         // 5.2: Config = abort terminates all traffic, translated or not,
         // without an event.
         if ste.config == SteConfig::Abort {
             return Err(Abort::silent(FaultKind::Blocked));
         }
 
-        // ATS (3.9): translation requests and translated transactions need
-        // EATS, and ATS itself.
-        let ats_ok = self.caps.ats && ste.eats != Eats::Abort;
+        // ATS (3.9, 5.2 EATS): translation requests and translated
+        // transactions need EATS (effective 0b00 for bypass streams).
+        let ats_ok = ste.eats != Eats::Abort;
         match req.kind {
             RequestKind::AtsTranslation if !ats_ok => {
                 let mut e = Event::new(EventType::FBadAtsTreq, sid, ssid);
@@ -266,10 +286,20 @@ impl Smmu {
                 let index = match ssid {
                     Some(_) if s1.cdmax == 0 => return Err(bad_ssid()),
                     Some(x) if u64::from(x) >= 1u64 << s1.cdmax => return Err(bad_ssid()),
-                    Some(0) if s1.dss == S1Dss::Substream0 => return Err(bad_ssid()),
+                    // 5.2 S1DSS = 0b10: SubstreamID 0 is reserved for
+                    // traffic without one; with one it is F_STREAM_DISABLED.
+                    Some(0) if s1.dss == S1Dss::Substream0 => {
+                        return Err(Abort::event(
+                            FaultKind::Blocked,
+                            Event::new(EventType::FStreamDisabled, sid, ssid),
+                        ));
+                    }
                     Some(x) => Some(x),
                     None if s1.cdmax == 0 => Some(0),
                     None => match s1.dss {
+                        // 5.2 S1DSS = 0b00: F_STREAM_DISABLED; an ATS
+                        // Translation Request is denied without an event.
+                        S1Dss::Terminate if ats => return Err(Abort::silent(FaultKind::Blocked)),
                         S1Dss::Terminate => {
                             return Err(Abort::event(
                                 FaultKind::Blocked,

@@ -105,11 +105,14 @@ fn smmu_linux_flow_maps_translates_invalidates_and_faults() {
     assert_eq!(msgs.len(), 1);
     assert_eq!((msgs[0].addr, msgs[0].data), (EVTQ_MSI, 0x101));
 
-    // SSID 0 with S1DSS=SSID0 is C_BAD_SUBSTREAMID; SSID beyond the CD
-    // table too (CD 2 has no valid CD: C_BAD_CD).
+    // SSID 0 with S1DSS=SSID0 is F_STREAM_DISABLED (5.2 S1DSS); CD 2 has
+    // no valid CD: C_BAD_CD.
     let f = dma(&d, pci(1, 1), Some(0), 0x1000_0000, Perm::R).unwrap_err();
-    assert_eq!(f.reason, 0x08);
-    assert_eq!(d.take_event().unwrap()[0] & 0xff, 0x08);
+    assert_eq!(f.reason, 0x06);
+    assert_eq!(
+        d.take_event().unwrap()[0],
+        0x06 | (1 << 11) | (u64::from(sid) << 32)
+    );
     let f = dma(&d, pci(1, 1), Some(2), 0x1000_0000, Perm::R).unwrap_err();
     assert_eq!(f.reason, 0x0a);
     let ev = d.take_event().unwrap();
@@ -469,8 +472,12 @@ fn smmu_bad_and_abort_ste() {
     let f = d.smmu.translate(d.ram.as_ref(), &req).unwrap_err();
     assert_eq!((f.kind, f.recorded), (FaultKind::Blocked, false));
     assert!(d.take_event().is_none());
-    // Reserved Config 0b010: C_BAD_STE.
+    // Reserved Config 0b010 behaves as abort.
     d.install_ste(0x300, [1 | (2 << 1), 0, 0, 0, 0, 0, 0, 0]);
+    let f = dma(&d, pci(3, 0), None, 0, Perm::R).unwrap_err();
+    assert_eq!((f.kind, f.recorded), (FaultKind::Blocked, false));
+    // S1STALLD on an SMMU without stalls is ILLEGAL: C_BAD_STE.
+    d.install_ste(0x300, [1 | (5 << 1), 1 << 27, 0, 0, 0, 0, 0, 0]);
     let f = dma(&d, pci(3, 0), None, 0, Perm::R).unwrap_err();
     assert_eq!(f.reason, 0x04);
     assert_eq!(d.take_event().unwrap()[0], 0x04 | (0x300u64 << 32));
@@ -763,4 +770,48 @@ fn smmu_s1dss_and_cdmax_rules() {
         0x08
     );
     d.take_event().unwrap();
+}
+
+// IHI 0070 5.2 EATS / 6.3.9 ATSCHK / 6.3.12 RECINVSID: bypass streams have
+// no ATS; translated traffic is checked only with ATSCHK; out-of-range
+// StreamIDs are recorded only with RECINVSID.
+#[test]
+fn smmu_ats_checks_and_recinvsid() {
+    let mut d = Driver::new("");
+    d.reset();
+    d.install_ste(0x68, [1 | (4 << 1), 1 << 28, 0, 0, 0, 0, 0, 0]); // bypass, EATS set
+    let src = pci(0, 0xd);
+    let treq = DmaRequest::new(src, 0x4000, 8, Perm::R).with_kind(RequestKind::AtsTranslation);
+    assert_eq!(
+        d.smmu.translate(d.ram.as_ref(), &treq).unwrap_err().reason,
+        0x05
+    );
+    assert_eq!(d.take_event().unwrap()[0] & 0xff, 0x05);
+    let tr = DmaRequest::new(src, 0x4000, 8, Perm::W).with_kind(RequestKind::Translated);
+    assert_eq!(
+        d.smmu.translate(d.ram.as_ref(), &tr).unwrap_err().reason,
+        0x07
+    );
+    let ev = d.take_event().unwrap();
+    assert_eq!(ev[0] & 0xff, 0x07);
+    assert_eq!(ev[2], 0x4000);
+    // ATSCHK off: translated traffic passes unchecked.
+    let cr0 = d.rd(CR0);
+    d.write_sync(CR0, CR0ACK, cr0 & !CR0_ATSCHK);
+    assert_eq!(
+        d.smmu.translate(d.ram.as_ref(), &tr).unwrap().output,
+        Gpa(0x4000)
+    );
+    // RECINVSID off: C_BAD_STREAMID is not recorded.
+    d.wr(CR2, 0);
+    let f = dma(&d, pci(0x50, 0), None, 0, Perm::R).unwrap_err();
+    assert_eq!((f.kind, f.recorded), (FaultKind::BadConfig, false));
+    assert!(d.take_event().is_none());
+    d.wr(CR2, 1 << 1);
+    assert!(
+        dma(&d, pci(0x50, 0), None, 0, Perm::R)
+            .unwrap_err()
+            .recorded
+    );
+    assert_eq!(d.take_event().unwrap()[0], 0x02 | (0x5000u64 << 32));
 }

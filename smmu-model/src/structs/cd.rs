@@ -65,6 +65,18 @@ pub enum CdError {
     /// S = 1 but the SMMU does not stall.
     #[error("stall not supported")]
     Stall,
+    /// A = 0 with IDR0.TERM_MODEL = 1 (5.4.2).
+    #[error("A = 0 with TERM_MODEL = 1")]
+    NoAbort,
+    /// HA or HD set without HTTU.
+    #[error("HA/HD without HTTU")]
+    Httu,
+    /// ASID[15:8] non-zero with 8-bit ASIDs.
+    #[error("ASID {0:#x} needs 16-bit ASIDs")]
+    WideAsid(u64),
+    /// TTB0 outside the effective IPS.
+    #[error("TTB0 {0:#x} outside IPS")]
+    TtbOutOfRange(u64),
 }
 
 fn bit(v: u64, n: u32) -> bool {
@@ -87,13 +99,19 @@ impl Cd {
         if bit(w0, 44) {
             return Err(CdError::Stall);
         }
+        // 5.4.2: TERM_MODEL = 1 makes A = 0 ILLEGAL; HTTU = 0 makes HA/HD
+        // ILLEGAL; 8-bit ASIDs make ASID[15:8] != 0 ILLEGAL.
+        if !bit(w0, 46) {
+            return Err(CdError::NoAbort);
+        }
+        if bit(w0, 42) || bit(w0, 43) {
+            return Err(CdError::Httu);
+        }
         let asid_raw = field(w0, 48, 16);
-        let asid = u16::try_from(if caps.asid16 {
-            asid_raw
-        } else {
-            asid_raw & 0xff
-        })
-        .unwrap_or(0);
+        if !caps.asid16 && asid_raw > 0xff {
+            return Err(CdError::WideAsid(asid_raw));
+        }
+        let asid = u16::try_from(asid_raw).unwrap_or(0);
         let epd0 = bit(w0, 14);
         let walk = if epd0 {
             None
@@ -110,13 +128,18 @@ impl Cd {
             let ips = ps_bits(field(w0, 32, 3))
                 .unwrap_or(caps.oas_bits)
                 .min(caps.oas_bits);
+            // 5.4 TTB0: ILLEGAL outside the effective IPS.
+            let ttb = w1 & (((1u64 << 52) - 1) & !0xf);
+            if ttb >> ips != 0 {
+                return Err(CdError::TtbOutOfRange(ttb));
+            }
             Some(WalkConfig {
                 stage: Stage::One,
                 granule,
                 tsz: u8::try_from(tsz).unwrap_or(0),
                 sl0: 0,
                 oas_bits: ips,
-                ttb: w1 & (((1u64 << 52) - 1) & !0xf),
+                ttb,
                 affd: bit(w0, 35),
             })
         };
@@ -194,6 +217,32 @@ mod tests {
         let mut w = linux_cd(1, 0);
         w[0] |= 1 << 6; // 64K
         assert_eq!(Cd::decode(&w, &c), Err(CdError::BadGranule(1)));
+    }
+
+    // 5.4.2: A = 0 (TERM_MODEL = 1), HA/HD (no HTTU), wide ASIDs and a
+    // TTB0 beyond IPS are ILLEGAL.
+    #[test]
+    fn cd_illegal_combinations_are_rejected() {
+        let mut w = linux_cd(1, 0);
+        w[0] &= !(1 << 46);
+        assert_eq!(Cd::decode(&w, &caps()), Err(CdError::NoAbort));
+        let mut w = linux_cd(1, 0);
+        w[0] |= 1 << 43;
+        assert_eq!(Cd::decode(&w, &caps()), Err(CdError::Httu));
+        let c = Caps {
+            asid16: false,
+            ..caps()
+        };
+        assert_eq!(
+            Cd::decode(&linux_cd(0x100, 0), &c),
+            Err(CdError::WideAsid(0x100))
+        );
+        let mut w = linux_cd(1, 1 << 40);
+        w[0] = (w[0] & !(7 << 32)) | (2 << 32); // IPS 40 bits
+        assert_eq!(
+            Cd::decode(&w, &caps()),
+            Err(CdError::TtbOutOfRange(1 << 40))
+        );
     }
 
     #[test]

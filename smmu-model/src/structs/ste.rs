@@ -145,9 +145,6 @@ pub enum SteError {
     /// STE.V = 0.
     #[error("STE not valid")]
     NotValid,
-    /// A reserved Config encoding.
-    #[error("reserved Config {0:#b}")]
-    ReservedConfig(u64),
     /// The configuration enables a stage the SMMU does not implement.
     #[error("stage {0} not implemented")]
     StageNotImplemented(u8),
@@ -157,13 +154,13 @@ pub enum SteError {
     /// S1CDMAX above IDR1.SSIDSIZE.
     #[error("S1CDMAX {0} above SSIDSIZE")]
     BadS1CdMax(u64),
-    /// S1DSS reserved.
-    #[error("reserved S1DSS")]
-    BadS1Dss,
-    /// EATS reserved or ATS not implemented.
+    /// S2VMID[15:8] non-zero with 8-bit VMIDs.
+    #[error("S2VMID {0:#x} needs 16-bit VMIDs")]
+    BadVmid(u64),
+    /// EATS = 0b10 (split-stage) without nesting.
     #[error("bad EATS {0}")]
     BadEats(u64),
-    /// STRW reserved or EL2 without IDR0.HYP.
+    /// STRW = 0bx1 (reserved) with IDR0.HYP.
     #[error("bad STRW {0}")]
     BadStrw(u64),
     /// A stage-2 field is invalid (AArch32, big-endian, granule, size).
@@ -179,7 +176,9 @@ fn bit(v: u64, n: u32) -> bool {
 }
 
 impl Ste {
-    /// Decode and validate the eight words of an STE (5.2).
+    /// Decode and validate the eight words of an STE (5.2, 5.2.2
+    /// SteIllegal()). Fields the spec says are IGNORED for the
+    /// configuration are not checked.
     pub fn decode(w: &[u64; 8], caps: &Caps) -> Result<Ste, SteError> {
         let [w0, w1, w2, w3, ..] = *w;
         if !bit(w0, 0) {
@@ -187,12 +186,22 @@ impl Ste {
         }
         let cfg = field(w0, 1, 3);
         let (s1_en, s2_en) = match cfg {
-            0b000 => (false, false),
+            // 5.2 Config: 0b0xx other than 0b000 are reserved and behave
+            // as 0b000 (abort, no event).
+            0b000..=0b011 => {
+                return Ok(Ste {
+                    config: SteConfig::Abort,
+                    eats: Eats::Abort,
+                    strw: StreamWorld::NsEl1,
+                    vmid: 0,
+                    privcfg: 0,
+                    instcfg: 0,
+                });
+            }
             0b100 => (false, false),
             0b101 => (true, false),
             0b110 => (false, true),
-            0b111 => (true, true),
-            other => return Err(SteError::ReservedConfig(other)),
+            _ => (true, true),
         };
         if s1_en && !caps.s1 {
             return Err(SteError::StageNotImplemented(1));
@@ -200,44 +209,57 @@ impl Ste {
         if s2_en && !caps.s2 {
             return Err(SteError::StageNotImplemented(2));
         }
-        // Fields checked for every valid STE that is not abort (5.2: the
-        // rest of the STE is ignored for Config = abort).
-        let strw = match field(w1, 30, 2) {
-            0 => StreamWorld::NsEl1,
-            2 if caps.hyp && !s2_en => StreamWorld::El2,
-            other => return Err(SteError::BadStrw(other)),
-        };
-        let eats = match field(w1, 28, 2) {
-            0 => Eats::Abort,
-            1 if caps.ats => Eats::Full,
-            2 if caps.ats && s2_en => Eats::S1Chk,
-            other => return Err(SteError::BadEats(other)),
-        };
-        let vmid_raw = field(w2, 0, 16);
-        let vmid = u16::try_from(if caps.vmid16 {
-            vmid_raw
+        // STRW: RES0 without IDR0.HYP, IGNORED (NS-EL1) with stage 2 or
+        // without stage 1; 0bx1 is ILLEGAL.
+        let strw = if !caps.hyp || s2_en || !s1_en {
+            StreamWorld::NsEl1
         } else {
-            vmid_raw & 0xff
-        })
-        .unwrap_or(0);
+            match field(w1, 30, 2) {
+                0 => StreamWorld::NsEl1,
+                2 => StreamWorld::El2,
+                other => return Err(SteError::BadStrw(other)),
+            }
+        };
+        // EATS: IGNORED without ATS or for bypass (effective 0b00); 0b11
+        // behaves as 0b00 without DPT; 0b10 needs Config = 0b111.
+        let eats = if !caps.ats || !(s1_en || s2_en) {
+            Eats::Abort
+        } else {
+            match field(w1, 28, 2) {
+                1 => Eats::Full,
+                2 if s1_en && s2_en => Eats::S1Chk,
+                2 => return Err(SteError::BadEats(2)),
+                _ => Eats::Abort,
+            }
+        };
+        // S2VMID tags only NS-EL1 translations with stage 2 implemented;
+        // its top byte must be 0 with 8-bit VMIDs.
+        let vmid_used = caps.s2 && (s1_en || s2_en) && strw == StreamWorld::NsEl1;
+        let vmid_raw = field(w2, 0, 16);
+        if vmid_used && !caps.vmid16 && vmid_raw > 0xff {
+            return Err(SteError::BadVmid(vmid_raw));
+        }
+        let vmid = if vmid_used {
+            u16::try_from(vmid_raw).unwrap_or(0)
+        } else {
+            0
+        };
         let privcfg = u8::try_from(field(w1, 48, 2)).unwrap_or(0);
         let instcfg = u8::try_from(field(w1, 50, 2)).unwrap_or(0);
-        let config = match cfg {
-            0b000 => SteConfig::Abort,
-            0b100 => SteConfig::Bypass,
-            _ => {
-                let s1 = if s1_en {
-                    Some(Self::decode_s1(w0, w1, caps)?)
-                } else {
-                    None
-                };
-                let s2 = if s2_en {
-                    Some(Self::decode_s2(w2, w3, caps)?)
-                } else {
-                    None
-                };
-                SteConfig::Translate { s1, s2 }
-            }
+        let config = if s1_en || s2_en {
+            let s1 = if s1_en {
+                Some(Self::decode_s1(w0, w1, caps)?)
+            } else {
+                None
+            };
+            let s2 = if s2_en {
+                Some(Self::decode_s2(w2, w3, caps)?)
+            } else {
+                None
+            };
+            SteConfig::Translate { s1, s2 }
+        } else {
+            SteConfig::Bypass
         };
         Ok(Ste {
             config,
@@ -250,21 +272,28 @@ impl Ste {
     }
 
     fn decode_s1(w0: u64, w1: u64, caps: &Caps) -> Result<S1Ste, SteError> {
-        let fmt = match field(w0, 4, 2) {
-            0 => CdFmt::Linear,
-            1 if caps.cd2l => CdFmt::TwoLevel4K,
-            2 if caps.cd2l => CdFmt::TwoLevel64K,
-            other => return Err(SteError::BadS1Fmt(other)),
-        };
+        // S1STALLD is ILLEGAL unless the stall model is configurable; this
+        // SMMU never stalls (IDR0.STALL_MODEL = 0b01).
+        if bit(w1, 27) {
+            return Err(SteError::Stall);
+        }
         let cdmax = field(w0, 59, 5);
         if cdmax > u64::from(caps.ssid_bits) {
             return Err(SteError::BadS1CdMax(cdmax));
         }
+        // S1FMT is IGNORED with S1CDMAX = 0; 0b11 behaves as 0b00; a
+        // two-level format without IDR0.CD2L is ILLEGAL.
+        let fmt = match (cdmax, field(w0, 4, 2)) {
+            (0, _) | (_, 0) | (_, 3) => CdFmt::Linear,
+            (_, f) if !caps.cd2l => return Err(SteError::BadS1Fmt(f)),
+            (_, 1) => CdFmt::TwoLevel4K,
+            _ => CdFmt::TwoLevel64K,
+        };
+        // S1DSS 0b11 behaves as 0b00.
         let dss = match field(w1, 0, 2) {
-            0 => S1Dss::Terminate,
             1 => S1Dss::Bypass,
             2 => S1Dss::Substream0,
-            _ => return Err(SteError::BadS1Dss),
+            _ => S1Dss::Terminate,
         };
         Ok(S1Ste {
             ctx_ptr: w0 & (((1u64 << 52) - 1) & !0x3f),
@@ -281,6 +310,9 @@ impl Ste {
         if bit(w2, 52) {
             return Err(SteError::BadS2("S2ENDI = 1 (big-endian tables)"));
         }
+        if bit(w2, 55) || bit(w2, 56) {
+            return Err(SteError::BadS2("S2HD/S2HA without HTTU"));
+        }
         if bit(w2, 57) {
             return Err(SteError::Stall);
         }
@@ -291,19 +323,24 @@ impl Ste {
         let ps = ps_bits(field(w2, 48, 3))
             .unwrap_or(caps.oas_bits)
             .min(caps.oas_bits);
+        let ttb = w3 & (((1u64 << 52) - 1) & !0xf);
+        // 5.2 S2TTB: ILLEGAL outside the effective S2PS.
+        if ttb >> ps != 0 {
+            return Err(SteError::BadS2("S2TTB outside S2PS"));
+        }
         let walk = WalkConfig {
             stage: Stage::Two,
             granule,
             tsz: u8::try_from(field(w2, 32, 6)).unwrap_or(0),
             sl0: u8::try_from(field(w2, 38, 2)).unwrap_or(0),
             oas_bits: ps,
-            ttb: w3 & (((1u64 << 52) - 1) & !0xf),
+            ttb,
             affd: bit(w2, 53),
         };
         let geo = walk
             .geometry()
             .map_err(|_| SteError::BadS2("S2T0SZ/S2SL0 out of range"))?;
-        // 5.2: an IPA size above the output size is ILLEGAL for stage 2.
+        // 5.2 S2T0SZ: an IPA wider than the IAS (= OAS here) is ILLEGAL.
         if geo.ia_bits > u32::from(caps.oas_bits) {
             return Err(SteError::BadS2("S2T0SZ gives an IPA wider than the OAS"));
         }
@@ -329,11 +366,63 @@ mod tests {
         assert_eq!(Ste::decode(&[0; 8], &caps()), Err(SteError::NotValid));
     }
 
-    // 5.2 Config: 0b001-0b011 are reserved.
+    // 5.2 Config: 0b001-0b011 are reserved and behave as abort.
     #[test]
-    fn ste_reserved_config_is_rejected() {
+    fn ste_reserved_config_behaves_as_abort() {
         let w = [1 | (0b010 << 1), 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(Ste::decode(&w, &caps()), Err(SteError::ReservedConfig(2)));
+        assert_eq!(Ste::decode(&w, &caps()).unwrap().config, SteConfig::Abort);
+    }
+
+    // 5.2 S1STALLD: ILLEGAL when the stall model is not configurable.
+    #[test]
+    fn ste_s1stalld_is_illegal_without_stall_model() {
+        let w0 = 1 | (0b101 << 1);
+        assert_eq!(
+            Ste::decode(&[w0, 1 << 27, 0, 0, 0, 0, 0, 0], &caps()),
+            Err(SteError::Stall)
+        );
+    }
+
+    // 5.2 EATS: IGNORED without ATS and for bypass; 0b10 needs nesting.
+    #[test]
+    fn ste_eats_ignored_or_illegal_per_config() {
+        let c = Caps {
+            ats: false,
+            ..caps()
+        };
+        let s1 = 1 | (0b101 << 1);
+        assert_eq!(
+            Ste::decode(&[s1, 1 << 28, 0, 0, 0, 0, 0, 0], &c)
+                .unwrap()
+                .eats,
+            Eats::Abort
+        );
+        let byp = 1 | (0b100 << 1);
+        assert_eq!(
+            Ste::decode(&[byp, 1 << 28, 0, 0, 0, 0, 0, 0], &caps())
+                .unwrap()
+                .eats,
+            Eats::Abort
+        );
+        assert_eq!(
+            Ste::decode(&[s1, 2 << 28, 0, 0, 0, 0, 0, 0], &caps()),
+            Err(SteError::BadEats(2))
+        );
+    }
+
+    // 5.2 S2VMID: top byte must be zero with 8-bit VMIDs.
+    #[test]
+    fn ste_wide_vmid_is_illegal_without_vmid16() {
+        let c = Caps {
+            vmid16: false,
+            ..caps()
+        };
+        let w0 = 1 | (0b110 << 1);
+        let w2 = 0x100 | (24 << 32) | (1 << 38) | (5 << 48) | (1 << 51);
+        assert_eq!(
+            Ste::decode(&[w0, 0, w2, 0x8000_0000, 0, 0, 0, 0], &c),
+            Err(SteError::BadVmid(0x100))
+        );
     }
 
     #[test]
@@ -402,19 +491,6 @@ mod tests {
         assert_eq!(
             Ste::decode(&[w0, 0, 0, 0, 0, 0, 0, 0], &c),
             Err(SteError::StageNotImplemented(2))
-        );
-    }
-
-    #[test]
-    fn ste_eats_without_ats_is_rejected() {
-        let c = Caps {
-            ats: false,
-            ..caps()
-        };
-        let w0 = 1 | (0b100 << 1);
-        assert_eq!(
-            Ste::decode(&[w0, 1 << 28, 0, 0, 0, 0, 0, 0], &c),
-            Err(SteError::BadEats(1))
         );
     }
 

@@ -291,6 +291,9 @@ impl Driver {
 /// A CD table (two-level, 64K level-2 tables: S1FMT=2) and its CDs.
 pub struct CdTable {
     pub l1: u64,
+    /// The level-2 table holding CDs 0..1024 (CD 0 is what an STE with
+    /// S1CDMAX = 0 points at directly).
+    pub l2_0: std::cell::Cell<u64>,
 }
 
 impl CdTable {
@@ -298,6 +301,7 @@ impl CdTable {
         let l1_entries = (1u64 << ssid_bits) / 1024;
         CdTable {
             l1: alloc(&d.ram, l1_entries.max(1) * 8),
+            l2_0: std::cell::Cell::new(0),
         }
     }
 
@@ -324,6 +328,9 @@ impl CdTable {
             d.ram.write_u64(Gpa(l1d), l2 | 1).unwrap();
         }
         let l2 = d.mem64(l1d) & !0xfff & ((1 << 52) - 1);
+        if ssid < 1024 {
+            self.l2_0.set(l2);
+        }
         let at = l2 + u64::from(ssid % 1024) * 64;
         let w0 = t0sz
             | (tg0 << 6)
@@ -348,10 +355,15 @@ impl CdTable {
         ]]);
     }
 
-    /// arm_smmu_make_cdtable_ste: S1 translate, S1FMT=2, S1DSS=SSID0,
-    /// EATS=TRANS.
+    /// arm_smmu_make_cdtable_ste: S1 translate, S1DSS=SSID0, EATS=TRANS;
+    /// S1FMT=2 (two-level, 64K leaves) with substreams, or (S1CDMAX = 0,
+    /// a master without PASIDs) S1ContextPtr straight at CD 0.
     pub fn ste(&self, cdmax: u64) -> [u64; 8] {
-        let w0 = 1 | (5 << 1) | (2 << 4) | self.l1 | (cdmax << 59);
+        let w0 = if cdmax == 0 {
+            1 | (5 << 1) | self.l2_0.get()
+        } else {
+            1 | (5 << 1) | (2 << 4) | self.l1 | (cdmax << 59)
+        };
         let w1 = 2 | (1 << 2) | (1 << 4) | (3 << 6) | (1 << 28);
         [w0, w1, 0, 0, 0, 0, 0, 0]
     }
