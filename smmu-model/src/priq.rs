@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use iommu_emulator::{Gpa, GuestRam};
 
+use crate::config::Cost;
 use crate::eventq::ring_of;
 use crate::regs::{self, cr0, gerror, irq_ctrl, queue};
 use crate::structs::event::{PRI_BYTES, PageRequest};
@@ -16,32 +17,59 @@ use crate::{DeviceMessage, Smmu, lock, ovf};
 pub enum PriOutcome {
     /// Written to the PRI queue; software will answer with CMD_PRI_RESP.
     Queued,
-    /// Lost (PRI not implemented, queue disabled or full, write abort).
-    /// When it was the last request of its group the SMMU answered it
-    /// itself (8.2) with a [`DeviceMessage::PriResponse`].
+    /// Discarded (PRI not implemented, queue disabled, full or in
+    /// overflow, write abort). When it was the last request of its group
+    /// the SMMU answered it itself (8.1) with a
+    /// [`DeviceMessage::PriResponse`] marked `automatic`.
     Dropped,
 }
 
-/// 8.2: response code of the automatic answer to a discarded last request:
-/// Success, so the device retries and faults again.
-pub const AUTO_RESPONSE: u8 = 2;
+/// CMD_PRI_RESP-style response codes (4.7.1; PCIe Success / Response
+/// Failure).
+pub mod resp {
+    /// Response Failure.
+    pub const FAILURE: u8 = 1;
+    /// Success.
+    pub const SUCCESS: u8 = 2;
+}
 
 impl Smmu {
-    /// A device's page request (PCIe PRI) arriving at the SMMU.
+    /// 8.1: the automatic response to a discarded last request: Success
+    /// without PASID for requests without one; with one, the STE decides
+    /// (PPAR: keep the PASID), and an STE that cannot be checked gives
+    /// Failure without PASID. No event is recorded for the STE check
+    /// (SMMU_CR2.REC_CFG_ATS is not implemented).
+    fn auto_response(&self, mem: &dyn GuestRam, req: &PageRequest) {
+        if !req.last {
+            return;
+        }
+        let (ssid, code) = match req.ssid {
+            None => (None, resp::SUCCESS),
+            Some(pasid) => {
+                let smmuen = self.ctrl.cr0.load(Ordering::SeqCst) & cr0::SMMUEN != 0;
+                let mut cost = Cost::default();
+                match self.ste(mem, req.sid, &mut cost) {
+                    Ok(ste) if smmuen => (ste.ppar.then_some(pasid), resp::SUCCESS),
+                    _ => (None, resp::FAILURE),
+                }
+            }
+        };
+        self.push_device_message(DeviceMessage::PriResponse {
+            sid: req.sid,
+            ssid,
+            grpid: req.prg_index,
+            resp: code,
+            automatic: true,
+        });
+    }
+
+    /// A device's page request (PCIe PRI) arriving at the SMMU (8).
     pub fn page_request(&self, mem: &dyn GuestRam, req: &PageRequest) -> PriOutcome {
         let mut st = lock(&self.state);
         let drop = |why: &str| {
             self.stats.pri_dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(?req, why, "page request dropped");
-            if req.last {
-                self.push_device_message(DeviceMessage::PriResponse {
-                    sid: req.sid,
-                    ssid: req.ssid,
-                    grpid: req.prg_index,
-                    resp: AUTO_RESPONSE,
-                    automatic: true,
-                });
-            }
+            tracing::debug!(?req, why, "page request discarded");
+            self.auto_response(mem, req);
             PriOutcome::Dropped
         };
         if !self.config.pri {
@@ -53,13 +81,14 @@ impl Smmu {
         let (base, ring) = ring_of(st.regs.value(regs::PRIQ_BASE), self.config.priq_log2);
         let prod_reg = st.regs.value(regs::PRIQ_PROD);
         let cons_reg = st.regs.value(regs::PRIQ_CONS);
+        // 8.1: an active overflow condition inhibits new entries.
+        if ovf(prod_reg) != ovf(cons_reg) {
+            return drop("PRI queue overflow not acknowledged");
+        }
         let prod = u32::try_from(prod_reg & u64::from(ring.ptr_mask())).unwrap_or(0);
         let cons = u32::try_from(cons_reg & u64::from(ring.ptr_mask())).unwrap_or(0);
         if ring.queue_full(prod, cons) {
-            // 8.2: overflow flag as for the event queue.
-            if ovf(prod_reg) == ovf(cons_reg) {
-                st.regs.set(regs::PRIQ_PROD, prod_reg ^ queue::OVF);
-            }
+            st.regs.set(regs::PRIQ_PROD, prod_reg ^ queue::OVF);
             return drop("PRI queue full");
         }
         let addr = base.saturating_add(u64::from(ring.index(prod)).saturating_mul(PRI_BYTES));

@@ -815,3 +815,79 @@ fn smmu_ats_checks_and_recinvsid() {
     );
     assert_eq!(d.take_event().unwrap()[0], 0x02 | (0x5000u64 << 32));
 }
+
+// IHI 0070 8.1: a full PRI queue toggles OVFLG; while the overflow is not
+// acknowledged new requests are discarded, and last requests get an
+// automatic response (Success; with a PASID the STE decides: PPAR keeps
+// the PASID, an invalid STE gives Failure).
+#[test]
+fn smmu_priq_overflow_inhibits_and_auto_responds() {
+    let mut d = Driver::new("priqs=1");
+    d.reset();
+    // The harness asked for 2^6 entries; IDR1.PRIQS = 1 limits it to 2.
+    let ppr = |ssid: Option<u32>, last: bool, grp: u16| PageRequest {
+        sid: 0x108,
+        ssid,
+        addr: 0x1000,
+        read: true,
+        write: false,
+        exec: false,
+        privileged: false,
+        last,
+        prg_index: grp,
+    };
+    use smmu_model::priq::PriOutcome::{Dropped, Queued};
+    assert_eq!(
+        d.smmu.page_request(d.ram.as_ref(), &ppr(None, false, 1)),
+        Queued
+    );
+    assert_eq!(
+        d.smmu.page_request(d.ram.as_ref(), &ppr(None, true, 1)),
+        Queued
+    );
+    // Full: overflow, auto-response Success without PASID.
+    assert_eq!(
+        d.smmu.page_request(d.ram.as_ref(), &ppr(None, true, 2)),
+        Dropped
+    );
+    assert_ne!(d.rd(PRIQ_PROD) & (1 << 31), 0, "OVFLG");
+    // Consume one entry but do not acknowledge: still inhibited.
+    d.wr(PRIQ_CONS, 1);
+    assert_eq!(
+        d.smmu.page_request(d.ram.as_ref(), &ppr(None, false, 3)),
+        Dropped
+    );
+    // With a PASID and STE 0x108 not valid (no L2 table): Failure, no PASID.
+    assert_eq!(
+        d.smmu.page_request(d.ram.as_ref(), &ppr(Some(4), true, 4)),
+        Dropped
+    );
+    // A valid STE with PPAR: Success with the PASID.
+    let cds = CdTable::new(&d, 8);
+    let mut ste = cds.ste(8);
+    ste[1] |= 1 << 18; // PPAR
+    d.install_ste(0x108, ste);
+    assert_eq!(
+        d.smmu.page_request(d.ram.as_ref(), &ppr(Some(4), true, 5)),
+        Dropped
+    );
+    let auto = |ssid, grpid, resp| DeviceMessage::PriResponse {
+        sid: 0x108,
+        ssid,
+        grpid,
+        resp,
+        automatic: true,
+    };
+    assert_eq!(
+        d.smmu.take_device_messages(),
+        vec![auto(None, 2, 2), auto(None, 4, 1), auto(Some(4), 5, 2)]
+    );
+    // Acknowledge: consume everything and copy OVFLG into OVACKFLG.
+    d.wr(PRIQ_CONS, 2 | (1 << 31));
+    assert_eq!(
+        d.smmu.page_request(d.ram.as_ref(), &ppr(None, true, 6)),
+        Queued
+    );
+    assert_eq!(d.rd(PRIQ_PROD), 3 | (1 << 31));
+    assert_eq!(d.smmu.stats().pri_dropped, 4);
+}

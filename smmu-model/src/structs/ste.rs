@@ -137,6 +137,8 @@ pub struct Ste {
     pub privcfg: u8,
     /// INSTCFG[51:50]: 0b0x use incoming, 0b10 data, 0b11 instruction.
     pub instcfg: u8,
+    /// PPAR (bit 82): automatic PRI responses carry the PASID (8.1).
+    pub ppar: bool,
 }
 
 /// Why an STE is ILLEGAL (reported as C_BAD_STE, 7.3.5).
@@ -196,6 +198,7 @@ impl Ste {
                     vmid: 0,
                     privcfg: 0,
                     instcfg: 0,
+                    ppar: bit(w1, 18),
                 });
             }
             0b100 => (false, false),
@@ -268,6 +271,7 @@ impl Ste {
             vmid,
             privcfg,
             instcfg,
+            ppar: bit(w1, 18),
         })
     }
 
