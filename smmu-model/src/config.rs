@@ -159,7 +159,9 @@ impl Smmu {
                 if l2_index >= pow2(span.saturating_sub(1)) {
                     return Err(bad_sid());
                 }
-                addr_at(l1.l2ptr, l2_index, STE_BYTES)
+                // 5.1.1: the level-2 array is aligned to its size.
+                let l2_bytes = STE_BYTES.saturating_mul(pow2(span.saturating_sub(1)));
+                addr_at(l1.l2ptr & !l2_bytes.saturating_sub(1), l2_index, STE_BYTES)
             }
             _ => return Err(bad_sid()),
         };
