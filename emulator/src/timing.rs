@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex};
 
 use crate::types::{Cycles, Pasid, SourceId};
 
@@ -198,14 +199,124 @@ pub type StatsKey = (SourceId, Option<Pasid>);
 /// the map grow without bound.
 pub const MAX_STATS_KEYS: usize = 4096;
 
+/// A fast, non-cryptographic hasher for the statistics map: keys are
+/// small (a source ID and a PASID) and chosen by the guest only within a
+/// bounded key space ([`MAX_STATS_KEYS`]), so flooding is not a concern and
+/// SipHash's cost on every translation is not worth paying.
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        // Final avalanche so the low bits hashbrown uses are well mixed.
+        let mut z = self.0;
+        z = (z ^ (z >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        z ^ (z >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(u64::try_from(i).unwrap_or(u64::MAX));
+    }
+}
+
+type FastBuild = BuildHasherDefault<FastHasher>;
+
+/// Counters with a single writer thread: the owner adds with a relaxed
+/// load and store (no locked read-modify-write), anyone may read.
+#[derive(Debug, Default)]
+struct OwnedCounters {
+    translations: AtomicU64,
+    faults: AtomicU64,
+    cycles: AtomicU64,
+    hist: [AtomicU64; HIST_BUCKETS],
+}
+
+fn owner_add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+impl OwnedCounters {
+    fn record(&self, cycles: Cycles, fault: bool) {
+        owner_add(if fault { &self.faults } else { &self.translations }, 1);
+        owner_add(&self.cycles, cycles.0);
+        if let Some(h) = self.hist.get(bucket(cycles.0)) {
+            owner_add(h, 1);
+        }
+    }
+
+    fn add_to(&self, t: &mut CountersSnapshot) {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        t.translations = t.translations.wrapping_add(l(&self.translations));
+        t.faults = t.faults.wrapping_add(l(&self.faults));
+        t.cycles = t.cycles.wrapping_add(l(&self.cycles));
+        for (d, s) in t.hist.iter_mut().zip(self.hist.iter()) {
+            *d = d.wrapping_add(l(s));
+        }
+    }
+}
+
+/// Entries a thread keeps in its local index before starting afresh (the
+/// counts stay in the shared registry; only the index is rebuilt).
+const LOCAL_INDEX_MAX: usize = 1 << 16;
+
+/// Shards (one per thread and key) a statistics object registers at most;
+/// beyond that, requests are counted in the overflow bucket.
+const MAX_SHARDS: usize = MAX_STATS_KEYS * 16;
+
+static NEXT_STATS_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's shards: (statistics object, key) -> counters it owns.
+    static LOCAL: std::cell::RefCell<HashMap<(u64, StatsKey), Arc<OwnedCounters>, FastBuild>> =
+        std::cell::RefCell::new(HashMap::default());
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    keys: HashMap<StatsKey, Vec<Arc<OwnedCounters>>, FastBuild>,
+    shards: usize,
+}
+
 /// Translation statistics per source and per PASID.
 ///
-/// The hot path takes a shared read lock and bumps relaxed atomics; the
-/// write lock is taken only the first time a key is seen.
-#[derive(Debug, Default)]
+/// Design for the hot path: each thread owns its own counters per key
+/// (found through a thread-local index) and bumps them with plain relaxed
+/// stores, so concurrent translations neither take a lock nor execute a
+/// locked read-modify-write, and never write a cache line another thread
+/// writes. A shared registry (a mutex taken only the first time a thread
+/// sees a key, and by readers) holds every thread's shards, so nothing is
+/// lost when a thread exits; snapshots sum the shards.
+#[derive(Debug)]
 pub struct TranslationStats {
-    map: RwLock<HashMap<StatsKey, Arc<Counters>>>,
+    id: u64,
+    registry: Mutex<Registry>,
     overflow: Counters,
+}
+
+impl Default for TranslationStats {
+    fn default() -> Self {
+        TranslationStats {
+            id: NEXT_STATS_ID.fetch_add(1, Ordering::Relaxed),
+            registry: Mutex::new(Registry::default()),
+            overflow: Counters::default(),
+        }
+    }
 }
 
 impl TranslationStats {
@@ -214,36 +325,61 @@ impl TranslationStats {
         Self::default()
     }
 
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Count one request.
     pub fn record(&self, key: StatsKey, cycles: Cycles, fault: bool) {
-        {
-            let map = self
-                .map
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(c) = map.get(&key) {
+        let done = LOCAL
+            .try_with(|local| {
+                let Ok(mut local) = local.try_borrow_mut() else {
+                    return false;
+                };
+                if let Some(c) = local.get(&(self.id, key)) {
+                    c.record(cycles, fault);
+                    return true;
+                }
+                let c = {
+                    let mut reg = self.registry();
+                    let known = reg.keys.contains_key(&key);
+                    if reg.shards >= MAX_SHARDS || (!known && reg.keys.len() >= MAX_STATS_KEYS) {
+                        return false;
+                    }
+                    let c = Arc::new(OwnedCounters::default());
+                    reg.keys.entry(key).or_default().push(Arc::clone(&c));
+                    reg.shards = reg.shards.saturating_add(1);
+                    c
+                };
+                if local.len() >= LOCAL_INDEX_MAX {
+                    local.clear();
+                }
                 c.record(cycles, fault);
-                return;
-            }
-        }
-        let mut map = self
-            .map
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= MAX_STATS_KEYS && !map.contains_key(&key) {
+                local.insert((self.id, key), c);
+                true
+            })
+            .unwrap_or(false);
+        if !done {
             self.overflow.record(cycles, fault);
-            return;
         }
-        map.entry(key).or_default().record(cycles, fault);
     }
 
     /// Snapshot of every key, sorted.
     pub fn snapshot(&self) -> Vec<(StatsKey, CountersSnapshot)> {
-        let map = self
-            .map
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut v: Vec<_> = map.iter().map(|(k, c)| (*k, c.snapshot())).collect();
+        let reg = self.registry();
+        let mut v: Vec<_> = reg
+            .keys
+            .iter()
+            .map(|(k, shards)| {
+                let mut t = CountersSnapshot::default();
+                for s in shards {
+                    s.add_to(&mut t);
+                }
+                (*k, t)
+            })
+            .collect();
         v.sort_by_key(|(k, _)| *k);
         v
     }
@@ -309,6 +445,43 @@ mod tests {
         assert_eq!(sa.quantile(1.0), 512);
         let t = s.total();
         assert_eq!((t.translations, t.faults), (2, 1));
+    }
+
+    #[test]
+    fn stats_threads_sum_into_one_key() {
+        let s = std::sync::Arc::new(TranslationStats::new());
+        let key = (SourceId::Pci(Rid::new(0, 3, 0)), None);
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        s.record(key, Cycles(3), false);
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        // Threads have exited; their counts are kept.
+        let snap = s.snapshot();
+        assert_eq!(snap.len(), 1);
+        assert_eq!(snap[0].1.translations, 4000);
+        assert_eq!(snap[0].1.cycles, 12000);
+        assert_eq!(snap[0].1.hist[1], 4000);
+    }
+
+    #[test]
+    fn stats_two_instances_do_not_share_counts() {
+        let a = TranslationStats::new();
+        let b = TranslationStats::new();
+        let key = (SourceId::Stream(1), None);
+        a.record(key, Cycles(1), false);
+        b.record(key, Cycles(1), true);
+        assert_eq!(a.total().translations, 1);
+        assert_eq!(a.total().faults, 0);
+        assert_eq!(b.total().faults, 1);
     }
 
     #[test]
