@@ -170,8 +170,8 @@ fn nested_l2_guest_6_1_disk_and_trace_payload_passes() {
 
 #[test]
 #[ignore = "needs more than 2 minutes with first-use image builds: builds the 5.10, 6.1 and \
-            6.12 images (about a minute each) and boots all three in one L1 machine (93 s \
-            measured under load: L1 /init 12.8 s, L2 runs 30.4 / 24.6 / 23.0 s); run with \
+            6.12 images (about a minute each) and boots all three in one L1 machine (71 s \
+            measured under load: L1 /init 3.8 s, L2 runs 19.4 / 27.6 / 18.3 s); run with \
             --ignored"]
 fn nested_l2_guest_matrix_one_l1_boot_each_payload_passes() {
     run_guests(&[("5.10", vec![]), ("6.1", vec![]), ("6.12", vec![])]);
