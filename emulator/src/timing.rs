@@ -228,7 +228,7 @@ impl Hasher for FastHasher {
         self.write_u64(u64::from(i));
     }
     fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7cc1_b727_220a_95);
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
     fn write_usize(&mut self, i: usize) {
         self.write_u64(u64::try_from(i).unwrap_or(u64::MAX));
