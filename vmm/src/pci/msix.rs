@@ -174,6 +174,24 @@ impl Msix {
         }
     }
 
+    /// Messages for every pending vector that may now be sent (after the
+    /// function mask was cleared or MSI-X enabled, §6.8.2.9); their pending
+    /// bits are cleared.
+    pub fn take_deliverable(&mut self, config: &PciConfig) -> Vec<MsiMessage> {
+        let mut out = Vec::new();
+        for idx in 0..self.entries.len() {
+            if self.pending.get(idx).copied().unwrap_or(false) && self.can_send(config, idx) {
+                if let Some(m) = self.message(idx) {
+                    out.push(m);
+                }
+                if let Some(p) = self.pending.get_mut(idx) {
+                    *p = false;
+                }
+            }
+        }
+        out
+    }
+
     /// Mask everything and clear pending bits (function reset).
     pub fn reset(&mut self) {
         for e in &mut self.entries {
@@ -243,6 +261,27 @@ mod tests {
                 data: 0x41
             })
         );
+    }
+
+    #[test]
+    fn msix_function_unmask_delivers_pending_vector() {
+        // PCI 3.0 §6.8.2.9: a pending message is sent once nothing masks it.
+        let (mut c, mut m) = setup();
+        c.write(m.cap_offset + 3, &[0xc0]); // enable + function mask
+        m.write_table(&c, 8, &0x33u32.to_le_bytes());
+        m.write_table(&c, 12, &0u32.to_le_bytes());
+        assert_eq!(m.trigger(&c, 0), None);
+        assert!(m.take_deliverable(&c).is_empty(), "still function-masked");
+        c.write(m.cap_offset + 3, &[0x80]);
+        let msgs = m.take_deliverable(&c);
+        assert_eq!(
+            msgs,
+            vec![MsiMessage {
+                addr: 0,
+                data: 0x33
+            }]
+        );
+        assert!(m.take_deliverable(&c).is_empty(), "pending bit cleared");
     }
 
     #[test]

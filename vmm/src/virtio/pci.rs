@@ -437,6 +437,9 @@ impl PciDevice for VirtioPci {
             let bytes = self.config.read_u32(self.pci_cfg_data()).to_le_bytes();
             self.bar_write(bar, off, &bytes[..len]);
         }
+        for msg in self.msix.take_deliverable(&self.config) {
+            self.msi.raise_msi(msg);
+        }
         self.update_notify_base();
     }
 
