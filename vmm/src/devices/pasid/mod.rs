@@ -33,6 +33,7 @@
 pub mod atc;
 pub mod desc;
 mod device;
+pub mod pci;
 pub mod regs;
 
 #[cfg(test)]
