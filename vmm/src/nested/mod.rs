@@ -758,6 +758,7 @@ fn boot_once(
     let shares = set.shares();
 
     // The control directory: job scripts, mounts, env; job stderr comes back here.
+    prune_stale_ctl_dirs();
     let ctl = std::env::temp_dir().join(format!("iommu-vmm-nested-{}-{nonce}", std::process::id()));
     std::fs::create_dir_all(&ctl)?;
     let _cleanup = RemoveOnDrop(ctl.clone());
@@ -1028,6 +1029,27 @@ fn boot_once(
         );
     }
     Ok((boot, results))
+}
+
+/// Removes control directories left by runs whose process is gone (killed before cleanup).
+fn prune_stale_ctl_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("iommu-vmm-nested-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Removes a directory when dropped.
