@@ -41,6 +41,9 @@ pub struct Args {
     /// Run inside a QEMU TCG L1 machine when the host KVM cannot boot stock kernels.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "on", "off"])]
     pub nested: String,
+    /// Extra test device: `pasid-test` (PASID/ATS/PRI DMA engine, vmm/docs/pasid-device.md).
+    #[arg(long = "device", value_name = "NAME", value_parser = ["pasid-test"])]
+    pub device: Vec<String>,
 }
 
 /// Which IOMMU the guest gets.

@@ -36,6 +36,9 @@ pub trait IommuUnit: Send + Sync {
     fn acpi_table(&self, ioapic_id: u8) -> Vec<u8>;
     /// What the unit did, for `--stats`.
     fn stats(&self) -> String;
+    /// Where device-TLB invalidations and page group responses go (the
+    /// PASID test device's ATC); units without them ignore it.
+    fn set_device_notifier(&self, _n: Arc<dyn vtd_model::DeviceNotifier>) {}
 }
 
 /// Identity translation, for `--iommu none` (the `IommuMemory` also has its
@@ -257,6 +260,9 @@ mod vtd {
         }
         fn stats(&self) -> String {
             self.vtd.stats().to_string()
+        }
+        fn set_device_notifier(&self, n: Arc<dyn vtd_model::DeviceNotifier>) {
+            self.vtd.set_device_notifier(n);
         }
     }
 }

@@ -227,6 +227,17 @@ pub fn run(args: &Args) -> Result<RunReport> {
             devfn & 7
         );
     }
+    if args.device.iter().any(|d| d == "pasid-test") {
+        let bar0 = layout::PCI_MMIO_START + crate::devices::pasid::pci::BAR0_OFFSET_IN_WINDOW;
+        crate::devices::pasid::pci::plug(
+            &mut root,
+            &mem,
+            unit.as_ref(),
+            trace_sink.as_ref(),
+            msi.clone(),
+            bar0,
+        )?;
+    }
     let root = Arc::new(root);
     insert(&mut pio, Arc::new(PciConfigIo(root.clone())), 0xcf8, 8)?;
 

@@ -235,6 +235,54 @@ impl PciDevice for PasidPci {
     }
 }
 
+/// Where the VMM places BAR0 in the PCI MMIO window (64 KiB aligned, clear
+/// of the virtio BARs at the start of the window).
+pub const BAR0_OFFSET_IN_WINDOW: u64 = 0x0800_0000;
+
+/// Plug the device into `root` at the next free slot, BAR0 at `bar0`, DMA
+/// through `unit` (traced into `trace` when given), interrupts to `msi`;
+/// the unit's device notifier becomes the device's ATC.
+pub fn plug(
+    root: &mut crate::pci::PciRoot,
+    mem: &vm_memory::GuestMemoryMmap,
+    unit: Option<&Arc<dyn crate::iommu::IommuUnit>>,
+    trace: Option<&Arc<dyn iommu_emulator::trace::TraceSink>>,
+    msi: Arc<dyn MsiSink>,
+    bar0: u64,
+) -> crate::error::Result<iommu_emulator::SourceId> {
+    use iommu_emulator::{DeviceAddressSpace, GuestRam, Iommu, Rid, SourceId};
+    let devfn = root
+        .next_devfn()
+        .ok_or_else(|| crate::error::Error::Setup("too many PCI devices".into()))?;
+    let rid = Rid::new(0, devfn >> 3, devfn & 7);
+    let source = SourceId::Pci(rid);
+    let translator: Arc<dyn Iommu> = match unit {
+        Some(u) => match trace {
+            Some(sink) => Arc::new(crate::iommu::TracingIommu::new(
+                u.translator(),
+                sink.clone(),
+            )),
+            None => u.translator(),
+        },
+        None => Arc::new(crate::iommu::NoIommu),
+    };
+    let ram: Arc<dyn GuestRam> = Arc::new(mem.clone());
+    let space = DeviceAddressSpace::new(translator, ram.clone(), source);
+    let atc = Arc::new(super::atc::Atc::new(rid));
+    if let Some(u) = unit {
+        u.set_device_notifier(atc.clone());
+    }
+    let mut p = PasidPci::new(PasidDevice::new(space, ram, atc), msi);
+    p.config.set_bar_addr(0, bar0);
+    root.add(devfn, Arc::new(std::sync::Mutex::new(p)));
+    tracing::info!(
+        "pasid-test at 00:{:02x}.{} (requester ID {source}), BAR0 {bar0:#x}",
+        devfn >> 3,
+        devfn & 7
+    );
+    Ok(source)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
