@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::types::{Cycles, Pasid, SourceId};
@@ -253,7 +253,14 @@ fn owner_add(c: &AtomicU64, n: u64) {
 
 impl OwnedCounters {
     fn record(&self, cycles: Cycles, fault: bool) {
-        owner_add(if fault { &self.faults } else { &self.translations }, 1);
+        owner_add(
+            if fault {
+                &self.faults
+            } else {
+                &self.translations
+            },
+            1,
+        );
         owner_add(&self.cycles, cycles.0);
         if let Some(h) = self.hist.get(bucket(cycles.0)) {
             owner_add(h, 1);

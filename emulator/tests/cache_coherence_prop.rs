@@ -41,7 +41,9 @@ impl Tables<'_> {
         let i2 = (iova >> 21) & 511;
         let i1 = (iova >> 12) & 511;
         let t = self.l1_table(i2);
-        self.ram.write_u64(Gpa(ROOT + i2 * 8), t | PRESENT | WRITE).unwrap();
+        self.ram
+            .write_u64(Gpa(ROOT + i2 * 8), t | PRESENT | WRITE)
+            .unwrap();
         let e = (out & ADDR) | PRESENT | if write { WRITE } else { 0 };
         self.ram.write_u64(Gpa(t + i1 * 8), e).unwrap();
     }

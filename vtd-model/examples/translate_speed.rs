@@ -19,7 +19,13 @@ fn main() {
     let ctx = ram.alloc_pages(1).unwrap().0;
     let pt = X86PageTable::new(&ram, Format::SecondLevel { levels: 4 });
     for p in 0..4096u64 {
-        pt.map(p << 12, 0x1_0000_0000 + (p << 12), PageSize::SIZE_4K, Perm::RW).unwrap();
+        pt.map(
+            p << 12,
+            0x1_0000_0000 + (p << 12),
+            PageSize::SIZE_4K,
+            Perm::RW,
+        )
+        .unwrap();
     }
     ram.write_u64(Gpa(root), ctx | 1).unwrap();
     ram.write_u64(Gpa(ctx + 8 * 16 + 8), 2 | (1 << 8)).unwrap();
