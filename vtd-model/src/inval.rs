@@ -327,8 +327,16 @@ impl Vtd {
                 }
             }
             InvDesc::Wait {
-                status, interrupt, ..
+                status,
+                interrupt,
+                drain,
+                ..
             } => {
+                if drain {
+                    // 6.5.2.8: page requests are queued synchronously (see
+                    // `prq`), so every earlier one is already in the queue.
+                    self.prq_counters.drains.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some((addr, data)) = status
                     && mem.write_u32(Gpa(addr), data).is_err()
                 {

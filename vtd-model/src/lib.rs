@@ -78,6 +78,7 @@ use iommu_emulator::{
 use crate::config::{CtxTag, DevCtx, PasidCacheTag, PasidCtx};
 use crate::iotlb::{Iotlb, PwcTag};
 pub use crate::props::{ConfigError, Rmrr, VtdConfig};
+pub use crate::prq::{PageRequest, PageRequestOutcome, PrqStats};
 use crate::regs::*;
 use crate::stats::Counters;
 pub use crate::stats::VtdStats;
@@ -131,6 +132,7 @@ pub struct Vtd {
     pub(crate) fl_pwc: Cache<PwcTag, WalkStart>,
     pub(crate) sl_pwc: Cache<PwcTag, WalkStart>,
     pub(crate) counters: Counters,
+    pub(crate) prq_counters: prq::PrqCounters,
     pub(crate) tstats: TranslationStats,
 }
 
@@ -205,6 +207,7 @@ impl Vtd {
             fl_pwc: Cache::new(config.pwc)?,
             sl_pwc: Cache::new(config.pwc)?,
             counters: Counters::default(),
+            prq_counters: prq::PrqCounters::default(),
             tstats: TranslationStats::new(),
             config,
         })
@@ -276,6 +279,7 @@ impl Vtd {
                         self.process_queue(&mut regs, mem, &mut msis);
                     }
                 }
+                PRS => prq::on_prs_write(&mut regs),
                 FECTL | IECTL | PECTL => msis.extend(fault::on_ctl_write(&mut regs, w.offset)),
                 IQT => self.process_queue(&mut regs, mem, &mut msis),
                 ICS if regs.value(ICS) & ICS_IWC == 0 => regs.clear_bits(IECTL, ECTL_IP),
