@@ -305,8 +305,17 @@ impl Vtd {
                 self.invalidate_pasid_iotlb(did, pasid, page)
             }
             InvDesc::PasidCache(g) => self.invalidate_pasid_cache(g),
-            InvDesc::Iec { .. } => {
-                // No interrupt entry cache yet (interrupt remapping is later).
+            InvDesc::Iec { global, index, im } => {
+                // 6.5.2.7: global, or 2^IM entries from the index.
+                let inv = if global {
+                    crate::irq_remap::IecInvalidation::Global
+                } else {
+                    crate::irq_remap::IecInvalidation::Range {
+                        index,
+                        count: 1u32.checked_shl(u32::from(im)).unwrap_or(u32::MAX),
+                    }
+                };
+                self.ir.invalidate(inv);
             }
             InvDesc::DevTlb(inv) => {
                 let n = self.notifier.read().ok().and_then(|g| g.clone());

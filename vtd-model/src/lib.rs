@@ -77,6 +77,7 @@ use iommu_emulator::{
 
 use crate::config::{CtxTag, DevCtx, PasidCacheTag, PasidCtx};
 use crate::iotlb::{Iotlb, PwcTag};
+pub use crate::irq_remap::{IecInvalidation, IrFault, IrNotifier, IrStats, RemappedMsi};
 pub use crate::props::{ConfigError, Rmrr, VtdConfig};
 pub use crate::prq::{PageRequest, PageRequestOutcome, PrqStats};
 use crate::regs::*;
@@ -133,6 +134,7 @@ pub struct Vtd {
     pub(crate) sl_pwc: Cache<PwcTag, WalkStart>,
     pub(crate) counters: Counters,
     pub(crate) prq_counters: prq::PrqCounters,
+    pub(crate) ir: irq_remap::IrState,
     pub(crate) tstats: TranslationStats,
 }
 
@@ -208,6 +210,7 @@ impl Vtd {
             sl_pwc: Cache::new(config.pwc)?,
             counters: Counters::default(),
             prq_counters: prq::PrqCounters::default(),
+            ir: irq_remap::IrState::new()?,
             tstats: TranslationStats::new(),
             config,
         })
@@ -293,6 +296,7 @@ impl Vtd {
             self.counters.msis.fetch_add(1, Ordering::Relaxed);
             self.msi.raise_msi(m);
         }
+        self.flush_ir_notifications();
     }
 
     /// GCMD side effects (11.4.4.1): each command bit that differs from its
@@ -336,13 +340,34 @@ impl Vtd {
             }
         }
         if ecap & (1 << 3) != 0 {
+            // 11.4.4.1 / 5.1: SIRTP latches IRTA (and drops the IEC: software
+            // must invalidate it globally anyway); IRE and CFI follow the
+            // command; each change is reported to the IrNotifier.
+            if cmd & GCMD_SIRTP != 0 {
+                let mut irta = regs.value(IRTA);
+                if ecap & (1 << 4) == 0 {
+                    irta &= !irq_remap::IRTA_EIME;
+                }
+                self.ir.irta.store(irta, Ordering::SeqCst);
+                self.ir.invalidate(irq_remap::IecInvalidation::Global);
+                new |= GCMD_SIRTP;
+                tracing::debug!(
+                    irta = format_args!("{irta:#x}"),
+                    "vtd: interrupt remapping table pointer set"
+                );
+            }
             for bit in [GCMD_IRE, GCMD_CFI] {
                 if (cmd & bit != 0) != (sts & bit != 0) {
                     new ^= bit;
+                    let on = new & bit != 0;
+                    if bit == GCMD_IRE {
+                        self.ir.enabled.store(on, Ordering::SeqCst);
+                        self.ir.invalidate(irq_remap::IecInvalidation::Global);
+                        tracing::debug!(on, "vtd: interrupt remapping enable");
+                    } else {
+                        self.ir.cfis.store(on, Ordering::SeqCst);
+                    }
                 }
-            }
-            if cmd & GCMD_SIRTP != 0 {
-                new |= GCMD_SIRTP;
             }
         }
         regs.set(GSTS, new);
