@@ -58,6 +58,7 @@ pub mod fault;
 pub mod inval;
 pub mod iotlb;
 pub mod irq_remap;
+pub mod perfmon;
 pub mod props;
 pub mod prq;
 pub mod regs;
@@ -135,6 +136,7 @@ pub struct Vtd {
     pub(crate) counters: Counters,
     pub(crate) prq_counters: prq::PrqCounters,
     pub(crate) ir: irq_remap::IrState,
+    pub(crate) pmu: perfmon::Pmu,
     pub(crate) tstats: TranslationStats,
 }
 
@@ -211,6 +213,7 @@ impl Vtd {
             counters: Counters::default(),
             prq_counters: prq::PrqCounters::default(),
             ir: irq_remap::IrState::new()?,
+            pmu: perfmon::Pmu::default(),
             tstats: TranslationStats::new(),
             config,
         })
@@ -242,6 +245,9 @@ impl Vtd {
     /// Read `size` (4 or 8) bytes at `offset` in the register page. Unknown
     /// offsets and sizes read as zero and are counted.
     pub fn mmio_read(&self, _mem: &dyn GuestRam, offset: u64, size: u8) -> u64 {
+        if let Some(v) = self.pmu_read(offset, size) {
+            return v;
+        }
         let regs = self.lock_regs();
         // Fault recording registers beyond CAP.NFR do not exist.
         if offset >= frcd_offset(self.nfr) && offset < frcd_offset(props::MAX_FAULT_REGS) {
@@ -255,6 +261,9 @@ impl Vtd {
     /// invalidations, queue processing) complete before this returns; MSIs
     /// are sent after the register lock is released.
     pub fn mmio_write(&self, mem: &dyn GuestRam, offset: u64, size: u8, value: u64) {
+        if self.pmu_write(offset, size, value) {
+            return;
+        }
         let mut msis: Vec<MsiMessage> = Vec::new();
         {
             let mut regs = self.lock_regs();

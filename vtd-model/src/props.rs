@@ -62,6 +62,9 @@ pub struct VtdConfig {
     pub caching_mode: bool,
     /// Device-TLB / ATS (`device-iotlb`): ECAP.DT.
     pub device_iotlb: bool,
+    /// Performance monitoring (`x-perfmon`): ECAP.PMS and CAP.ECMDS with
+    /// the perfmon and enhanced command registers ([`crate::perfmon`]).
+    pub perfmon: bool,
     /// Snoop control (`snoop-control`): ECAP.SC.
     pub snoop_control: bool,
     /// Interrupt remapping (`intremap`): ECAP.IR. (Remapping itself is a
@@ -126,6 +129,7 @@ impl Default for VtdConfig {
             pasid_bits: 20,
             caching_mode: false,
             device_iotlb: false,
+            perfmon: false,
             snoop_control: false,
             intremap: false,
             eim: false,
@@ -212,6 +216,11 @@ impl VtdConfig {
         ("pasid-bits", "20", "PASID width 1..20 (ECAP.PSS)"),
         ("caching-mode", "off", "caching mode (CAP.CM)"),
         ("device-iotlb", "off", "device-TLB / ATS support (ECAP.DT)"),
+        (
+            "x-perfmon",
+            "off",
+            "performance monitoring (ECAP.PMS, CAP.ECMDS)",
+        ),
         ("snoop-control", "off", "snoop control (ECAP.SC)"),
         ("intremap", "off", "interrupt remapping registers (ECAP.IR)"),
         ("eim", "off", "extended interrupt mode / x2APIC (ECAP.EIM)"),
@@ -300,6 +309,7 @@ impl VtdConfig {
                 }
                 "caching-mode" => c.caching_mode = parse_bool(name, value)?,
                 "device-iotlb" => c.device_iotlb = parse_bool(name, value)?,
+                "x-perfmon" => c.perfmon = parse_bool(name, value)?,
                 "snoop-control" => c.snoop_control = parse_bool(name, value)?,
                 "intremap" => c.intremap = parse_bool(name, value)?,
                 "eim" => c.eim = parse_bool(name, value)?,
@@ -364,6 +374,13 @@ impl VtdConfig {
                 self.aw_bits
             )));
         }
+        if self.perfmon && self.fault_regs > 14 {
+            // The perfmon registers start at 0x300, after the fault
+            // recording registers (crate::perfmon).
+            return Err(ConfigError::Invalid(
+                "x-perfmon=on needs fault-regs <= 14".into(),
+            ));
+        }
         if self.eim && !self.intremap {
             return Err(ConfigError::Invalid("eim=on needs intremap=on".into()));
         }
@@ -423,6 +440,9 @@ impl VtdConfig {
     pub fn cap(&self) -> u64 {
         let mut c = 0u64;
         c |= 6; // ND: 2^16 domain ids
+        if self.perfmon {
+            c |= 1 << 61; // ECMDS
+        }
         if self.caching_mode {
             c |= 1 << 7;
         }
@@ -467,6 +487,9 @@ impl VtdConfig {
         }
         if self.device_iotlb {
             e |= 1 << 2;
+        }
+        if self.perfmon {
+            e |= 1 << 51; // PMS
         }
         if self.intremap {
             e |= 1 << 3;
