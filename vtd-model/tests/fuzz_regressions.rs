@@ -34,5 +34,32 @@ fn fuzz_regressions_replay_without_panic() {
     seed.extend_from_slice(&0x88u16.to_le_bytes());
     seed.extend_from_slice(&0x7fff0u64.to_le_bytes());
     fuzz_ops::run(&seed);
+    // Page requests into an unset queue and interrupts through an IRT at a
+    // guessed address, with IR and perfmon enabled (scalable, EIM).
+    let mut seed = vec![1u8 | 4];
+    for (off, v) in [
+        (0xb8u16, 0x1000u64 | 0x80f),
+        (0x18, 1 << 24),
+        (0x18, 1 << 25),
+    ] {
+        seed.push(8);
+        seed.extend_from_slice(&off.to_le_bytes());
+        seed.extend_from_slice(&v.to_le_bytes());
+    }
+    for op in [0xe0u8, 0xe1, 0xe1] {
+        seed.push(op);
+        seed.extend_from_slice(&0x0018u16.to_le_bytes());
+        seed.push(0x3f);
+        seed.extend_from_slice(&0x1234_5678u32.to_le_bytes());
+        seed.extend_from_slice(&0xfee0_0018u64.to_le_bytes());
+    }
+    // perfmon: enable counter 0 through ECMD, read it.
+    seed.push(8);
+    seed.extend_from_slice(&0x400u16.to_le_bytes());
+    seed.extend_from_slice(&0xf0u64.to_le_bytes());
+    seed.push(2);
+    seed.extend_from_slice(&0x7c0u16.to_le_bytes());
+    seed.push(8);
+    fuzz_ops::run(&seed);
     eprintln!("replayed {n} saved inputs");
 }

@@ -9,7 +9,7 @@ use iommu_emulator::testing::{FakeRam, RecordingMsi};
 use iommu_emulator::{
     DmaRequest, Gpa, GuestRam, Iommu, Pasid, PasidTag, Perm, RequestKind, Rid, SourceId,
 };
-use vtd_model::{Vtd, VtdConfig};
+use vtd_model::{PageRequest, PageRequestOutcome, Vtd, VtdConfig};
 
 /// Guest RAM of the fuzzed unit: small so that guessed pointers hit it.
 pub const RAM: u64 = 4 << 20;
@@ -55,6 +55,11 @@ fn config(sel: u8) -> VtdConfig {
     c.caching_mode = sel & 32 != 0;
     c.qi = c.scalable_mode || sel & 64 == 0;
     c.iotlb = iommu_emulator::CacheConfig::new(4, if sel & 128 != 0 { 0 } else { 2 });
+    // Page requests and interrupt remapping (EIME with 4-level widths).
+    c.prs = c.scalable_mode;
+    c.intremap = true;
+    c.eim = sel & 4 != 0;
+    c.perfmon = sel & 16 == 0;
     c
 }
 
@@ -74,7 +79,10 @@ pub fn run(data: &[u8]) {
             break;
         }
         let before = ram.reads() + ram.writes() + ram.out_of_range();
-        match op % 8 {
+        // Ops 0xe0.. are page requests and interrupts; below, the original
+        // eight kinds (saved inputs keep their meaning).
+        let kind = if op >= 0xe0 { 8 + (op & 1) } else { op % 8 };
+        match kind {
             // register write (aligned, 4 or 8 bytes, anywhere in the page)
             0 | 1 => {
                 let Some(off) = c.u16() else { break };
@@ -137,6 +145,61 @@ pub fn run(data: &[u8]) {
                     assert!(f.reason != 0, "fault without reason");
                 }
             }
+            // a page request from a device
+            8 => {
+                let Some(r) = c.u16() else { break };
+                let Some(flags) = c.u8() else { break };
+                let Some(p) = c.u32() else { break };
+                let Some(addr) = c.u64() else { break };
+                let req = PageRequest {
+                    rid: Rid(r),
+                    pasid: (flags & 1 != 0).then(|| PasidTag {
+                        pasid: Pasid::new(p & 0xf_ffff).unwrap_or_default(),
+                        privileged: flags & 2 != 0,
+                        exec: flags & 4 != 0,
+                    }),
+                    addr,
+                    read: flags & 8 != 0,
+                    write: flags & 16 != 0,
+                    lpig: flags & 32 != 0,
+                    prg_index: u16::try_from(p >> 20).unwrap_or(0),
+                    private_data: (flags & 64 != 0).then_some([addr, u64::from(p)]),
+                };
+                let out = vtd.page_request(ram.as_ref(), &req);
+                let after = ram.reads() + ram.writes() + ram.out_of_range();
+                assert!(
+                    after - before <= 16,
+                    "page request made {} accesses",
+                    after - before
+                );
+                if let PageRequestOutcome::AutoResponded(resp) = out {
+                    assert!(req.needs_response() && resp.prg_index < 512);
+                }
+            }
+            // an interrupt: MSI or IOAPIC entry
+            9 => {
+                let Some(r) = c.u16() else { break };
+                let Some(data) = c.u32() else { break };
+                let Some(addr) = c.u64() else { break };
+                let res = if data & (1 << 31) != 0 {
+                    vtd.remap_ioapic(ram.as_ref(), Rid(r), addr)
+                } else {
+                    vtd.remap_msi(ram.as_ref(), Rid(r), addr, data)
+                };
+                let after = ram.reads() + ram.writes() + ram.out_of_range();
+                assert!(
+                    after - before <= 2,
+                    "interrupt made {} accesses",
+                    after - before
+                );
+                if let Err(f) = res {
+                    assert!(
+                        (0x20..=0x26).contains(&f.reason),
+                        "IR fault {:#x}",
+                        f.reason
+                    );
+                }
+            }
             // a plausible structure write: a pointer to another page with low flag bits
             _ => {
                 let Some(a) = c.u32() else { break };
@@ -147,6 +210,11 @@ pub fn run(data: &[u8]) {
             }
         }
     }
+    let p = vtd.prq_stats();
+    assert_eq!(
+        p.received,
+        p.queued + p.overflow_auto_responded + p.overflow_dropped + p.rejected
+    );
     let s = vtd.stats();
     assert!(s.faults >= s.faults_recorded);
     let _ = s.to_string();
