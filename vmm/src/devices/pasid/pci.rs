@@ -26,7 +26,11 @@ pub const PASID_CAP: usize = 0x100;
 pub const ATS_CAP: usize = 0x108;
 /// PRI extended capability (§7.8.10).
 pub const PRI_CAP: usize = 0x110;
-const EXT_END: usize = 0x120;
+/// Intel Scalable IOV DVSEC (PCIe DVSEC, ID 0x0023, vendor 0x8086, DVSEC
+/// ID 5; Intel Scalable I/O Virtualization spec 3.7): Linux 5.10 offers
+/// IOMMU_DEV_FEAT_AUX only on functions that have it.
+pub const SIOV_DVSEC: usize = 0x120;
+const EXT_END: usize = 0x138;
 
 /// The device as a PCI function.
 pub struct PasidPci {
@@ -88,10 +92,15 @@ impl PasidPci {
         // PRI: control u16 at +4 (bit0 Enable, bit1 Reset), status at +6
         // (bit0 RF, bit1 UPRGI W1C; bit8 Stopped; bit15 PRG Response PASID
         // Required), capacity at +8, allocation at +0xc.
-        p.set32(PRI_CAP, ext_header(0x13, 0), 0, 0);
+        p.set32(PRI_CAP, ext_header(0x13, SIOV_DVSEC), 0, 0);
         p.set32(PRI_CAP + 4, (1 << 8 | 1 << 15) << 16, 0x3, 0x3 << 16);
         p.set32(PRI_CAP + 8, 512, 0, 0);
         p.set32(PRI_CAP + 0xc, 0, 0xffff_ffff, 0);
+        // DVSEC header 1: vendor 0x8086, revision 0, length 0x18; header 2:
+        // DVSEC ID 5. The SIOV fields after it read as zero.
+        p.set32(SIOV_DVSEC, ext_header(0x23, 0), 0, 0);
+        p.set32(SIOV_DVSEC + 4, 0x8086 | (0x18 << 20), 0, 0);
+        p.set32(SIOV_DVSEC + 8, 5, 0, 0);
         p
     }
 
@@ -322,7 +331,12 @@ mod tests {
             ids.push((h & 0xffff, off));
             off = (h >> 20) as usize;
         }
-        assert_eq!(ids, vec![(0x1b, 0x100), (0x0f, 0x108), (0x13, 0x110)]);
+        assert_eq!(
+            ids,
+            vec![(0x1b, 0x100), (0x0f, 0x108), (0x13, 0x110), (0x23, 0x120)]
+        );
+        assert_eq!(rd32(&mut p, SIOV_DVSEC + 4) & 0xffff, 0x8086);
+        assert_eq!(rd32(&mut p, SIOV_DVSEC + 8) & 0xffff, 5);
         let pasid_cap = rd32(&mut p, PASID_CAP + 4) & 0xffff;
         assert_eq!((pasid_cap >> 8) & 0x1f, 20);
         assert_eq!(pasid_cap & 0x6, 0x6);
