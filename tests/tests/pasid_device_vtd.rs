@@ -281,3 +281,71 @@ fn pasid_device_vtd_atc_filled_by_ats_and_cleared_by_devtlb_invalidation() {
     r.d.qi_submit(&[desc_dev_iotlb(rid(0, 4, 0).0, BUF + 0x1000, false)]);
     assert_eq!(r.dev.atc().len(), 1);
 }
+
+// PCIe PRI through the VT-d page request queue (VT-d 7.5): with USE_PRI a
+// fault on an unmapped page sends a page request; the driver maps the page
+// and answers with a page group response (QI type 9), and the queue
+// resumes and completes the descriptor.
+#[test]
+fn pasid_device_vtd_page_request_resolves_fault_and_resumes() {
+    use iommu_vmm::devices::pasid::atc::VtdPageRequests;
+    use vtd_model::regs::{PQA, PQH, PQT};
+    let mut d =
+        Driver::probe("x-scalable-mode=on,aw-bits=48,device-iotlb=on,x-prs=on,x-pasid-mode=on");
+    let r = rid(0, 3, 0);
+    let dir = d.set_context_sm(r, PASIDE | DTE | (1 << 4));
+    let prq = d.alloc(1);
+    d.wr64(PQH, 0);
+    d.wr64(PQT, 0);
+    d.wr64(PQA, prq);
+    let ram: &'static _ = Box::leak(Box::new(d.ram.clone()));
+    let pt = X86PageTable::new(ram, Format::FirstLevel { levels: 4 });
+    let ring = d.alloc(1);
+    let cpl = d.alloc(1);
+    pt.map(RING, ring, PageSize::SIZE_4K, Perm::R).unwrap();
+    pt.map(CPL, cpl, PageSize::SIZE_4K, Perm::RW).unwrap();
+    d.set_pasid_entry(dir, 9, pasid_fl(12, pt.root().0, false));
+    let space = DeviceAddressSpace::new(d.vtd.clone(), d.ram.clone(), SourceId::Pci(r));
+    let atc = Arc::new(Atc::new(r));
+    d.vtd.set_device_notifier(atc.clone());
+    let gram: Arc<dyn GuestRam> = d.ram.clone();
+    let mut dev = PasidDevice::new(space, gram.clone(), atc.clone());
+    dev.set_page_request_port(Arc::new(VtdPageRequests {
+        vtd: d.vtd.clone(),
+        ram: gram,
+        atc,
+    }));
+    dev.set_pcie_state(PcieState {
+        bus_master: true,
+        pasid_enable: true,
+        priv_enable: false,
+        ats_enable: true,
+        pri_enable: true,
+    });
+    dev.mmio_write(GCTL, 4, 1);
+    dev.mmio_write(wq(0, WQ_PASID), 4, u64::from(WQ_PASID_EN | 9));
+    dev.mmio_write(wq(0, WQ_RING_BASE), 8, RING);
+    dev.mmio_write(wq(0, WQ_RING_SIZE), 4, 16);
+    dev.mmio_write(wq(0, WQ_CTL), 4, 3); // ENABLE | USE_PRI
+    d.ram
+        .write(Gpa(ring), &desc(Op::Fill, 8, 0, BUF, 0x77, 0).encode())
+        .unwrap();
+    assert_eq!(dev.mmio_write(wq(0, WQ_TAIL), 4, 1), 0);
+    assert_eq!(dev.mmio_read(wq(0, WQ_STATUS), 4).0, 1 | 4, "waiting");
+    assert_eq!(dev.mmio_read(PAGE_REQUESTS, 4).0, 1);
+    // The driver sees the request in the queue, maps the page, responds.
+    assert_eq!(d.rd64(PQT), 32, "one descriptor queued");
+    let lo = d.ram.read_u64(Gpa(prq)).unwrap();
+    let hi = d.ram.read_u64(Gpa(prq + 8)).unwrap();
+    assert_eq!((hi & !0xfff, (lo >> 32) & 0xf_ffff), (BUF, 9));
+    let page = d.alloc(1);
+    pt.map(BUF, page, PageSize::SIZE_4K, Perm::RW).unwrap();
+    let prgi = (hi >> 3) & 0x1ff;
+    let qw0 = 9 | (1 << 4) | (u64::from(r.0) << 16) | (9u64 << 32);
+    d.qi_submit(&[[qw0, (prgi << 3) | (1 << 2)]]);
+    d.wr64(PQH, 32);
+    let (st, irqs) = dev.mmio_read(wq(0, WQ_STATUS), 4);
+    assert_eq!((st, irqs), (1, 1), "resumed and completed");
+    assert_eq!(d.ram.read_u64(Gpa(page)).unwrap(), 0x77);
+    assert_eq!(dev.mmio_read(PAGE_RESPONSES, 4).0, 1);
+}

@@ -196,6 +196,48 @@ impl vtd_model::DeviceNotifier for Atc {
     }
 }
 
+/// Page requests into a VT-d model's page request queue (VT-d 7.5); its
+/// answers come back through the [`Atc`] as the device notifier, or at once
+/// when the hardware responds itself.
+#[cfg(feature = "vtd")]
+pub struct VtdPageRequests {
+    /// The IOMMU.
+    pub vtd: std::sync::Arc<vtd_model::Vtd>,
+    /// Guest memory the queue lives in.
+    pub ram: std::sync::Arc<dyn iommu_emulator::GuestRam>,
+    /// The device's inbox for hardware-generated responses.
+    pub atc: std::sync::Arc<Atc>,
+}
+
+#[cfg(feature = "vtd")]
+impl super::PageRequestPort for VtdPageRequests {
+    fn page_request(&self, req: &super::PageRequest) -> bool {
+        use vtd_model::prq::{PageRequest as VtdReq, PageRequestOutcome};
+        let r = VtdReq {
+            rid: self.atc.rid(),
+            pasid: req.pasid,
+            addr: req.addr,
+            read: req.read,
+            write: req.write,
+            lpig: req.last,
+            prg_index: req.prg_index,
+            private_data: None,
+        };
+        match self.vtd.page_request(self.ram.as_ref(), &r) {
+            PageRequestOutcome::Queued => true,
+            PageRequestOutcome::AutoResponded(resp) | PageRequestOutcome::Rejected(Some(resp)) => {
+                self.atc.deliver_response(PageResponse {
+                    pasid: resp.pasid,
+                    prg_index: resp.prg_index,
+                    code: resp.code,
+                });
+                true
+            }
+            PageRequestOutcome::Dropped | PageRequestOutcome::Rejected(None) => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
