@@ -39,6 +39,15 @@ pub trait IommuUnit: Send + Sync {
     /// Where device-TLB invalidations and page group responses go (the
     /// PASID test device's ATC); units without them ignore it.
     fn set_device_notifier(&self, _n: Arc<dyn vtd_model::DeviceNotifier>) {}
+    /// Where the PASID test device sends page requests (None: the unit has
+    /// no page request path).
+    fn page_request_port(
+        &self,
+        _ram: Arc<dyn GuestRam>,
+        _atc: Arc<crate::devices::pasid::atc::Atc>,
+    ) -> Option<Arc<dyn crate::devices::pasid::PageRequestPort>> {
+        None
+    }
 }
 
 /// Identity translation, for `--iommu none` (the `IommuMemory` also has its
@@ -263,6 +272,17 @@ mod vtd {
         }
         fn set_device_notifier(&self, n: Arc<dyn vtd_model::DeviceNotifier>) {
             self.vtd.set_device_notifier(n);
+        }
+        fn page_request_port(
+            &self,
+            ram: Arc<dyn GuestRam>,
+            atc: Arc<crate::devices::pasid::atc::Atc>,
+        ) -> Option<Arc<dyn crate::devices::pasid::PageRequestPort>> {
+            Some(Arc::new(crate::devices::pasid::atc::VtdPageRequests {
+                vtd: self.vtd.clone(),
+                ram,
+                atc,
+            }))
         }
     }
 }

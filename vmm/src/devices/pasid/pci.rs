@@ -281,7 +281,11 @@ pub fn plug(
     if let Some(u) = unit {
         u.set_device_notifier(atc.clone());
     }
-    let mut p = PasidPci::new(PasidDevice::new(space, ram, atc), msi);
+    let mut dev = PasidDevice::new(space, ram.clone(), atc.clone());
+    if let Some(port) = unit.and_then(|u| u.page_request_port(ram, atc)) {
+        dev.set_page_request_port(port);
+    }
+    let mut p = PasidPci::new(dev, msi);
     p.config.set_bar_addr(0, bar0);
     root.add(devfn, Arc::new(std::sync::Mutex::new(p)));
     tracing::info!(
