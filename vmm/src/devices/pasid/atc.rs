@@ -167,7 +167,6 @@ impl Atc {
     }
 }
 
-#[cfg(feature = "vtd")]
 impl vtd_model::DeviceNotifier for Atc {
     /// VT-d 6.5.2.5 / 6.5.2.6: device-TLB invalidations for this function.
     fn invalidate_device_tlb(&self, inv: &vtd_model::DevTlbInvalidation) {
@@ -199,7 +198,6 @@ impl vtd_model::DeviceNotifier for Atc {
 /// Page requests into a VT-d model's page request queue (VT-d 7.5); its
 /// answers come back through the [`Atc`] as the device notifier, or at once
 /// when the hardware responds itself.
-#[cfg(feature = "vtd")]
 pub struct VtdPageRequests {
     /// The IOMMU.
     pub vtd: std::sync::Arc<vtd_model::Vtd>,
@@ -209,7 +207,6 @@ pub struct VtdPageRequests {
     pub atc: std::sync::Arc<Atc>,
 }
 
-#[cfg(feature = "vtd")]
 impl super::PageRequestPort for VtdPageRequests {
     fn page_request(&self, req: &super::PageRequest) -> bool {
         use vtd_model::prq::{PageRequest as VtdReq, PageRequestOutcome};
