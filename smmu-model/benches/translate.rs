@@ -6,10 +6,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use iommu_emulator::mem::NoMsi;
 use iommu_emulator::testing::FakeRam;
 use iommu_emulator::testing::vmsa_pt::{Leaf, VmsaTables};
 use iommu_emulator::walk::vmsa::{Granule, Stage, WalkConfig};
-use iommu_emulator::mem::NoMsi;
 use iommu_emulator::{DmaRequest, Gpa, GuestRam, Iommu, PageSize, Perm, SourceId};
 use smmu_model::{Smmu, SmmuConfig, regs};
 

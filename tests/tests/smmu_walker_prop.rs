@@ -285,7 +285,7 @@ fn run(c: &Case) -> Result<reference::Out, TestCaseError> {
             let mut d = attrs & attr_mask;
             let next = tables.get(i + 1).copied().unwrap_or(0);
             let oa = match oa_pick % 8 {
-                0 => oa_pick & ((1 << 52) - 1) & !0xfff, // anything
+                0 => oa_pick & ((1 << 52) - 1) & !0xfff,     // anything
                 1 => ((oa_pick % RAM) & !0xfff) | (1 << 40), // above 40-bit OAS
                 _ => (oa_pick % (1 << 32)) & !0xfff,
             };
