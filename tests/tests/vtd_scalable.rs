@@ -50,6 +50,20 @@ fn scalable_probe_uses_256bit_queue_and_smt_root() {
 // VT-d 3.6 + Linux 6.1 DMA-API domain: first-level table for RID_PASID,
 // A/D set by the walk, unmap + PASID-based IOTLB invalidation, stale DMA
 // faults with 0x71 and the record carries no PASID.
+// 6.5.2 / 11.4.9.3: the invalidation queue wraps at its size (2^QS
+// pages: 256 entries of 256 bits with QS=1); submissions that run over the
+// end keep completing.
+#[test]
+fn scalable_invalidation_queue_wraps_after_its_size() {
+    let mut d = Driver::probe(SM);
+    assert!(d.dw);
+    for _ in 0..300 {
+        d.flush_iotlb_global();
+    }
+    assert_ne!(d.rd64(IQH), 0, "the queue moved");
+    assert_eq!(u64::from(d.rd32(FSTS)) & FSTS_IQE, 0);
+}
+
 #[test]
 fn scalable_first_level_rid_pasid_cycle() {
     let mut d = Driver::probe(SM);

@@ -190,7 +190,9 @@ impl Driver {
     }
 
     pub fn put_desc(&mut self, d: [u64; 2]) {
-        let n = if self.dw { 128 } else { 256 };
+        // IQA.QS: 2 pages with 256-bit descriptors (DW), 1 page of 128-bit
+        // ones: 256 entries either way (VT-d 11.4.9.3).
+        let n = 256;
         let a = self.qi_base + (self.free_head % n) * self.desc_size();
         self.ram.write_u64(Gpa(a), d[0]).unwrap();
         self.ram.write_u64(Gpa(a + 8), d[1]).unwrap();
