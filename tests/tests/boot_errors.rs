@@ -4,8 +4,6 @@
 //! Each assertion needs the guest to have actually run: an exit status from anything else
 //! (a VMM error, a lost job) fails with the job's output.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use iommu_vmm::exit::{STATUS_GUEST_PANIC, STATUS_TRIPLE_FAULT};
@@ -51,53 +49,9 @@ fn triple_fault_elf() -> Vec<u8> {
     e
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("boot-test-scratch")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
-/// The `iommu-vmm` binary, built in release mode (never stale).
-fn vmm_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .expect("target dir");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "-p",
-            "iommu-vmm",
-            "--bin",
-            "iommu-vmm",
-        ])
-        .env("CARGO_TARGET_DIR", target)
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build --release -p iommu-vmm failed"
-    );
-    let bin = target.join("release").join("iommu-vmm");
-    assert!(bin.exists(), "no iommu-vmm binary at {}", bin.display());
-    bin
-}
-
 #[test]
 fn boot_errors_triple_fault_dumps_registers_and_panic_is_reported() {
-    let dir = scratch("errors");
+    let dir = iommu_tests::scratch("boot-test-scratch", "errors");
     let elf = dir.join("ud2.elf");
     std::fs::write(&elf, triple_fault_elf()).expect("write ELF");
     let image = guest_images::image::Builder::new(
@@ -132,7 +86,7 @@ fn boot_errors_triple_fault_dumps_registers_and_panic_is_reported() {
         .with_path(image.dir.clone()),
     ];
     let opts = RunnerOptions {
-        vmm_binary: Some(vmm_binary()),
+        vmm_binary: Some(iommu_tests::release_vmm_binary()),
         job_timeout: Duration::from_secs(240),
         ..RunnerOptions::default()
     };

@@ -17,7 +17,7 @@
 //! speed; the checksum of 248 MiB dominates).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -306,52 +306,6 @@ echo "IOMMUTEST-SUMMARY pass=1 fail=0 skip=0"
 poweroff -f
 "#;
 
-/// A fresh directory under the target dir (shared with the L1 machine).
-fn scratch(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("boot-test-scratch")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
-/// The `iommu-vmm` binary, built in release mode (never stale): the guest runs at TCG speed in
-/// the nested runner, and a debug VMM makes its disk path several times slower still.
-fn vmm_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .expect("target dir");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "-p",
-            "iommu-vmm",
-            "--bin",
-            "iommu-vmm",
-        ])
-        .env("CARGO_TARGET_DIR", target)
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build --release -p iommu-vmm failed"
-    );
-    let bin = target.join("release").join("iommu-vmm");
-    assert!(bin.exists(), "no iommu-vmm binary at {}", bin.display());
-    bin
-}
-
 /// One mode as a shell job. The disk is copied to local storage first and the mode's write
 /// slot copied back afterwards: inside the nested runner the host's files are reached over
 /// 9p without caching, far slower than the guest's disk path being measured.
@@ -452,7 +406,7 @@ fn boot_linux_6_1_each_iommu_mode_reads_and_writes_disk_through_vtd() {
     .build_debian("6.1")
     .expect("the 6.1 guest image must build (guest-images)");
 
-    let dir = scratch("matrix");
+    let dir = iommu_tests::scratch("boot-test-scratch", "matrix");
     let disk = dir.join("disk.img");
     write_disk(&disk);
     let want_sha = sha256_prefix(&disk, read_len());
@@ -472,7 +426,7 @@ fn boot_linux_6_1_each_iommu_mode_reads_and_writes_disk_through_vtd() {
     combined.extend(std::fs::read(&overlay).expect("read overlay"));
     std::fs::write(&initrd, combined).expect("write initrd");
 
-    let vmm = vmm_binary();
+    let vmm = iommu_tests::release_vmm_binary();
     let jobs: Vec<Job> = MODES
         .iter()
         .enumerate()

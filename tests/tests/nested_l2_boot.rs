@@ -106,26 +106,12 @@ fn run_guests(guests: &[(&str, Vec<String>)]) -> Vec<String> {
     report.jobs.into_iter().map(|r| r.console).collect()
 }
 
-/// A fresh directory under the target dir.
-fn scratch(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("nested-test-scratch")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
 #[test]
 fn nested_l2_guest_6_1_disk_and_trace_payload_passes() {
     // A disk the guest reads through the VT-d model (its SHA-256 checked inside the guest), and
     // a translation trace written by the inner VMM: both on host paths, so through the runner
     // they travel over 9p and the trace must be on the host afterwards.
-    let dir = scratch("l2-6.1");
+    let dir = iommu_tests::scratch("nested-test-scratch", "l2-6.1");
     let disk = dir.join("disk.img");
     let data: Vec<u8> = (0u32..(2 << 20))
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)

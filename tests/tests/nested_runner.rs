@@ -30,20 +30,6 @@ fn opts() -> RunnerOptions {
     }
 }
 
-/// A fresh directory under the target dir (the system temp dir may not be shareable).
-fn scratch(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("nested-test-scratch")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
 /// The `iommu-vmm` binary of this build: `<target>/<profile>/iommu-vmm`, built if missing.
 fn vmm_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
@@ -95,7 +81,7 @@ fn nested_l1_boot_kvm_amd_with_npt_runs_smoke_vcpu() {
 #[test]
 fn nested_batch_jobs_one_boot_each_status_console_and_files() {
     let _g = lock();
-    let dir = scratch("batch");
+    let dir = iommu_tests::scratch("nested-test-scratch", "batch");
     let jobs = vec![
         Job::shell("echo first job console; exit 0"),
         Job::shell("echo 'written in L1' > out.txt; echo second; exit 7").with_cwd(&dir),
@@ -169,7 +155,7 @@ fn nested_vmm_jobs_same_status_and_output_as_direct_run() {
 #[test]
 fn nested_frozen_l1_outer_timeout_then_retry_succeeds() {
     let _g = lock();
-    let dir = scratch("retry");
+    let dir = iommu_tests::scratch("nested-test-scratch", "retry");
     // First attempt: `halt -f` stops L1's CPUs without powering off, like the QEMU 7.2 hang:
     // nothing inside L1 can report any more, only the outer deadline ends it. Second attempt
     // (new L1 boot) finds the marker on the host share and exits 5.
@@ -231,7 +217,7 @@ fn nested_run_batch_runs_directly_or_through_runner_per_host() {
 #[test]
 fn nested_silent_job_idle_timeout_then_retry_succeeds() {
     let _g = lock();
-    let dir = scratch("idle");
+    let dir = iommu_tests::scratch("nested-test-scratch", "idle");
     // First attempt: the job goes silent far longer than the idle limit (as a job frozen by the
     // QEMU 7.2 hang would); the host kills L1 and retries; the second attempt exits 6.
     let job = Job::shell("if [ ! -e marker ]; then touch marker; sync; sleep 300; fi; exit 6")
