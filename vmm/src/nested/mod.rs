@@ -824,6 +824,7 @@ fn boot_once(
         .take()
         .ok_or_else(|| NestedError::Qemu("no stdout pipe".into()))?;
     let (tx, rx) = mpsc::channel();
+    let marker = format!("#NESTED:{nonce}:");
     let reader = std::thread::spawn(move || {
         let mut r = BufReader::new(stdout);
         let mut buf = Vec::new();
@@ -833,7 +834,17 @@ fn boot_once(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     let s = String::from_utf8_lossy(&buf);
-                    let s = s.trim_end_matches(['\n', '\r']).to_string();
+                    let mut s = s.trim_end_matches(['\n', '\r']).to_string();
+                    // A marker can land mid-line: the L2 console or an L1 kernel message
+                    // may have written part of a line just before `/init` printed it.
+                    // The nonce makes it unforgeable wherever it stands, so split there.
+                    if let Some(i) = protocol::marker_start(&s, &marker) {
+                        let rest = s.split_off(i);
+                        if tx.send(Line::Text(s)).is_err() {
+                            break;
+                        }
+                        s = rest;
+                    }
                     if tx.send(Line::Text(s)).is_err() {
                         break;
                     }

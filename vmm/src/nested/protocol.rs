@@ -41,6 +41,12 @@ pub enum Event {
     Warn(String),
 }
 
+/// Byte offset of `marker` (`#NESTED:<nonce>:`) in `line` when it stands after other text;
+/// `None` when it is absent or already at the start.
+pub fn marker_start(line: &str, marker: &str) -> Option<usize> {
+    line.find(marker).filter(|i| *i > 0)
+}
+
 /// Parses `line` (without its line end) as a marker line of the boot with `nonce`.
 /// Returns `None` for ordinary console lines, and for marker lines with another nonce.
 pub fn parse_line(line: &str, nonce: &str) -> Option<Event> {
@@ -152,6 +158,19 @@ mod tests {
     #[test]
     fn parse_line_other_nonce_or_plain_line_is_console() {
         assert_eq!(parse_line("#NESTED:forged:END 0 rc=0 secs=1", "abc"), None);
+        // Seen here: a marker glued to the end of a cut-off L2 panic line.
+        let glued = "[    1.65] CPU: 0 PID: 1 Comm: swapper/0 #NESTED:abc:END 0 rc=3 secs=5.94";
+        let i = marker_start(glued, "#NESTED:abc:").unwrap();
+        assert!(matches!(
+            parse_line(&glued[i..], "abc"),
+            Some(Event::End {
+                index: 0,
+                rc: 3,
+                ..
+            })
+        ));
+        assert_eq!(marker_start("#NESTED:abc:DONE", "#NESTED:abc:"), None);
+        assert_eq!(marker_start("no marker here", "#NESTED:abc:"), None);
         assert_eq!(parse_line("#NESTED:abcd:END 0 rc=0", "abc"), None);
         assert_eq!(parse_line("[    1.0] Linux version 6.1", "abc"), None);
         assert_eq!(parse_line("#NESTED:abc:END x rc=0", "abc"), None);
