@@ -22,35 +22,40 @@ pub fn scratch(area: &str, name: &str) -> PathBuf {
     dir
 }
 
-/// The `iommu-vmm` binary, built in release mode now (so never stale): the
-/// guest runs at TCG speed in the nested runner, and a debug VMM makes its
-/// disk path several times slower still.
-pub fn release_vmm_binary() -> PathBuf {
+/// Builds binary `bin` of workspace package `package` with cargo, in this
+/// test's profile (release when `release`), into this test's target dir
+/// (a no-op when current, so never stale), and returns its path.
+pub fn workspace_binary(package: &str, bin: &str, release: bool) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .expect("target dir");
+    // <target>/<profile>/deps/<test>-<hash>
+    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
+    let target = profile_dir.parent().expect("target dir");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "-p",
-            "iommu-vmm",
-            "--bin",
-            "iommu-vmm",
-        ])
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", package, "--bin", bin]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
         .env("CARGO_TARGET_DIR", target)
         .status()
         .expect("run cargo build");
     assert!(
         status.success(),
-        "cargo build --release -p iommu-vmm failed"
+        "cargo build -p {package} --bin {bin} failed"
     );
-    let bin = target.join("release").join("iommu-vmm");
-    assert!(bin.exists(), "no iommu-vmm binary at {}", bin.display());
-    bin
+    let path = if release {
+        target.join("release").join(bin)
+    } else {
+        profile_dir.join(bin)
+    };
+    assert!(path.exists(), "no {bin} binary at {}", path.display());
+    path
+}
+
+/// The `iommu-vmm` binary, built in release mode now (so never stale): the
+/// guest runs at TCG speed in the nested runner, and a debug VMM makes its
+/// disk path several times slower still.
+pub fn release_vmm_binary() -> PathBuf {
+    workspace_binary("iommu-vmm", "iommu-vmm", true)
 }

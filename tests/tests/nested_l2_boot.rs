@@ -7,36 +7,14 @@
 //! per guest (quiet machine vs. loaded); the 3-guest matrix is `#[ignore]`d for time (> 2 min
 //! with the image builds), the 6.1 run is not.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use iommu_vmm::nested::{Job, KvmSupport, NestedMode, RunnerOptions, detect_kvm, run_batch};
 
-/// Builds a binary of this workspace with cargo (a no-op when current) and returns its path.
-fn workspace_binary(package: &str, bin: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // <target>/<profile>/deps/<test>-<hash>
-    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
-    let target = profile_dir.parent().expect("target dir");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", package, "--bin", bin])
-        .env("CARGO_TARGET_DIR", target)
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build -p {package} --bin {bin} failed"
-    );
-    let path = profile_dir.join(bin);
-    assert!(path.exists(), "no {bin} binary at {}", path.display());
-    path
-}
-
 /// Builds (or checks current) a guest image on the host: the L1 machine can not build one.
 fn ensure_guest(name: &str) {
-    let gi = workspace_binary("guest-images", "guest-image");
+    let gi = iommu_tests::workspace_binary("guest-images", "guest-image", false);
     let out = Command::new(&gi)
         .args(["build", name])
         .output()
@@ -51,7 +29,7 @@ fn ensure_guest(name: &str) {
 /// Runs `--guest G <extra args>` for each guest in one batch, checks each run separately and
 /// returns the consoles.
 fn run_guests(guests: &[(&str, Vec<String>)]) -> Vec<String> {
-    let bin = workspace_binary("iommu-vmm", "iommu-vmm");
+    let bin = iommu_tests::workspace_binary("iommu-vmm", "iommu-vmm", false);
     for (g, _) in guests {
         ensure_guest(g);
     }
@@ -168,7 +146,7 @@ fn nested_cli_guest_6_1_auto_boots_with_one_notice_off_explains() {
     // The acceptance check, through the real command line: `iommu-vmm --guest 6.1`
     // (default --nested auto) prints the payload report; where hardware KVM is not usable it
     // says so in exactly one line, and `--nested off` refuses with the reason.
-    let bin = workspace_binary("iommu-vmm", "iommu-vmm");
+    let bin = iommu_tests::workspace_binary("iommu-vmm", "iommu-vmm", false);
     ensure_guest("6.1");
     let auto = Command::new(&bin)
         .args(["--guest", "6.1"])

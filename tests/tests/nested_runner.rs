@@ -6,7 +6,6 @@
 //! elsewhere the error names the command to run. Each L1 boot takes ~8-15 s here; the tests run
 //! one at a time (a lock) so they do not fight over the 2 cores.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -28,26 +27,6 @@ fn opts() -> RunnerOptions {
         job_timeout: Duration::from_secs(120),
         ..RunnerOptions::default()
     }
-}
-
-/// The `iommu-vmm` binary of this build: `<target>/<profile>/iommu-vmm`, built if missing.
-fn vmm_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // <target>/<profile>/deps/<test>-<hash>
-    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
-    let bin = profile_dir.join("iommu-vmm");
-    if !bin.exists() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let target = profile_dir.parent().expect("target dir");
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "iommu-vmm", "--bin", "iommu-vmm"])
-            .env("CARGO_TARGET_DIR", target)
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p iommu-vmm failed");
-    }
-    assert!(bin.exists(), "no iommu-vmm binary at {}", bin.display());
-    bin
 }
 
 #[test]
@@ -114,7 +93,7 @@ fn nested_batch_jobs_one_boot_each_status_console_and_files() {
 #[test]
 fn nested_vmm_jobs_same_status_and_output_as_direct_run() {
     let _g = lock();
-    let bin = vmm_binary();
+    let bin = iommu_tests::workspace_binary("iommu-vmm", "iommu-vmm", false);
     // Arguments that need no KVM, so the direct run on this host is the reference.
     let cases: Vec<Vec<&str>> = vec![vec!["--help"], vec!["--no-such-option-for-test"]];
     let jobs: Vec<Job> = cases.iter().map(|a| Job::vmm(a.iter().copied())).collect();

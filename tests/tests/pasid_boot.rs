@@ -3,28 +3,10 @@
 //! `--device pasid-test --stats`, asserting every payload line of the
 //! device's tests (guest-images/payload/kmod/iommutest.c, test_pasid_device).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use iommu_vmm::nested::{Job, NestedMode, RunnerOptions, run_batch};
-
-fn workspace_binary(package: &str, bin: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
-    let target = profile_dir.parent().expect("target dir");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", package, "--bin", bin])
-        .env("CARGO_TARGET_DIR", target)
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build -p {package} --bin {bin} failed"
-    );
-    profile_dir.join(bin)
-}
 
 fn line<'a>(console: &'a str, name: &str) -> Option<&'a str> {
     let prefix = format!("IOMMUTEST {name} ");
@@ -43,8 +25,8 @@ fn assert_result(guest: &str, console: &str, name: &str, want: &str) {
 #[test]
 #[ignore = "boots three guests through the nested runner (about 3-4 min here); run with --ignored"]
 fn pasid_boot_three_kernels_device_flows() {
-    let bin = workspace_binary("iommu-vmm", "iommu-vmm");
-    let gi = workspace_binary("guest-images", "guest-image");
+    let bin = iommu_tests::workspace_binary("iommu-vmm", "iommu-vmm", false);
+    let gi = iommu_tests::workspace_binary("guest-images", "guest-image", false);
     let guests = ["5.10", "6.1", "6.12"];
     for g in guests {
         let out = Command::new(&gi)
