@@ -383,17 +383,7 @@ impl Builder {
                 .collect(),
             files: vec![],
         };
-        let built = install_image(&self.cache, name, &kernel, &tree, lock)?;
-        if !self.opts.keep_work {
-            std::fs::remove_dir_all(&work).ctx(|| format!("removing {}", work.display()))?;
-        }
-        progress.finish(&format!(
-            "built in {:.1} s, {:.1} MiB ({})",
-            started.elapsed().as_secs_f64(),
-            built.lock.total_size() as f64 / 1048576.0,
-            built.dir.display()
-        ));
-        Ok(built)
+        self.finish_build(name, &kernel, &tree, lock, &work, &progress, started)
     }
 
     /// Builds an image from a user's built kernel tree: its bzImage, modules installed from the
@@ -559,9 +549,25 @@ impl Builder {
             }],
             files: vec![],
         };
-        let built = install_image(&self.cache, name, &bzimage, &tree, lock)?;
+        self.finish_build(name, &bzimage, &tree, lock, &work, &progress, started)
+    }
+
+    /// The end of every build: install the image into the cache, drop the
+    /// work folder (unless kept), and report time and size.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_build(
+        &self,
+        name: &str,
+        kernel: &Path,
+        tree: &Tree,
+        lock: ImageLock,
+        work: &Path,
+        progress: &Progress,
+        started: Instant,
+    ) -> Result<BuiltImage> {
+        let built = install_image(&self.cache, name, kernel, tree, lock)?;
         if !self.opts.keep_work {
-            std::fs::remove_dir_all(&work).ctx(|| format!("removing {}", work.display()))?;
+            std::fs::remove_dir_all(work).ctx(|| format!("removing {}", work.display()))?;
         }
         progress.finish(&format!(
             "built in {:.1} s, {:.1} MiB ({})",
