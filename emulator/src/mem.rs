@@ -76,36 +76,28 @@ pub trait GuestRam: Send + Sync {
     fn write_u32(&self, gpa: Gpa, value: u32) -> Result<(), MemError> {
         self.write(gpa, &value.to_le_bytes())
     }
-
-    /// Read `N` consecutive little-endian u64 words (a 128- or 256-bit or
-    /// 512-bit table entry or queue descriptor).
-    fn read_words<const N: usize>(&self, gpa: Gpa) -> Result<[u64; N], MemError>
-    where
-        Self: Sized,
-    {
-        let mut out = [0u64; N];
-        let mut addr = gpa.0;
-        for w in out.iter_mut() {
-            *w = self.read_u64(Gpa(addr))?;
-            addr = addr.checked_add(8).ok_or(MemError::OutOfRange {
-                addr: gpa.0,
-                len: N.saturating_mul(8),
-            })?;
-        }
-        Ok(out)
-    }
 }
 
-/// Read `N` consecutive little-endian u64 words through a trait object.
+/// Read `N` consecutive little-endian u64 words (a 128-, 256- or 512-bit
+/// table entry, queue descriptor or command) with one guest-memory read
+/// per 64 bytes, so an entry is fetched whole, as hardware does.
 pub fn read_words<const N: usize>(mem: &dyn GuestRam, gpa: Gpa) -> Result<[u64; N], MemError> {
+    let oor = MemError::OutOfRange {
+        addr: gpa.0,
+        len: N.saturating_mul(8),
+    };
     let mut out = [0u64; N];
+    let mut buf = [0u8; 64];
     let mut addr = gpa.0;
-    for w in out.iter_mut() {
-        *w = mem.read_u64(Gpa(addr))?;
-        addr = addr.checked_add(8).ok_or(MemError::OutOfRange {
-            addr: gpa.0,
-            len: N.saturating_mul(8),
-        })?;
+    for chunk in out.chunks_mut(8) {
+        let bytes = buf.get_mut(..chunk.len().saturating_mul(8)).ok_or(oor)?;
+        mem.read(Gpa(addr), bytes)?;
+        for (w, b) in chunk.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(b);
+            *w = u64::from_le_bytes(le);
+        }
+        addr = addr.checked_add(64).ok_or(oor)?;
     }
     Ok(out)
 }

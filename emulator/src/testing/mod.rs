@@ -336,6 +336,21 @@ mod tests {
     }
 
     #[test]
+    fn read_words_fetches_an_entry_whole_across_a_page() {
+        let r = FakeRam::new(0x3000);
+        for i in 0..10u64 {
+            r.write_u64(Gpa(0xfe0 + 8 * i), 0x100 + i).unwrap();
+        }
+        r.reset_counters();
+        let w = crate::mem::read_words::<8>(&r, Gpa(0xfe0)).unwrap();
+        assert_eq!(w, [0x100, 0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107]);
+        assert_eq!(r.reads(), 1, "one guest-memory read for a 512-bit entry");
+        let w = crate::mem::read_words::<10>(&r, Gpa(0xfe0)).unwrap();
+        assert_eq!(w[9], 0x109);
+        assert!(crate::mem::read_words::<4>(&r, Gpa(0x2ff0)).is_err());
+    }
+
+    #[test]
     fn fake_ram_compare_exchange() {
         let r = FakeRam::new(0x2000);
         r.write_u64(Gpa(8), 5).unwrap();
