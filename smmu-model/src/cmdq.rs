@@ -18,7 +18,7 @@ use crate::regs::{self, cr0, gerror, queue};
 use crate::structs::cmd::{CMD_BYTES, CmdError, Command};
 use crate::structs::ste::StreamWorld;
 use crate::tlb::TlbKind;
-use crate::{DeviceMessage, Smmu, State};
+use crate::{DeviceMessage, Smmu, StallResolution, State};
 
 /// CMDQ_CONS.ERR codes (4.1.3).
 pub mod cerror {
@@ -52,6 +52,8 @@ impl Smmu {
             | Command::CfgiCdAll { .. } => c.s1,
             Command::AtcInv { .. } => c.ats,
             Command::PriResp { .. } => self.config.pri,
+            // 4.7.1, 4.7.2: CERROR_ILL when IDR0.STALL_MODEL = 0b01.
+            Command::Resume { .. } | Command::StallTerm { .. } => self.config.stall_model.stalls(),
             _ => true,
         }
     }
@@ -121,6 +123,9 @@ impl Smmu {
         let vm = move |tag_vmid: u16, vmid: u16| !s2 || tag_vmid == vmid;
         let ns = |w: StreamWorld| w == StreamWorld::NsEl1;
         let s1ish = |k: TlbKind| matches!(k, TlbKind::S1 | TlbKind::Nested);
+        // 6.3.9.6: with SMMUEN = 0 the ATS interface is not operational:
+        // CMD_ATC_INV and CMD_PRI_RESP are ignored.
+        let ats_up = st.regs.value(regs::CR0ACK) & cr0::SMMUEN != 0;
         match *cmd {
             Command::PrefetchConfig { .. } | Command::PrefetchAddr { .. } => {
                 // 4.2: prefetches are hints; not acted on.
@@ -203,6 +208,12 @@ impl Smmu {
                 self.tlb.invalidate_if(|t, _| ns(t.key.world));
             }
             Command::TlbiEl3All | Command::TlbiEl3Va => {}
+            Command::AtcInv { .. } | Command::PriResp { .. } if !ats_up => {
+                self.stats
+                    .ats_commands_ignored
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?cmd, "ATS command ignored: SMMUEN = 0");
+            }
             Command::AtcInv {
                 sid,
                 ssid,
@@ -228,9 +239,39 @@ impl Smmu {
                 resp,
                 automatic: false,
             }),
-            Command::Resume { .. } | Command::StallTerm { .. } => {
-                // No transaction ever stalls (IDR0.STALL_MODEL = 0b01), so
-                // there is nothing to resume or terminate.
+            Command::Resume {
+                sid, stag, retry, ..
+            } => {
+                // 4.7.1: Retry, or Terminate (with abort: TERM_MODEL = 1
+                // makes Ab IGNORED); no effect without a match.
+                let r = if retry {
+                    StallResolution::Retry
+                } else {
+                    StallResolution::Abort
+                };
+                match st.stalls.resume(sid, stag, r) {
+                    Some(t) => {
+                        let c = if retry {
+                            &self.stats.stalls_retried
+                        } else {
+                            &self.stats.stalls_aborted
+                        };
+                        c.fetch_add(1, Ordering::Relaxed);
+                        self.stall_resolved(&t, r);
+                    }
+                    None => {
+                        self.stats.resumes_unmatched.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(sid, stag, "CMD_RESUME matches no stalled transaction");
+                    }
+                }
+            }
+            Command::StallTerm { sid } => {
+                // 4.7.2: every stalled transaction of the stream ends with
+                // an abort; their STAGs are free again.
+                for t in st.stalls.terminate_stream(sid) {
+                    self.stats.stalls_terminated.fetch_add(1, Ordering::Relaxed);
+                    self.stall_resolved(&t, StallResolution::Abort);
+                }
             }
             Command::Sync {
                 cs,
@@ -242,7 +283,6 @@ impl Smmu {
                     // Completion signalled without an MSI (wired/SEV).
                     self.stats.msi_not_sent.fetch_add(1, Ordering::Relaxed);
                 }
-                let _ = st;
             }
         }
     }

@@ -71,6 +71,9 @@ pub(crate) struct Abort {
     pub(crate) event: Option<Event>,
     pub(crate) kind: FaultKind,
     pub(crate) level: Option<u8>,
+    /// The faulting stage is configured to stall (5.5 CD.S / STE.S2S) and
+    /// the fault is translation-related: the transaction stalls.
+    pub(crate) stall: bool,
 }
 
 impl Abort {
@@ -79,6 +82,7 @@ impl Abort {
             event: Some(ev),
             kind,
             level: None,
+            stall: false,
         }
     }
 
@@ -87,6 +91,7 @@ impl Abort {
             event: None,
             kind,
             level: None,
+            stall: false,
         }
     }
 }
@@ -233,7 +238,7 @@ impl Smmu {
         let cd_pa = self.cd_s2(mem, sid, ssid, cd_ipa, s2, cost)?;
         let words: [u64; 8] = read_words(mem, Gpa(cd_pa)).map_err(|_| fetch_fault(cd_pa))?;
         cost.reads(self, 1);
-        let cd = Cd::decode(&words, &self.caps).map_err(|why| {
+        let cd = Cd::decode(&words, &self.caps, s1.stalld).map_err(|why| {
             tracing::debug!(sid, ?ssid, %why, "C_BAD_CD");
             Abort::event(
                 FaultKind::BadConfig,
@@ -257,7 +262,16 @@ impl Smmu {
     ) -> Result<u64, Abort> {
         let Some(s2) = s2 else { return Ok(ipa) };
         self.s2_table_access(mem, s2, ipa, cost).map_err(|e| {
-            let mut a = self.walk_abort(sid, ssid, ipa, e, true, FaultClass::Cd, s2.record, None);
+            let mut a = self.walk_abort(
+                sid,
+                ssid,
+                ipa,
+                e,
+                true,
+                FaultClass::Cd,
+                (s2.record, s2.stall),
+                None,
+            );
             if let Some(ev) = a.event.as_mut() {
                 ev.ipa = ipa;
             }

@@ -21,6 +21,23 @@ pub(crate) fn ring_of(base: u64, max_log2: u8) -> (u64, Ring) {
 }
 
 impl Smmu {
+    /// 7.2.1: the event queue is writable when it is enabled, not full and
+    /// has no unacknowledged EVENTQ_ABT_ERR.
+    pub(crate) fn event_queue_writable(&self, st: &State) -> bool {
+        if !Self::queue_enabled(st, cr0::EVENTQEN) || Self::eventq_abort_active(st) {
+            return false;
+        }
+        let (_, ring) = ring_of(st.regs.value(regs::EVENTQ_BASE), self.config.evtq_log2);
+        let mask = u64::from(ring.ptr_mask());
+        let prod = u32::try_from(st.regs.value(regs::EVENTQ_PROD) & mask).unwrap_or(0);
+        let cons = u32::try_from(st.regs.value(regs::EVENTQ_CONS) & mask).unwrap_or(0);
+        !ring.queue_full(prod, cons)
+    }
+
+    fn eventq_abort_active(st: &State) -> bool {
+        (st.regs.value(regs::GERROR) ^ st.regs.value(regs::GERRORN)) & gerror::EVENTQ_ABT_ERR != 0
+    }
+
     /// Record `ev` in the event queue; returns whether the guest can see
     /// it.
     pub(crate) fn record_event(&self, mem: &dyn GuestRam, ev: &Event) -> bool {
@@ -35,6 +52,14 @@ impl Smmu {
         if !Self::queue_enabled(st, cr0::EVENTQEN) {
             self.stats
                 .events_dropped_disabled
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        if Self::eventq_abort_active(st) {
+            // 7.2.1: not writable until EVENTQ_ABT_ERR is acknowledged;
+            // the record is discarded without an overflow.
+            self.stats
+                .events_dropped_abort
                 .fetch_add(1, Ordering::Relaxed);
             return false;
         }

@@ -57,6 +57,7 @@ pub mod fuzzing;
 pub mod priq;
 pub mod props;
 pub mod regs;
+pub mod stall;
 pub mod stats;
 pub mod structs;
 pub mod tlb;
@@ -69,7 +70,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use iommu_emulator::regs::{RegFile, RegWrite};
 use iommu_emulator::{Cache, GuestRam, MsiMessage, MsiSink};
 
-pub use props::{PROPERTIES, SmmuConfig, Stages};
+pub use props::{PROPERTIES, SmmuConfig, Stages, StallModel};
+pub use stall::{Stall, StallResolution, StalledTransaction, TranslateOutcome};
 pub use stats::SmmuStats;
 pub use structs::event::{Event, EventType, PageRequest};
 
@@ -128,6 +130,22 @@ pub enum DeviceMessage {
         /// Sent by the SMMU itself (PRI queue overflow or disabled).
         automatic: bool,
     },
+    /// A stalled transaction was answered (3.12.2): resumed or terminated
+    /// by CMD_RESUME, terminated by CMD_STALL_TERM or by clearing SMMUEN,
+    /// or told to retry because its stall record could not be written
+    /// (7.2.1). The [`Stall`] handle carries the same news.
+    StallResolved {
+        /// StreamID.
+        sid: u32,
+        /// SubstreamID of the transaction.
+        ssid: Option<u32>,
+        /// STAG of its record (`None`: no record was written).
+        stag: Option<u16>,
+        /// Input address.
+        addr: u64,
+        /// Retry (translate again) or abort.
+        resolution: StallResolution,
+    },
 }
 
 /// Where ATC invalidations and PRI responses go when the device model
@@ -147,6 +165,7 @@ pub const MAX_DEVICE_MESSAGES: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) regs: RegFile,
+    pub(crate) stalls: stall::StallTable,
 }
 
 /// Register values the translation path reads without the state lock.
@@ -208,7 +227,10 @@ impl Smmu {
             tlb: tlb::Tlb::new(config.tlb)?,
             config,
             msi,
-            state: Mutex::new(State { regs }),
+            state: Mutex::new(State {
+                regs,
+                stalls: stall::StallTable::default(),
+            }),
             ctrl,
             stats: stats::Stats::default(),
             outbox: Mutex::new(VecDeque::new()),
@@ -296,6 +318,43 @@ impl Smmu {
             }
             _ => {}
         }
+        // 3.12.2 / 7.2.1: stalls whose record could not be written retry
+        // once the event queue is writable again (space freed, queue
+        // enabled, EVENTQ_ABT_ERR acknowledged).
+        if matches!(w.offset, regs::EVENTQ_CONS | regs::CR0 | regs::GERRORN) {
+            self.retry_deferred_stalls(st);
+        }
+    }
+
+    /// Resolve the stalls whose record is still to be written with Retry
+    /// when the event queue is writable.
+    fn retry_deferred_stalls(&self, st: &mut State) {
+        if st.stalls.unrecorded() == 0 || !self.event_queue_writable(st) {
+            return;
+        }
+        for t in st.stalls.retry_unrecorded() {
+            self.stats
+                .stalls_deferred_retried
+                .fetch_add(1, Ordering::Relaxed);
+            self.stall_resolved(&t, StallResolution::Retry);
+        }
+    }
+
+    /// Tell the device a stalled transaction was answered.
+    pub(crate) fn stall_resolved(&self, t: &StalledTransaction, resolution: StallResolution) {
+        tracing::debug!(?t, ?resolution, "SMMU stalled transaction resolved");
+        self.push_device_message(DeviceMessage::StallResolved {
+            sid: t.sid,
+            ssid: t.ssid,
+            stag: t.stag,
+            addr: t.addr,
+            resolution,
+        });
+    }
+
+    /// The transactions stalled now (3.12.2), oldest first.
+    pub fn stalled(&self) -> Vec<StalledTransaction> {
+        lock(&self.state).stalls.list()
     }
 
     /// 6.3.9 / 6.3.10: CR0 changes take effect and are acknowledged in
@@ -306,6 +365,14 @@ impl Smmu {
         let enabled = w.new & !w.old;
         if enabled & cr0::SMMUEN != 0 {
             tracing::debug!("SMMU enabled");
+        }
+        if w.old & !w.new & cr0::SMMUEN != 0 {
+            // 6.3.9.6: clearing SMMUEN terminates every stalled
+            // transaction with an abort and frees its STAG.
+            for t in st.stalls.terminate_all() {
+                self.stats.stalls_terminated.fetch_add(1, Ordering::Relaxed);
+                self.stall_resolved(&t, StallResolution::Abort);
+            }
         }
         if w.new & cr0::CMDQEN != 0 {
             self.process_cmdq(st, mem);
@@ -510,7 +577,7 @@ mod tests {
         m.write_u64(iommu_emulator::Gpa(0x1_0008), 7 | (1 << 12))
             .unwrap();
         s.mmio_write(&m, regs::CMDQ_BASE, 8, 0x1_0000 | 2);
-        s.mmio_write(&m, regs::CR0, 4, cr0::CMDQEN);
+        s.mmio_write(&m, regs::CR0, 4, cr0::CMDQEN | cr0::SMMUEN);
         s.mmio_write(&m, regs::CMDQ_PROD, 4, 1);
         assert_eq!(s.mmio_read(&m, regs::CMDQ_CONS, 4), 1);
         let got = lock(&c.0).clone();
@@ -525,6 +592,43 @@ mod tests {
             }]
         );
         assert!(s.take_device_messages().is_empty());
+    }
+
+    // 6.3.9.6: with SMMUEN = 0, CMD_ATC_INV and CMD_PRI_RESP are ignored.
+    #[test]
+    fn cmdq_ats_commands_ignored_while_smmu_disabled() {
+        let (s, m) = smmu();
+        m.write_u64(iommu_emulator::Gpa(0x1_0000), 0x41 | (5u64 << 32))
+            .unwrap();
+        m.write_u64(iommu_emulator::Gpa(0x1_0008), 7 | (1 << 12))
+            .unwrap();
+        m.write_u64(iommu_emulator::Gpa(0x1_0010), 0x40 | (5u64 << 32))
+            .unwrap();
+        s.mmio_write(&m, regs::CMDQ_BASE, 8, 0x1_0000 | 2);
+        s.mmio_write(&m, regs::CR0, 4, cr0::CMDQEN);
+        s.mmio_write(&m, regs::CMDQ_PROD, 4, 2);
+        assert_eq!(s.mmio_read(&m, regs::CMDQ_CONS, 4), 2);
+        assert!(s.take_device_messages().is_empty());
+        assert_eq!(s.stats().ats_commands_ignored, 2);
+    }
+
+    // 4.7.1 / 4.7.2: CMD_RESUME and CMD_STALL_TERM are CERROR_ILL with
+    // IDR0.STALL_MODEL = 0b01, legal otherwise.
+    #[test]
+    fn cmdq_resume_illegal_without_stall_model() {
+        for (props, err) in [("stall-model=terminate", 1), ("", 0)] {
+            let c = SmmuConfig::parse_props(props).unwrap();
+            let s = Smmu::new(c, Arc::new(RecordingMsi::new())).unwrap();
+            let m = FakeRam::new(1 << 24);
+            m.write_u64(iommu_emulator::Gpa(0x1_0000), 0x44 | (1 << 12))
+                .unwrap();
+            s.mmio_write(&m, regs::CMDQ_BASE, 8, 0x1_0000 | 2);
+            s.mmio_write(&m, regs::CR0, 4, cr0::CMDQEN | cr0::SMMUEN);
+            s.mmio_write(&m, regs::CMDQ_PROD, 4, 1);
+            let cons = s.mmio_read(&m, regs::CMDQ_CONS, 4);
+            assert_eq!((cons >> 24) & 0x7f, err, "{props}");
+            assert_eq!(s.stats().resumes_unmatched, 1 - err, "{props}");
+        }
     }
 
     // 6.3.26: a command queue larger than IDR1.CMDQS behaves as CMDQS.

@@ -20,6 +20,39 @@ pub enum Stages {
     Nested,
 }
 
+/// Fault models offered (IDR0.STALL_MODEL, IHI 0070 3.12, 6.3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StallModel {
+    /// 0b00: stall and terminate models; software picks per stream
+    /// (STE.S1STALLD, CD.S, STE.S2S). Arm's recommendation (3.12).
+    Configurable,
+    /// 0b01: terminate model only; CD.S, STE.S2S and STE.S1STALLD are
+    /// ILLEGAL when set, CMD_RESUME and CMD_STALL_TERM are CERROR_ILL.
+    Terminate,
+    /// 0b10: stall model forced; CD.S = 0, STE.S2S = 0 (with stage 2) and
+    /// STE.S1STALLD = 1 are ILLEGAL.
+    Force,
+}
+
+impl StallModel {
+    /// The IDR0.STALL_MODEL encoding.
+    pub const fn encoding(self) -> u32 {
+        match self {
+            StallModel::Configurable => 0b00,
+            StallModel::Terminate => 0b01,
+            StallModel::Force => 0b10,
+        }
+    }
+
+    /// True when transactions can stall at all.
+    pub const fn stalls(self) -> bool {
+        !matches!(self, StallModel::Terminate)
+    }
+}
+
+/// Largest `max-stalls` a configuration may ask for.
+pub const MAX_STALLS_LIMIT: u32 = 4096;
+
 /// An SMMUv3 instance's configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SmmuConfig {
@@ -59,6 +92,12 @@ pub struct SmmuConfig {
     pub vmid16: bool,
     /// Coherent table and queue access (IDR0.COHACC).
     pub coherent: bool,
+    /// Fault models (IDR0.STALL_MODEL).
+    pub stall_model: StallModel,
+    /// Transactions that can be stalled at once (3.12.2.3: an
+    /// IMPLEMENTATION SPECIFIC number); a stall-configured fault beyond it
+    /// is terminated with an abort and reported with Stall = 0 (3.12).
+    pub max_stalls: u32,
     /// log2 of the largest command queue (IDR1.CMDQS), at most 19.
     pub cmdq_log2: u8,
     /// log2 of the largest event queue (IDR1.EVTQS), at most 19.
@@ -104,6 +143,8 @@ impl Default for SmmuConfig {
             asid16: true,
             vmid16: true,
             coherent: true,
+            stall_model: StallModel::Configurable,
+            max_stalls: 64,
             cmdq_log2: 19,
             evtq_log2: 19,
             priq_log2: 19,
@@ -142,6 +183,14 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("asid16", "on/off: 16-bit ASIDs (IDR0.ASID16)"),
     ("vmid16", "on/off: 16-bit VMIDs (IDR0.VMID16)"),
     ("coherent", "on/off: coherent access (IDR0.COHACC)"),
+    (
+        "stall-model",
+        "fault models (IDR0.STALL_MODEL): configurable (0), terminate (1), force (2)",
+    ),
+    (
+        "max-stalls",
+        "transactions that can be stalled at once, 0-4096 (beyond: terminated, counted)",
+    ),
     (
         "cmdqs",
         "log2 of the largest command queue (IDR1.CMDQS), 0-19",
@@ -242,6 +291,15 @@ impl SmmuConfig {
             "asid16" => self.asid16 = onoff(k, v)?,
             "vmid16" => self.vmid16 = onoff(k, v)?,
             "coherent" => self.coherent = onoff(k, v)?,
+            "stall-model" => {
+                self.stall_model = match v {
+                    "configurable" | "both" | "0" => StallModel::Configurable,
+                    "terminate" | "1" => StallModel::Terminate,
+                    "force" | "stall" | "2" => StallModel::Force,
+                    _ => return Err(bad(k, v, "expected configurable, terminate or force")),
+                }
+            }
+            "max-stalls" => self.max_stalls = number(k, v, 0, u64::from(MAX_STALLS_LIMIT))?,
             "cmdqs" => self.cmdq_log2 = number(k, v, 0, 19)?,
             "evtqs" => self.evtq_log2 = number(k, v, 0, 19)?,
             "priqs" => self.priq_log2 = number(k, v, 0, 19)?,
@@ -282,6 +340,9 @@ impl SmmuConfig {
         if oas_encoding(self.oas_bits).is_none() {
             return Err(bad("oas", &self.oas_bits.to_string(), "unsupported"));
         }
+        if self.max_stalls > MAX_STALLS_LIMIT {
+            return Err(bad("max-stalls", &self.max_stalls.to_string(), "too large"));
+        }
         for (name, c) in [
             ("tlb", self.tlb),
             ("ste-cache", self.ste_cache),
@@ -318,7 +379,7 @@ impl SmmuConfig {
         v |= bit(self.msi, 13) | (1 << 14); // SEV
         v |= bit(self.pri, 16) | bit(self.vmid16, 18) | bit(self.cd_2lvl, 19);
         v |= 2 << 21; // TTENDIAN: little-endian only
-        v |= 1 << 24; // STALL_MODEL 0b01: stalls not supported
+        v |= self.stall_model.encoding() << 24; // STALL_MODEL
         v |= 1 << 26; // TERM_MODEL: aborted transactions are always aborted
         v |= bit(self.st_2lvl, 27); // ST_LEVEL
         v
@@ -391,6 +452,21 @@ mod tests {
         assert_eq!(c.idr5() & (1 << 5), 0);
         assert_eq!(c.tlb.entries(), 8);
         assert_eq!(c.latencies.mem_read, 7);
+    }
+
+    // IHI 0070 6.3.1: IDR0.STALL_MODEL comes from `stall-model`.
+    #[test]
+    fn props_stall_model_sets_idr0_field() {
+        let field = |p: &str| (SmmuConfig::parse_props(p).unwrap().idr0() >> 24) & 3;
+        assert_eq!(field(""), 0b00);
+        assert_eq!(field("stall-model=terminate"), 0b01);
+        assert_eq!(field("stall-model=force"), 0b10);
+        assert!(SmmuConfig::parse_props("stall-model=maybe").is_err());
+        assert!(SmmuConfig::parse_props("max-stalls=5000").is_err());
+        assert_eq!(
+            SmmuConfig::parse_props("max-stalls=3").unwrap().max_stalls,
+            3
+        );
     }
 
     #[test]

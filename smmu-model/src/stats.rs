@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use iommu_emulator::timing::CountersSnapshot;
 use iommu_emulator::{CacheStats, TranslationStats};
 
-use crate::Smmu;
 use crate::structs::event::EventType;
+use crate::{Smmu, lock};
 
 /// Live counters.
 #[derive(Debug)]
@@ -30,6 +30,15 @@ pub(crate) struct Stats {
     pub(crate) pri_written: AtomicU64,
     pub(crate) pri_dropped: AtomicU64,
     pub(crate) device_messages_dropped: AtomicU64,
+    pub(crate) stalls: AtomicU64,
+    pub(crate) stalls_retried: AtomicU64,
+    pub(crate) stalls_aborted: AtomicU64,
+    pub(crate) stalls_terminated: AtomicU64,
+    pub(crate) stalls_refused: AtomicU64,
+    pub(crate) stalls_deferred: AtomicU64,
+    pub(crate) stalls_deferred_retried: AtomicU64,
+    pub(crate) resumes_unmatched: AtomicU64,
+    pub(crate) ats_commands_ignored: AtomicU64,
 }
 
 impl Default for Stats {
@@ -51,6 +60,15 @@ impl Default for Stats {
             pri_written: AtomicU64::new(0),
             pri_dropped: AtomicU64::new(0),
             device_messages_dropped: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
+            stalls_retried: AtomicU64::new(0),
+            stalls_aborted: AtomicU64::new(0),
+            stalls_terminated: AtomicU64::new(0),
+            stalls_refused: AtomicU64::new(0),
+            stalls_deferred: AtomicU64::new(0),
+            stalls_deferred_retried: AtomicU64::new(0),
+            resumes_unmatched: AtomicU64::new(0),
+            ats_commands_ignored: AtomicU64::new(0),
         }
     }
 }
@@ -108,6 +126,16 @@ impl Stats {
             pri_written: get(&self.pri_written),
             pri_dropped: get(&self.pri_dropped),
             device_messages_dropped: get(&self.device_messages_dropped),
+            stalls: get(&self.stalls),
+            stalls_retried: get(&self.stalls_retried),
+            stalls_aborted: get(&self.stalls_aborted),
+            stalls_terminated: get(&self.stalls_terminated),
+            stalls_refused: get(&self.stalls_refused),
+            stalls_deferred: get(&self.stalls_deferred),
+            stalls_deferred_retried: get(&self.stalls_deferred_retried),
+            resumes_unmatched: get(&self.resumes_unmatched),
+            ats_commands_ignored: get(&self.ats_commands_ignored),
+            stalled_now: lock(&smmu.state).stalls.len(),
             total: self.translations.total(),
             per_source: self
                 .translations
@@ -159,6 +187,28 @@ pub struct SmmuStats {
     pub pri_dropped: u64,
     /// Device messages dropped (outbox full).
     pub device_messages_dropped: u64,
+    /// Transactions stalled (3.12.2), recorded or deferred.
+    pub stalls: u64,
+    /// Stalls resumed with Retry by CMD_RESUME.
+    pub stalls_retried: u64,
+    /// Stalls terminated by CMD_RESUME.
+    pub stalls_aborted: u64,
+    /// Stalls terminated by CMD_STALL_TERM or by clearing SMMUEN.
+    pub stalls_terminated: u64,
+    /// Stall-configured faults terminated because `max-stalls`
+    /// transactions were already stalled (reported with Stall = 0).
+    pub stalls_refused: u64,
+    /// Stalls whose record could not be written at once (event queue not
+    /// writable, 7.2.1).
+    pub stalls_deferred: u64,
+    /// Deferred stalls told to retry when the queue became writable.
+    pub stalls_deferred_retried: u64,
+    /// CMD_RESUMEs that matched no stalled transaction (4.7.1: no effect).
+    pub resumes_unmatched: u64,
+    /// CMD_ATC_INV / CMD_PRI_RESP ignored because SMMUEN = 0 (6.3.9.6).
+    pub ats_commands_ignored: u64,
+    /// Transactions stalled at the time of the snapshot.
+    pub stalled_now: usize,
     /// Translation totals.
     pub total: CountersSnapshot,
     /// Per (StreamID, SubstreamID) translation counters.
@@ -251,6 +301,26 @@ impl fmt::Display for SmmuStats {
             self.gerrors,
             self.pri_written,
             self.pri_dropped
+        )?;
+        if self.ats_commands_ignored > 0 {
+            writeln!(
+                f,
+                "  ATS commands ignored (SMMUEN = 0) {}",
+                self.ats_commands_ignored
+            )?;
+        }
+        writeln!(
+            f,
+            "  stalls {} (now {}) retried {} aborted {} terminated {} refused {} deferred {} (retried {}) unmatched resumes {}",
+            self.stalls,
+            self.stalled_now,
+            self.stalls_retried,
+            self.stalls_aborted,
+            self.stalls_terminated,
+            self.stalls_refused,
+            self.stalls_deferred,
+            self.stalls_deferred_retried,
+            self.resumes_unmatched
         )?;
         for (op, n) in &self.commands {
             writeln!(f, "    opcode {op:#04x}: {n}")?;

@@ -15,12 +15,13 @@ use iommu_emulator::{
     RequestKind, Translation,
 };
 
-use crate::Smmu;
 use crate::config::{Abort, Cost};
-use crate::regs::{cr0, gbpa};
+use crate::regs::{self, cr0, gbpa};
+use crate::stall::{StalledTransaction, TranslateOutcome};
 use crate::structs::event::{Event, EventType, FaultClass};
 use crate::structs::ste::{Eats, S1Dss, S2Ste, SteConfig};
 use crate::tlb::{TlbEntry, TlbKey, TlbKind};
+use crate::{Smmu, lock};
 
 /// Attributes of the transaction that event records carry.
 #[derive(Clone, Copy, Debug)]
@@ -95,9 +96,11 @@ impl Smmu {
     }
 
     /// Turn a walk error into an abort with its event (7.3.10-7.3.15).
-    /// `record` is CD.R / STE.S2R: when clear, translation-class faults
-    /// (F_TRANSLATION, F_ADDR_SIZE, F_ACCESS, F_PERMISSION) are not
-    /// recorded (5.2, 5.4); external aborts always are.
+    /// `(record, stall)` is (CD.R, CD.S) or (STE.S2R, STE.S2S): a
+    /// translation-related fault (F_TRANSLATION, F_ADDR_SIZE, F_ACCESS,
+    /// F_PERMISSION) stalls when `stall`, and is then always recorded
+    /// (5.5); otherwise it is recorded only when `record`. External aborts
+    /// never stall and are always recorded.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn walk_abort(
         &self,
@@ -107,7 +110,7 @@ impl Smmu {
         e: WalkError,
         s2: bool,
         class: FaultClass,
-        record: bool,
+        (record, stall): (bool, bool),
         access: Option<AccessInfo>,
     ) -> Abort {
         let ty = event_for(e.kind);
@@ -116,12 +119,14 @@ impl Smmu {
         } else {
             e.kind
         };
+        let stall = stall && ty.can_stall();
         let mut abort = Abort {
             event: None,
             kind,
             level: Some(e.level),
+            stall,
         };
-        if ty != EventType::FWalkEabt && !record {
+        if ty != EventType::FWalkEabt && !record && !stall {
             self.stats.events_suppressed.fetch_add(1, Ordering::Relaxed);
             return abort;
         }
@@ -139,6 +144,19 @@ impl Smmu {
         }
         abort.event = Some(ev);
         abort
+    }
+
+    /// A stage-2 fault while fetching a CD of an ATS Translation Request
+    /// does not stall (5.5, 3.9.1); without S2R it is not recorded either.
+    fn no_stall_for_ats(&self, mut a: Abort, ats: bool, s2: Option<&S2Ste>) -> Abort {
+        if ats && a.stall {
+            a.stall = false;
+            if !s2.is_some_and(|s| s.record) {
+                a.event = None;
+                self.stats.events_suppressed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        a
     }
 
     fn fault(&self, mem: &dyn GuestRam, req: &DmaRequest, a: Abort, cost: &Cost) -> Fault {
@@ -160,6 +178,99 @@ impl Smmu {
         }
     }
 
+    /// End a faulting transaction: terminate it with its event, or stall
+    /// it (3.12.2) when its stage is configured to stall.
+    fn fault_or_stall(
+        &self,
+        mem: &dyn GuestRam,
+        req: &DmaRequest,
+        a: Abort,
+        cost: &Cost,
+    ) -> TranslateOutcome {
+        let ev = match a.event {
+            Some(ev) if a.stall => ev,
+            _ => return TranslateOutcome::Done(Err(self.fault(mem, req, a, cost))),
+        };
+        let mut ev = ev;
+        let record_cost = self.config.latencies.record_write;
+        let mut fault = Fault {
+            kind: a.kind,
+            reason: u16::from(ev.kind.code()),
+            addr: req.addr,
+            level: a.level,
+            recorded: false,
+            cycles: Cycles(cost.cycles),
+        };
+        let mut st = lock(&self.state);
+        let smmuen = st.regs.value(regs::CR0ACK) & cr0::SMMUEN != 0;
+        let limit = usize::try_from(self.config.max_stalls).unwrap_or(usize::MAX);
+        if !smmuen || st.stalls.len() >= limit {
+            // 3.12.2.3: stall resources are exhausted; 3.12 lets such a
+            // fault be terminated with an abort and reported with Stall = 0.
+            // (SMMUEN cleared meanwhile: 6.3.9.6, nothing new stalls.)
+            if smmuen {
+                self.stats.stalls_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(sid = ev.sid, limit, "stall limit reached, fault terminated");
+            }
+            fault.recorded = self.push_event(&mut st, mem, &ev);
+            fault.cycles = Cycles(cost.cycles.saturating_add(record_cost));
+            return TranslateOutcome::Done(Err(fault));
+        }
+        self.stats.stalls.fetch_add(1, Ordering::Relaxed);
+        let mut stag = None;
+        if self.event_queue_writable(&st) {
+            let tag = st.stalls.alloc_stag();
+            ev.stall = true;
+            ev.stag = tag;
+            if self.push_event(&mut st, mem, &ev) {
+                stag = Some(tag);
+                fault.recorded = true;
+            }
+            fault.cycles = Cycles(cost.cycles.saturating_add(record_cost));
+        } else {
+            // 7.2.1 / 7.4: a stall record is never discarded and causes no
+            // overflow; the transaction retries when the queue is writable.
+            self.stats.count_event(ev.kind);
+        }
+        if stag.is_none() {
+            self.stats.stalls_deferred.fetch_add(1, Ordering::Relaxed);
+        }
+        let info = StalledTransaction {
+            sid: ev.sid,
+            ssid: ev.ssid,
+            stag,
+            addr: req.addr.0,
+        };
+        tracing::debug!(?info, "SMMU transaction stalled");
+        TranslateOutcome::Stalled(st.stalls.insert(info, fault))
+    }
+
+    /// Translate one transaction, letting it stall (3.12.2) when its
+    /// configuration asks for it: a [`TranslateOutcome::Stalled`] carries
+    /// a [`crate::Stall`] handle whose resolution software decides with
+    /// CMD_RESUME / CMD_STALL_TERM. On `Retry` the requester translates
+    /// the same request again; on `Abort` the device sees the fault.
+    pub fn translate_stallable(&self, mem: &dyn GuestRam, req: &DmaRequest) -> TranslateOutcome {
+        let mut cost = Cost::default();
+        let out = match self.translate_inner(mem, req, &mut cost) {
+            Ok(t) => TranslateOutcome::Done(Ok(t)),
+            Err(a) => self.fault_or_stall(mem, req, a, &cost),
+        };
+        let ssid = req.pasid.map(|t| t.pasid);
+        let key = (req.source, ssid.and_then(|p| Pasid::new(p.get())));
+        match &out {
+            TranslateOutcome::Done(Ok(t)) => self.stats.translations.record(key, t.cycles, false),
+            TranslateOutcome::Done(Err(f)) => {
+                tracing::debug!(source = %req.source, ?ssid, %f, "SMMU translation fault");
+                self.stats.translations.record(key, f.cycles, true);
+            }
+            TranslateOutcome::Stalled(s) => {
+                self.stats.translations.record(key, s.fault.cycles, true);
+            }
+        }
+        out
+    }
+
     fn translate_inner(
         &self,
         mem: &dyn GuestRam,
@@ -172,6 +283,11 @@ impl Smmu {
         let addr = req.addr.0;
         let cr0v = self.ctrl.cr0.load(Ordering::SeqCst);
         if cr0v & cr0::SMMUEN == 0 {
+            // 6.3.9.6: with SMMUEN = 0 ATS Translated transactions are
+            // terminated with an abort.
+            if req.kind == RequestKind::Translated {
+                return Err(Abort::silent(FaultKind::Blocked));
+            }
             // 3.13 / 6.3.14: with SMMUEN = 0, GBPA decides; no events.
             if self.ctrl.gbpa.load(Ordering::SeqCst) & gbpa::ABORT != 0 {
                 return Err(Abort::silent(FaultKind::Blocked));
@@ -311,7 +427,10 @@ impl Smmu {
                     },
                 };
                 match index {
-                    Some(i) => Some(self.cd(mem, sid, ssid, i, &s1, s2.as_ref(), cost)?),
+                    Some(i) => Some(
+                        self.cd(mem, sid, ssid, i, &s1, s2.as_ref(), cost)
+                            .map_err(|a| self.no_stall_for_ats(a, ats, s2.as_ref()))?,
+                    ),
                     None => None,
                 }
             }
@@ -364,7 +483,8 @@ impl Smmu {
         };
         let s1_out = match &cd {
             Some(cd) => {
-                let record = cd.record && !ats;
+                // 5.5: CD.S has no effect on ATS Translation Requests.
+                let s1_fcfg = (cd.record && !ats, cd.stall && !ats);
                 let Some(cfg) = cd.walk else {
                     // 5.4 EPD0: walks through TTB0 are disabled.
                     let e = WalkError {
@@ -380,7 +500,7 @@ impl Smmu {
                         e,
                         false,
                         FaultClass::In,
-                        record,
+                        s1_fcfg,
                         Some(info),
                     ));
                 };
@@ -405,7 +525,9 @@ impl Smmu {
                         if let Some((e2, ipa)) = s2_err {
                             // 3.4.1: a stage-2 fault on a stage-1 table
                             // fetch, CLASS = TT.
-                            let rec = s2.as_ref().is_some_and(|s| s.record) && !ats;
+                            let fcfg = s2
+                                .as_ref()
+                                .map_or((false, false), |s| (s.record && !ats, s.stall && !ats));
                             let mut a = self.walk_abort(
                                 sid,
                                 ssid,
@@ -413,7 +535,7 @@ impl Smmu {
                                 e2,
                                 true,
                                 FaultClass::Tt,
-                                rec,
+                                fcfg,
                                 Some(info),
                             );
                             if let Some(ev) = a.event.as_mut() {
@@ -429,7 +551,7 @@ impl Smmu {
                             e,
                             false,
                             FaultClass::In,
-                            record,
+                            s1_fcfg,
                             Some(info),
                         ));
                     }
@@ -478,7 +600,7 @@ impl Smmu {
                     }
                     Err(e) => {
                         cost.reads(self, failed_walk_reads(&s2.walk, &e));
-                        let rec = s2.record && !ats;
+                        let fcfg = (s2.record && !ats, s2.stall && !ats);
                         let mut a = self.walk_abort(
                             sid,
                             ssid,
@@ -486,7 +608,7 @@ impl Smmu {
                             e,
                             true,
                             FaultClass::In,
-                            rec,
+                            fcfg,
                             Some(info),
                         );
                         if let Some(ev) = a.event.as_mut() {
@@ -522,21 +644,15 @@ impl Smmu {
 
 impl Iommu for Smmu {
     /// Translate one transaction (IHI 0070 3.2). A fault is recorded in the
-    /// event queue as the architecture says before it is returned.
+    /// event queue as the architecture says before it is returned. A
+    /// caller of this generic entry point cannot hold a transaction: a
+    /// transaction that stalls (3.12.2) is returned as its fault here while
+    /// the SMMU keeps it stalled until software answers (see
+    /// [`Smmu::translate_stallable`] for requesters that can wait).
     fn translate(&self, mem: &dyn GuestRam, req: &DmaRequest) -> Result<Translation, Fault> {
-        let mut cost = Cost::default();
-        let ssid = req.pasid.map(|t| t.pasid);
-        let r = self
-            .translate_inner(mem, req, &mut cost)
-            .map_err(|a| self.fault(mem, req, a, &cost));
-        let key = (req.source, ssid.and_then(|p| Pasid::new(p.get())));
-        match &r {
-            Ok(t) => self.stats.translations.record(key, t.cycles, false),
-            Err(f) => {
-                tracing::debug!(source = %req.source, ?ssid, %f, "SMMU translation fault");
-                self.stats.translations.record(key, f.cycles, true);
-            }
+        match self.translate_stallable(mem, req) {
+            TranslateOutcome::Done(r) => r,
+            TranslateOutcome::Stalled(s) => Err(s.fault),
         }
-        r
     }
 }

@@ -476,11 +476,14 @@ fn smmu_bad_and_abort_ste() {
     d.install_ste(0x300, [1 | (2 << 1), 0, 0, 0, 0, 0, 0, 0]);
     let f = dma(&d, pci(3, 0), None, 0, Perm::R).unwrap_err();
     assert_eq!((f.kind, f.recorded), (FaultKind::Blocked, false));
-    // S1STALLD on an SMMU without stalls is ILLEGAL: C_BAD_STE.
-    d.install_ste(0x300, [1 | (5 << 1), 1 << 27, 0, 0, 0, 0, 0, 0]);
-    let f = dma(&d, pci(3, 0), None, 0, Perm::R).unwrap_err();
+    // S1STALLD on an SMMU without configurable stalls is ILLEGAL:
+    // C_BAD_STE (5.5).
+    let mut t = Driver::new("stall-model=terminate");
+    t.reset();
+    t.install_ste(0x300, [1 | (5 << 1), 1 << 27, 0, 0, 0, 0, 0, 0]);
+    let f = dma(&t, pci(3, 0), None, 0, Perm::R).unwrap_err();
     assert_eq!(f.reason, 0x04);
-    assert_eq!(d.take_event().unwrap()[0], 0x04 | (0x300u64 << 32));
+    assert_eq!(t.take_event().unwrap()[0], 0x04 | (0x300u64 << 32));
     // Bypass STE.
     d.install_ste(0x300, [1 | (4 << 1), 1 << 44, 0, 0, 0, 0, 0, 0]);
     assert_eq!(

@@ -4,6 +4,7 @@
 use iommu_emulator::walk::vmsa::{Granule, Stage, WalkConfig};
 
 use super::Caps;
+use crate::StallModel;
 use crate::props::ps_bits;
 use crate::regs::field;
 
@@ -42,6 +43,8 @@ pub struct Cd {
     /// A: abort (rather than RAZ/WI) faulting transactions. Both end the
     /// transaction with an error for the device in this model.
     pub abort: bool,
+    /// S: stage-1 translation-related faults stall (5.5).
+    pub stall: bool,
 }
 
 /// Why a CD is ILLEGAL (C_BAD_CD, 7.3.11).
@@ -62,9 +65,10 @@ pub enum CdError {
     /// T0SZ out of range.
     #[error("T0SZ {0} out of range")]
     BadT0sz(u64),
-    /// S = 1 but the SMMU does not stall.
-    #[error("stall not supported")]
-    Stall,
+    /// S (the value given) not allowed by IDR0.STALL_MODEL or STE.S1STALLD
+    /// (5.5).
+    #[error("S = {0} not allowed (IDR0.STALL_MODEL, STE.S1STALLD)")]
+    Stall(bool),
     /// A = 0 with IDR0.TERM_MODEL = 1 (5.4.2).
     #[error("A = 0 with TERM_MODEL = 1")]
     NoAbort,
@@ -84,8 +88,9 @@ fn bit(v: u64, n: u32) -> bool {
 }
 
 impl Cd {
-    /// Decode and validate the eight words of a CD (5.4).
-    pub fn decode(w: &[u64; 8], caps: &Caps) -> Result<Cd, CdError> {
+    /// Decode and validate the eight words of a CD (5.4) reached through
+    /// an STE whose S1STALLD is `s1stalld`.
+    pub fn decode(w: &[u64; 8], caps: &Caps, s1stalld: bool) -> Result<Cd, CdError> {
         let [w0, w1, ..] = *w;
         if !bit(w0, 31) {
             return Err(CdError::NotValid);
@@ -96,8 +101,17 @@ impl Cd {
         if bit(w0, 15) {
             return Err(CdError::BigEndian);
         }
-        if bit(w0, 44) {
-            return Err(CdError::Stall);
+        // 5.5: CD.S = 1 is ILLEGAL without stalls (STALL_MODEL 0b01) or
+        // through an STE with S1STALLD = 1; CD.S = 0 is ILLEGAL when stalls
+        // are forced (0b10).
+        let stall = bit(w0, 44);
+        let illegal = match caps.stall_model {
+            StallModel::Configurable => stall && s1stalld,
+            StallModel::Terminate => stall,
+            StallModel::Force => !stall,
+        };
+        if illegal {
+            return Err(CdError::Stall(stall));
         }
         // 5.4.2: TERM_MODEL = 1 makes A = 0 ILLEGAL; HTTU = 0 makes HA/HD
         // ILLEGAL; 8-bit ASIDs make ASID[15:8] != 0 ILLEGAL.
@@ -148,6 +162,7 @@ impl Cd {
             asid,
             record: bit(w0, 45),
             abort: bit(w0, 46),
+            stall,
         })
     }
 }
@@ -181,7 +196,7 @@ mod tests {
 
     #[test]
     fn cd_linux_shape_decodes() {
-        let cd = Cd::decode(&linux_cd(0x42, 0x1234_5000), &caps()).unwrap();
+        let cd = Cd::decode(&linux_cd(0x42, 0x1234_5000), &caps(), false).unwrap();
         let w = cd.walk.unwrap();
         assert_eq!(
             (cd.asid, w.ttb, w.tsz, w.oas_bits),
@@ -196,27 +211,27 @@ mod tests {
     fn cd_invalid_is_rejected() {
         let mut w = linux_cd(1, 0);
         w[0] &= !(1 << 31);
-        assert_eq!(Cd::decode(&w, &caps()), Err(CdError::NotValid));
+        assert_eq!(Cd::decode(&w, &caps(), false), Err(CdError::NotValid));
     }
 
     #[test]
     fn cd_bad_fields_are_rejected() {
         let mut w = linux_cd(1, 0);
         w[0] = (w[0] & !0x3f) | 8;
-        assert_eq!(Cd::decode(&w, &caps()), Err(CdError::BadT0sz(8)));
+        assert_eq!(Cd::decode(&w, &caps(), false), Err(CdError::BadT0sz(8)));
         let mut w = linux_cd(1, 0);
         w[0] |= 3 << 6;
-        assert_eq!(Cd::decode(&w, &caps()), Err(CdError::BadGranule(3)));
+        assert_eq!(Cd::decode(&w, &caps(), false), Err(CdError::BadGranule(3)));
         let mut w = linux_cd(1, 0);
         w[0] &= !(1 << 41);
-        assert_eq!(Cd::decode(&w, &caps()), Err(CdError::NotAa64));
+        assert_eq!(Cd::decode(&w, &caps(), false), Err(CdError::NotAa64));
         let c = Caps {
             granules: [true, false, false],
             ..caps()
         };
         let mut w = linux_cd(1, 0);
         w[0] |= 1 << 6; // 64K
-        assert_eq!(Cd::decode(&w, &c), Err(CdError::BadGranule(1)));
+        assert_eq!(Cd::decode(&w, &c, false), Err(CdError::BadGranule(1)));
     }
 
     // 5.4.2: A = 0 (TERM_MODEL = 1), HA/HD (no HTTU), wide ASIDs and a
@@ -225,36 +240,57 @@ mod tests {
     fn cd_illegal_combinations_are_rejected() {
         let mut w = linux_cd(1, 0);
         w[0] &= !(1 << 46);
-        assert_eq!(Cd::decode(&w, &caps()), Err(CdError::NoAbort));
+        assert_eq!(Cd::decode(&w, &caps(), false), Err(CdError::NoAbort));
         let mut w = linux_cd(1, 0);
         w[0] |= 1 << 43;
-        assert_eq!(Cd::decode(&w, &caps()), Err(CdError::Httu));
+        assert_eq!(Cd::decode(&w, &caps(), false), Err(CdError::Httu));
         let c = Caps {
             asid16: false,
             ..caps()
         };
         assert_eq!(
-            Cd::decode(&linux_cd(0x100, 0), &c),
+            Cd::decode(&linux_cd(0x100, 0), &c, false),
             Err(CdError::WideAsid(0x100))
         );
         let mut w = linux_cd(1, 1 << 40);
         w[0] = (w[0] & !(7 << 32)) | (2 << 32); // IPS 40 bits
         assert_eq!(
-            Cd::decode(&w, &caps()),
+            Cd::decode(&w, &caps(), false),
             Err(CdError::TtbOutOfRange(1 << 40))
         );
+    }
+
+    // 5.5: CD.S legality per IDR0.STALL_MODEL and STE.S1STALLD.
+    #[test]
+    fn cd_s_legality_follows_stall_model_and_s1stalld() {
+        let with = |m| Caps {
+            stall_model: m,
+            ..caps()
+        };
+        let mut s = linux_cd(1, 0);
+        s[0] |= 1 << 44;
+        let ns = linux_cd(1, 0);
+        let conf = with(StallModel::Configurable);
+        assert!(Cd::decode(&s, &conf, false).unwrap().stall);
+        assert_eq!(Cd::decode(&s, &conf, true), Err(CdError::Stall(true)));
+        assert!(!Cd::decode(&ns, &conf, true).unwrap().stall);
+        let term = with(StallModel::Terminate);
+        assert_eq!(Cd::decode(&s, &term, false), Err(CdError::Stall(true)));
+        let force = with(StallModel::Force);
+        assert_eq!(Cd::decode(&ns, &force, false), Err(CdError::Stall(false)));
+        assert!(Cd::decode(&s, &force, false).unwrap().stall);
     }
 
     #[test]
     fn cd_epd0_disables_walks_and_ips_is_clamped() {
         let mut w = linux_cd(1, 0);
         w[0] |= 1 << 14;
-        assert_eq!(Cd::decode(&w, &caps()).unwrap().walk, None);
+        assert_eq!(Cd::decode(&w, &caps(), false).unwrap().walk, None);
         let c = Caps {
             oas_bits: 40,
             ..caps()
         };
-        let cd = Cd::decode(&linux_cd(1, 0), &c).unwrap();
+        let cd = Cd::decode(&linux_cd(1, 0), &c, false).unwrap();
         assert_eq!(cd.walk.unwrap().oas_bits, 40);
     }
 }

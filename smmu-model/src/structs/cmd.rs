@@ -185,10 +185,14 @@ pub enum Command {
         grpid: u16,
         resp: u8,
     },
+    /// 4.7.1: `retry` is Ac (1 = retry, 0 = terminate), `abort` is Ab
+    /// (terminate with abort rather than RAZ/WI; IGNORED with
+    /// IDR0.TERM_MODEL = 1).
     Resume {
         sid: u32,
         stag: u16,
-        action: u8,
+        retry: bool,
+        abort: bool,
     },
     StallTerm {
         sid: u32,
@@ -335,7 +339,8 @@ impl Command {
             op::RESUME => Command::Resume {
                 sid: sid(w0),
                 stag: u16f(w1, 0),
-                action: u8f(w0, 12, 2),
+                retry: field(w0, 12, 1) != 0,
+                abort: field(w0, 13, 1) != 0,
             },
             op::STALL_TERM => Command::StallTerm { sid: sid(w0) },
             op::SYNC => {
@@ -398,6 +403,36 @@ mod tests {
         assert_eq!((vmid, asid, addr.leaf), (5, 9, true));
         assert_eq!(addr.range(true), 0x4000_0000..0x4000_0000 + 8 * 4096);
         assert_eq!(addr.range(false), 0x4000_0000..0x4000_0001);
+    }
+
+    // 4.7.1: CMD_RESUME as Linux's arm_smmu_page_response builds it
+    // (RESP at [13:12]: 1 = RETRY, 2 = ABORT; STAG in word 1).
+    #[test]
+    fn cmd_resume_decodes_action_and_stag() {
+        let c = Command::decode([0x44 | (1 << 12) | (0x108u64 << 32), 0x1234]).unwrap();
+        assert_eq!(
+            c,
+            Command::Resume {
+                sid: 0x108,
+                stag: 0x1234,
+                retry: true,
+                abort: false
+            }
+        );
+        let c = Command::decode([0x44 | (2 << 12) | (7u64 << 32), 3]).unwrap();
+        assert_eq!(
+            c,
+            Command::Resume {
+                sid: 7,
+                stag: 3,
+                retry: false,
+                abort: true
+            }
+        );
+        assert_eq!(
+            Command::decode([0x45 | (9u64 << 32), 0]).unwrap(),
+            Command::StallTerm { sid: 9 }
+        );
     }
 
     #[test]

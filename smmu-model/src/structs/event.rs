@@ -144,6 +144,18 @@ impl EventType {
         )
     }
 
+    /// Types whose record has the Stall and STAG fields (7.3.22: the four
+    /// translation-related faults).
+    pub const fn can_stall(self) -> bool {
+        matches!(
+            self,
+            EventType::FTranslation
+                | EventType::FAddrSize
+                | EventType::FAccess
+                | EventType::FPermission
+        )
+    }
+
     /// Types whose record carries a FetchAddr in word 3.
     const fn has_fetch_addr(self) -> bool {
         matches!(
@@ -192,6 +204,11 @@ pub struct Event {
     pub s2: bool,
     /// CLASS.
     pub class: FaultClass,
+    /// Stall: the transaction is stalled until CMD_RESUME or
+    /// CMD_STALL_TERM (7.3.13-16; only for [`EventType::can_stall`]).
+    pub stall: bool,
+    /// STAG: the token identifying the stalled transaction (with Stall).
+    pub stag: u16,
 }
 
 impl Event {
@@ -209,6 +226,8 @@ impl Event {
             read: true,
             s2: false,
             class: FaultClass::In,
+            stall: false,
+            stag: 0,
         }
     }
 
@@ -235,6 +254,10 @@ impl Event {
             w1 |= class << 40;
             // TTRnW: table walks read.
             w1 |= b(self.class == FaultClass::Tt, 44);
+            if self.stall && self.kind.can_stall() {
+                // Stall [31], STAG [15:0].
+                w1 |= b(true, 31) | u64::from(self.stag);
+            }
             w2 = self.input_addr;
             if self.s2 {
                 w3 = self.ipa & (((1u64 << 52) - 1) & !0xfff);
@@ -277,6 +300,12 @@ impl Event {
             read: field(w[1], 35, 1) != 0,
             s2,
             class,
+            stall: kind.can_stall() && field(w[1], 31, 1) != 0,
+            stag: if kind.can_stall() && field(w[1], 31, 1) != 0 {
+                u16::try_from(field(w[1], 0, 16)).unwrap_or(0)
+            } else {
+                0
+            },
         })
     }
 }
@@ -347,6 +376,24 @@ mod tests {
         f.fetch_addr = 0x8_0000_0040;
         assert_eq!(f.encode()[3], 0x8_0000_0040);
         assert_eq!(f.encode()[2], 0);
+    }
+
+    // 7.3.13: a stalled F_TRANSLATION carries Stall and STAG in word 1
+    // (where Linux's EVTQ_1_STALL / EVTQ_1_STAG read them).
+    #[test]
+    fn event_stall_fields_encode_and_round_trip() {
+        let mut e = Event::new(EventType::FTranslation, 9, Some(1));
+        e.stall = true;
+        e.stag = 0xbeef;
+        let w = e.encode();
+        assert_eq!(w[1] & 0xffff, 0xbeef);
+        assert_ne!(w[1] & (1 << 31), 0);
+        assert_eq!(Event::decode(&w), Some(e));
+        // Other types have no Stall field.
+        let mut c = Event::new(EventType::CBadCd, 9, None);
+        c.stall = true;
+        c.stag = 5;
+        assert_eq!(c.encode()[1], 0);
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod ste;
 
 use iommu_emulator::walk::vmsa::Granule;
 
-use crate::SmmuConfig;
+use crate::{SmmuConfig, StallModel};
 
 /// What the implementation supports, as STE/CD validation needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +39,8 @@ pub struct Caps {
     pub vmid16: bool,
     /// 16-bit ASIDs.
     pub asid16: bool,
+    /// Fault models (IDR0.STALL_MODEL).
+    pub stall_model: StallModel,
 }
 
 impl Caps {
@@ -55,6 +57,7 @@ impl Caps {
             hyp: c.hyp,
             vmid16: c.vmid16,
             asid16: c.asid16,
+            stall_model: c.stall_model,
         }
     }
 

@@ -4,6 +4,7 @@
 use iommu_emulator::walk::vmsa::{Granule, Stage, WalkConfig};
 
 use super::Caps;
+use crate::StallModel;
 use crate::props::ps_bits;
 use crate::regs::field;
 
@@ -95,6 +96,8 @@ pub struct S1Ste {
     pub cdmax: u8,
     /// S1DSS.
     pub dss: S1Dss,
+    /// S1STALLD: stage-1 stalls disallowed for this stream.
+    pub stalld: bool,
 }
 
 /// Stage-2 part of an STE.
@@ -104,6 +107,8 @@ pub struct S2Ste {
     pub walk: WalkConfig,
     /// S2R: record stage-2 faults.
     pub record: bool,
+    /// S2S: stage-2 translation-related faults stall (5.5).
+    pub stall: bool,
 }
 
 /// What the STE does with the stream's transactions.
@@ -168,9 +173,12 @@ pub enum SteError {
     /// A stage-2 field is invalid (AArch32, big-endian, granule, size).
     #[error("bad stage-2 configuration: {0}")]
     BadS2(&'static str),
-    /// Stall requested but the SMMU does not stall (IDR0.STALL_MODEL=0b01).
-    #[error("stall not supported")]
-    Stall,
+    /// S1STALLD = 1 but the stall model is not configurable (5.5).
+    #[error("S1STALLD = 1 with IDR0.STALL_MODEL != 0b00")]
+    S1Stalld,
+    /// S2S (the value given) not allowed by IDR0.STALL_MODEL (5.5).
+    #[error("S2S = {0} not allowed by IDR0.STALL_MODEL")]
+    S2Stall(bool),
 }
 
 fn bit(v: u64, n: u32) -> bool {
@@ -276,10 +284,11 @@ impl Ste {
     }
 
     fn decode_s1(w0: u64, w1: u64, caps: &Caps) -> Result<S1Ste, SteError> {
-        // S1STALLD is ILLEGAL unless the stall model is configurable; this
-        // SMMU never stalls (IDR0.STALL_MODEL = 0b01).
-        if bit(w1, 27) {
-            return Err(SteError::Stall);
+        // 5.2 S1STALLD, 5.5: with stage 1 enabled, S1STALLD = 1 is ILLEGAL
+        // unless the stall model is configurable (IDR0.STALL_MODEL = 0b00).
+        let stalld = bit(w1, 27);
+        if stalld && caps.stall_model != StallModel::Configurable {
+            return Err(SteError::S1Stalld);
         }
         let cdmax = field(w0, 59, 5);
         if cdmax > u64::from(caps.ssid_bits) {
@@ -304,6 +313,9 @@ impl Ste {
             fmt,
             cdmax: u8::try_from(cdmax).unwrap_or(0),
             dss,
+            // With STALL_MODEL = 0b01 nothing stalls anyway; with 0b10 the
+            // bit is 0 (checked above).
+            stalld,
         })
     }
 
@@ -317,8 +329,14 @@ impl Ste {
         if bit(w2, 55) || bit(w2, 56) {
             return Err(SteError::BadS2("S2HD/S2HA without HTTU"));
         }
-        if bit(w2, 57) {
-            return Err(SteError::Stall);
+        // 5.5: S2S = 1 is ILLEGAL without stalls (STALL_MODEL 0b01), and
+        // S2S = 0 is ILLEGAL when stalls are forced (0b10).
+        let stall = bit(w2, 57);
+        match (caps.stall_model, stall) {
+            (StallModel::Terminate, true) | (StallModel::Force, false) => {
+                return Err(SteError::S2Stall(stall));
+            }
+            _ => {}
         }
         let granule = Granule::from_tg0(field(w2, 46, 2))
             .filter(|g| caps.granule_ok(*g))
@@ -351,6 +369,7 @@ impl Ste {
         Ok(S2Ste {
             walk,
             record: bit(w2, 58),
+            stall,
         })
     }
 }
@@ -377,14 +396,53 @@ mod tests {
         assert_eq!(Ste::decode(&w, &caps()).unwrap().config, SteConfig::Abort);
     }
 
-    // 5.2 S1STALLD: ILLEGAL when the stall model is not configurable.
+    fn caps_with(m: StallModel) -> Caps {
+        Caps {
+            stall_model: m,
+            ..caps()
+        }
+    }
+
+    // 5.2 S1STALLD / 5.5: ILLEGAL when the stall model is not
+    // configurable; recorded in the STE when it is.
     #[test]
-    fn ste_s1stalld_is_illegal_without_stall_model() {
-        let w0 = 1 | (0b101 << 1);
-        assert_eq!(
-            Ste::decode(&[w0, 1 << 27, 0, 0, 0, 0, 0, 0], &caps()),
-            Err(SteError::Stall)
+    fn ste_s1stalld_is_illegal_unless_stall_model_configurable() {
+        let w = [1 | (0b101 << 1), 1 << 27, 0, 0, 0, 0, 0, 0];
+        for m in [StallModel::Terminate, StallModel::Force] {
+            assert_eq!(Ste::decode(&w, &caps_with(m)), Err(SteError::S1Stalld));
+        }
+        let s = Ste::decode(&w, &caps_with(StallModel::Configurable)).unwrap();
+        let SteConfig::Translate { s1: Some(s1), .. } = s.config else {
+            panic!("{s:?}")
+        };
+        assert!(s1.stalld);
+        // Stage 1 disabled: IGNORED.
+        let w = [1 | (0b110 << 1), 1 << 27, 0, 0, 0, 0, 0, 0];
+        assert_ne!(
+            Ste::decode(&w, &caps_with(StallModel::Terminate)),
+            Err(SteError::S1Stalld)
         );
+    }
+
+    // 5.5: S2S = 1 is ILLEGAL with STALL_MODEL 0b01, S2S = 0 with 0b10.
+    #[test]
+    fn ste_s2s_legality_follows_stall_model() {
+        let w0 = 1 | (0b110 << 1);
+        let w2 = 7 | (24 << 32) | (1 << 38) | (5 << 48) | (1 << 51);
+        let ste = |s2s: u64| [w0, 0, w2 | (s2s << 57), 0x8000_0000, 0, 0, 0, 0];
+        assert_eq!(
+            Ste::decode(&ste(1), &caps_with(StallModel::Terminate)),
+            Err(SteError::S2Stall(true))
+        );
+        assert_eq!(
+            Ste::decode(&ste(0), &caps_with(StallModel::Force)),
+            Err(SteError::S2Stall(false))
+        );
+        let s = Ste::decode(&ste(1), &caps_with(StallModel::Configurable)).unwrap();
+        let SteConfig::Translate { s2: Some(s2), .. } = s.config else {
+            panic!("{s:?}")
+        };
+        assert!(s2.stall);
     }
 
     // 5.2 EATS: IGNORED without ATS and for bypass; 0b10 needs nesting.

@@ -59,7 +59,13 @@ pub const OP_TLBI_S2_IPA: u64 = 0x2a;
 pub const OP_TLBI_NSNH_ALL: u64 = 0x30;
 pub const OP_ATC_INV: u64 = 0x40;
 pub const OP_PRI_RESP: u64 = 0x41;
+pub const OP_RESUME: u64 = 0x44;
+pub const OP_STALL_TERM: u64 = 0x45;
 pub const OP_CMD_SYNC: u64 = 0x46;
+
+// CMD_RESUME RESP values as Linux encodes them ([13:12]: Ac, Ab).
+pub const RESUME_RETRY: u64 = 1;
+pub const RESUME_ABORT: u64 = 2;
 
 // MSI doorbells live outside guest RAM, as an ITS doorbell would.
 pub const RAM: u64 = 1 << 32;
@@ -290,6 +296,10 @@ impl Driver {
 
 /// A CD table (two-level, 64K level-2 tables: S1FMT=2) and its CDs.
 pub struct CdTable {
+    /// IDR0.STALL_MODEL of the SMMU: Linux sets STE.S1STALLD for masters
+    /// that cannot stall when it is 0b00 (ARM_SMMU_FEAT_STALLS without
+    /// STALL_FORCE), and CD.S for stall-enabled masters.
+    pub stall_model: u64,
     pub l1: u64,
     /// The level-2 table holding CDs 0..1024 (CD 0 is what an STE with
     /// S1CDMAX = 0 points at directly).
@@ -300,6 +310,7 @@ impl CdTable {
     pub fn new(d: &Driver, ssid_bits: u32) -> Self {
         let l1_entries = (1u64 << ssid_bits) / 1024;
         CdTable {
+            stall_model: (d.rd(IDR0) >> 24) & 3,
             l1: alloc(&d.ram, l1_entries.max(1) * 8),
             l2_0: std::cell::Cell::new(0),
         }
@@ -322,6 +333,28 @@ impl CdTable {
         tg0: u64,
         t0sz: u64,
     ) {
+        // Linux: master->stall_enabled is forced with STALL_FORCE.
+        let s = self.stall_model == 2;
+        self.install_full(d, sid, ssid, asid, ttb, tg0, t0sz, s);
+    }
+
+    /// arm_smmu_make_s1_cd for a stall-enabled master (CD.S = 1).
+    pub fn install_stall(&self, d: &mut Driver, sid: u32, ssid: u32, asid: u16, ttb: u64) {
+        self.install_full(d, sid, ssid, asid, ttb, 0, 16, true);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn install_full(
+        &self,
+        d: &mut Driver,
+        sid: u32,
+        ssid: u32,
+        asid: u16,
+        ttb: u64,
+        tg0: u64,
+        t0sz: u64,
+        stall: bool,
+    ) {
         let l1d = self.l1 + u64::from(ssid / 1024) * 8;
         if d.mem64(l1d) & 1 == 0 {
             let l2 = alloc(&d.ram, 1024 * 64);
@@ -339,6 +372,7 @@ impl CdTable {
             | (1 << 31) // V
             | (5 << 32) // IPS 48
             | (1 << 41) | (1 << 45) | (1 << 46) | (1 << 47) // AA64 R A ASET
+            | (u64::from(stall) << 44) // S
             | (u64::from(asid) << 48);
         d.ram.write_u64(Gpa(at + 8), ttb).unwrap();
         d.ram
@@ -359,6 +393,15 @@ impl CdTable {
     /// S1FMT=2 (two-level, 64K leaves) with substreams, or (S1CDMAX = 0,
     /// a master without PASIDs) S1ContextPtr straight at CD 0.
     pub fn ste(&self, cdmax: u64) -> [u64; 8] {
+        let mut ste = self.ste_stall(cdmax);
+        if self.stall_model == 0 {
+            ste[1] |= 1 << 27; // S1STALLD: this master cannot stall
+        }
+        ste
+    }
+
+    /// The same for a stall-enabled master ("dma-can-stall"): S1STALLD = 0.
+    pub fn ste_stall(&self, cdmax: u64) -> [u64; 8] {
         let w0 = if cdmax == 0 {
             1 | (5 << 1) | self.l2_0.get()
         } else {
