@@ -39,6 +39,13 @@ pub trait IommuUnit: Send + Sync {
     /// Where device-TLB invalidations and page group responses go (the
     /// PASID test device's ATC); units without them ignore it.
     fn set_device_notifier(&self, _n: Arc<dyn vtd_model::DeviceNotifier>) {}
+    /// The unit's interrupt remapping (None: the unit has none, or it is
+    /// switched off in its properties).
+    fn interrupt_remapper(&self) -> Option<Arc<dyn crate::kvm::irq::InterruptRemapper>> {
+        None
+    }
+    /// Tell `router` when interrupt remapping entries change.
+    fn set_interrupt_router(&self, _router: &Arc<crate::kvm::irq::IrqRouter>) {}
     /// Where the PASID test device sends page requests (None: the unit has
     /// no page request path).
     fn page_request_port(
@@ -206,23 +213,94 @@ mod vtd {
     //! Intel VT-d through `vtd_model`.
     use std::sync::Arc;
 
-    use iommu_emulator::{GuestRam, Iommu, MsiSink};
-    use vtd_model::{Vtd, VtdConfig};
+    use std::sync::Weak;
+
+    use iommu_emulator::{GuestRam, Iommu, MsiMessage, MsiSink, Rid};
+    use vtd_model::{IecInvalidation, IrNotifier, Vtd, VtdConfig};
 
     use super::IommuUnit;
     use crate::error::{Error, Result};
+    use crate::kvm::irq::{IOAPIC_SOURCE, InterruptRemapper, IrqRouter, Resolved};
     use crate::layout;
+
+    /// VT-d interrupt remapping (5.1) for the router.
+    struct VtdRemapper(Arc<Vtd>);
+
+    impl InterruptRemapper for VtdRemapper {
+        fn remap_msi(&self, mem: &dyn GuestRam, source: Rid, msg: MsiMessage) -> Option<Resolved> {
+            self.0
+                .remap_msi(mem, source, msg.addr, msg.data)
+                .ok()
+                .map(|r| Resolved {
+                    msg: r.msi(),
+                    index: r.index,
+                })
+        }
+        fn remap_ioapic(&self, mem: &dyn GuestRam, rte: u64) -> Option<Resolved> {
+            self.0
+                .remap_ioapic(mem, IOAPIC_SOURCE, rte)
+                .ok()
+                .map(|r| Resolved {
+                    msg: r.msi(),
+                    index: r.index,
+                })
+        }
+    }
+
+    /// IEC invalidations (and IR table/enable changes) to the router.
+    struct RouterNotifier(Weak<IrqRouter>);
+
+    impl IrNotifier for RouterNotifier {
+        fn interrupt_entries_invalidated(&self, inv: IecInvalidation) {
+            if let Some(r) = self.0.upgrade() {
+                r.invalidate(match inv {
+                    IecInvalidation::Global => None,
+                    IecInvalidation::Range { index, count } => Some((index, count)),
+                });
+            }
+        }
+    }
 
     struct VtdUnit {
         vtd: Arc<Vtd>,
         config: VtdConfig,
     }
 
+    /// QEMU's habits for the properties the VMM defaults differently from
+    /// the model: with a split irqchip (always, here) QEMU's intel-iommu
+    /// turns interrupt remapping on (`intremap=auto`) and, with it, x2APIC
+    /// support through EIM (`eim=auto`). Explicit values win.
+    pub fn with_vmm_defaults(props: &str) -> String {
+        let names: Vec<&str> = props
+            .split(',')
+            .map(|i| i.split_once('=').map_or(i, |(n, _)| n).trim())
+            .collect();
+        let mut pre = String::new();
+        let ir_given = names.contains(&"intremap");
+        if !ir_given {
+            pre.push_str("intremap=on,");
+        }
+        let ir_on = !ir_given || VtdConfig::parse_props(props).is_ok_and(|c| c.intremap);
+        if !names.contains(&"eim") && ir_on {
+            pre.push_str("eim=on,");
+        }
+        pre + props
+    }
+
+    /// Defaults as the VMM applies them, for the error message.
+    const VMM_DEFAULTS: &[(&str, &str)] = &[("intremap", "on"), ("eim", "on with intremap")];
+
     fn parse(props: &str) -> Result<VtdConfig> {
-        VtdConfig::parse_props(props).map_err(|e| {
+        VtdConfig::parse_props(&with_vmm_defaults(props)).map_err(|e| {
             let valid: Vec<String> = VtdConfig::PROPERTIES
                 .iter()
-                .map(|(name, default, help)| format!("  {name} (default {default}): {help}"))
+                .map(|(name, default, help)| {
+                    let default = VMM_DEFAULTS
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map_or(*default, |(_, d)| *d);
+                    format!("  {name} (default {default}): {help}")
+                })
                 .collect();
             Error::IommuConfig(format!(
                 "--iommu intel-iommu: {e}\nvalid properties:\n{}",
@@ -233,6 +311,11 @@ mod vtd {
 
     pub fn validate(props: &str) -> Result<()> {
         parse(props).map(|_| ())
+    }
+
+    #[cfg(test)]
+    pub(super) fn parse_for_test(props: &str) -> Result<VtdConfig> {
+        parse(props)
     }
 
     pub fn create(props: &str, msi: Arc<dyn MsiSink>) -> Result<Arc<dyn IommuUnit>> {
@@ -268,7 +351,25 @@ mod vtd {
             vtd_model::acpi::dmar_table(&self.config, layout::VTD_START, ioapic_id)
         }
         fn stats(&self) -> String {
-            self.vtd.stats().to_string()
+            let ir = self.vtd.ir_stats();
+            format!(
+                "{}  interrupt remapping: {} remapped, {} passed through, {} faults; IEC {} hits, {} misses\n",
+                self.vtd.stats(),
+                ir.remapped,
+                ir.passed_through,
+                ir.faults,
+                ir.iec_hits,
+                ir.iec_misses
+            )
+        }
+        fn interrupt_remapper(&self) -> Option<Arc<dyn InterruptRemapper>> {
+            self.config
+                .intremap
+                .then(|| Arc::new(VtdRemapper(self.vtd.clone())) as Arc<dyn InterruptRemapper>)
+        }
+        fn set_interrupt_router(&self, router: &Arc<IrqRouter>) {
+            self.vtd
+                .set_ir_notifier(Arc::new(RouterNotifier(Arc::downgrade(router))));
         }
         fn set_device_notifier(&self, n: Arc<dyn vtd_model::DeviceNotifier>) {
             self.vtd.set_device_notifier(n);
@@ -318,6 +419,49 @@ fn _uses(_: Error) {}
 mod tests {
     use super::*;
     use vm_memory::{Bytes, GuestAddress};
+
+    #[cfg(feature = "vtd")]
+    #[test]
+    fn intel_iommu_defaults_to_interrupt_remapping_with_eim() {
+        // QEMU's habit with a split irqchip: intremap=auto -> on, eim=auto
+        // -> on; ECAP.IR (bit 3) and ECAP.EIM (bit 4), VT-d 11.4.3.
+        let c = vtd::parse_for_test("x-scalable-mode=on").unwrap();
+        assert!(c.intremap && c.eim);
+        assert_eq!(c.ecap() & 0x18, 0x18);
+        let off = vtd::parse_for_test("intremap=off").unwrap();
+        assert!(!off.intremap && !off.eim, "eim follows intremap");
+        assert_eq!(off.ecap() & 0x18, 0);
+        let xapic = vtd::parse_for_test("eim=off").unwrap();
+        assert!(xapic.intremap && !xapic.eim);
+        assert!(
+            vtd::parse_for_test("intremap=off,eim=on").is_err(),
+            "explicit contradiction still refused"
+        );
+    }
+
+    #[cfg(feature = "vtd")]
+    #[test]
+    fn intel_iommu_default_dmar_has_intr_remap_and_ioapic_scope() {
+        // VT-d 8.1: flags bit 0 INTR_REMAP, bit 1 X2APIC_OPT_OUT (clear);
+        // 8.3.1: IOAPIC scope (type 3) with the MADT's IOAPIC ID at ff:00.0.
+        let c = vtd::parse_for_test("").unwrap();
+        let t = vtd_model::acpi::dmar_table(&c, layout_vtd(), crate::acpi::IOAPIC_ID);
+        assert_eq!(t[37] & 0b11, 0b01);
+        let scope = t
+            .windows(8)
+            .find(|w| w[0] == 3 && w[1] == 8)
+            .expect("IOAPIC device scope");
+        assert_eq!(scope[4], crate::acpi::IOAPIC_ID);
+        assert_eq!(
+            (scope[5], scope[6], scope[7]),
+            ((crate::kvm::irq::IOAPIC_SOURCE.0 >> 8) as u8, 0, 0)
+        );
+    }
+
+    #[cfg(feature = "vtd")]
+    fn layout_vtd() -> u64 {
+        crate::layout::VTD_START
+    }
 
     #[test]
     fn dma_memory_without_iommu_reaches_guest_physical() {

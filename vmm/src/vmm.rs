@@ -16,13 +16,15 @@ use crate::cli::{Args, IommuSpec};
 use crate::devices::acpi_pm::{ACPI_PM_LEN, ACPI_PM_PORT, AcpiPm};
 use crate::devices::console::ConsoleOut;
 use crate::devices::debug_exit::{DEBUG_EXIT_PORT, DebugExit};
+use crate::devices::ioapic::{IOAPIC_MMIO_SIZE, Ioapic, IoapicLine};
 use crate::devices::serial::{COM1_IRQ, COM1_PORT, I8042, I8042_PORT, ResetTrigger, SerialDevice};
 use crate::devices::{Bus, BusDevice};
 use crate::error::{Error, Result};
 use crate::event_loop::{ExitHandler, QueueHandler, StdinHandler};
 use crate::exit::{ExitControl, ExitReason, ExitSink, exit_status};
 use crate::iommu::{self, IommuMmio, IommuUnit};
-use crate::kvm::{self, EventFdTrigger, KvmMsi, Vm};
+use crate::kvm::irq::{IrqRouter, KvmGsi};
+use crate::kvm::{self, KvmMsi, Vm};
 use crate::layout;
 use crate::pci::{PciConfigIo, PciEcam, PciMmio, PciRoot};
 use crate::virtio::blk::Blk;
@@ -49,7 +51,7 @@ struct Disk {
     dev: Arc<Mutex<VirtioPci>>,
 }
 
-type Console = SerialDevice<EventFdTrigger, ConsoleOut<std::io::Stdout>>;
+type Console = SerialDevice<IoapicLine, ConsoleOut<std::io::Stdout>>;
 
 /// Check what can be checked without KVM (files, `--iommu` properties), so
 /// that a mistake is reported at once, also before the nested runner
@@ -155,14 +157,30 @@ pub fn run(args: &Args) -> Result<RunReport> {
         let _ = exit_evt_w.write(1);
     })));
     let exit_sink: Arc<dyn ExitSink> = exit.clone();
+    // The IOMMU's own interrupts (not remapped, VT-d 5.1.6).
     let msi = Arc::new(KvmMsi::new(vm.fd.clone()));
+
+    // IOMMU.
+    let unit: Option<Arc<dyn IommuUnit>> = iommu::create(&spec, msi.clone())?;
+
+    // Interrupts: the router (remapping through the unit), the IOAPIC.
+    let router = Arc::new(IrqRouter::new(
+        Arc::new(KvmGsi::new(vm.fd.clone())),
+        unit.as_ref().and_then(|u| u.interrupt_remapper()),
+        Arc::new(mem.clone()),
+    ));
+    if let Some(u) = &unit {
+        u.set_interrupt_router(&router);
+    }
+    let ioapic = Arc::new(Ioapic::new(acpi::IOAPIC_ID, router.clone()));
 
     // Port I/O.
     let mut pio = Bus::new();
-    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
-    vm.register_irqfd(&serial_irq, COM1_IRQ)?;
     let console: Arc<Mutex<Console>> = Arc::new(Mutex::new(SerialDevice::new(
-        EventFdTrigger(serial_irq),
+        IoapicLine {
+            ioapic: ioapic.clone(),
+            pin: COM1_IRQ as usize,
+        },
         ConsoleOut::new(std::io::stdout(), exit_sink.clone()),
     )));
     insert(&mut pio, console.clone(), u64::from(COM1_PORT), 8)?;
@@ -187,9 +205,6 @@ pub fn run(args: &Args) -> Result<RunReport> {
         1,
     )?;
 
-    // IOMMU.
-    let unit: Option<Arc<dyn IommuUnit>> = iommu::create(&spec, msi.clone())?;
-
     // PCI.
     let mut root = PciRoot::new();
     let mut disks = Vec::new();
@@ -199,10 +214,10 @@ pub fn run(args: &Args) -> Result<RunReport> {
         let devfn = root
             .next_devfn()
             .ok_or_else(|| Error::Setup("too many PCI devices".into()))?;
-        let source =
-            iommu_emulator::SourceId::Pci(iommu_emulator::Rid::new(0, devfn >> 3, devfn & 7));
+        let rid = iommu_emulator::Rid::new(0, devfn >> 3, devfn & 7);
+        let source = iommu_emulator::SourceId::Pci(rid);
         let dma = iommu::dma_memory(&mem, unit.as_ref(), source, trace_sink.as_ref());
-        let mut dev = VirtioPci::new(Box::new(blk), dma, msi.clone());
+        let mut dev = VirtioPci::new(Box::new(blk), dma, router.device_sink(rid));
         dev.set_bar0(layout::PCI_MMIO_START + i as u64 * BAR_SIZE);
         let fds: Vec<EventFd> = (0..dev.num_queues())
             .map(|_| EventFd::new(libc::EFD_NONBLOCK))
@@ -229,14 +244,25 @@ pub fn run(args: &Args) -> Result<RunReport> {
     }
     if args.device.iter().any(|d| d == "pasid-test") {
         let bar0 = layout::PCI_MMIO_START + crate::devices::pasid::pci::BAR0_OFFSET_IN_WINDOW;
-        crate::devices::pasid::pci::plug(
+        // plug() takes the next free slot: its requester ID is the source
+        // of the device's MSI-X messages.
+        let devfn = root
+            .next_devfn()
+            .ok_or_else(|| Error::Setup("too many PCI devices".into()))?;
+        let rid = iommu_emulator::Rid::new(0, devfn >> 3, devfn & 7);
+        let source = crate::devices::pasid::pci::plug(
             &mut root,
             &mem,
             unit.as_ref(),
             trace_sink.as_ref(),
-            msi.clone(),
+            router.device_sink(rid),
             bar0,
         )?;
+        if source != iommu_emulator::SourceId::Pci(rid) {
+            return Err(Error::Setup(format!(
+                "pasid-test plugged at {source}, expected {rid}"
+            )));
+        }
     }
     let root = Arc::new(root);
     insert(&mut pio, Arc::new(PciConfigIo(root.clone())), 0xcf8, 8)?;
@@ -257,6 +283,12 @@ pub fn run(args: &Args) -> Result<RunReport> {
         }),
         layout::PCI_MMIO_START,
         layout::PCI_MMIO_SIZE,
+    )?;
+    insert(
+        &mut mmio,
+        ioapic.clone(),
+        layout::IOAPIC_START,
+        IOAPIC_MMIO_SIZE,
     )?;
     let mut extra_tables = Vec::new();
     if let Some(u) = &unit {
@@ -328,18 +360,28 @@ pub fn run(args: &Args) -> Result<RunReport> {
     }))));
 
     tracing::info!(
-        "starting {} vCPU(s), {} MiB, IOMMU {}, setup took {:?}",
+        "starting {} vCPU(s), {} MiB, IOMMU {}, interrupt remapping {}, x2APIC API {}, setup took {:?}",
         args.smp,
         args.memory >> 20,
         unit.as_ref().map_or("none", |u| u.name()),
+        if unit
+            .as_ref()
+            .is_some_and(|u| u.interrupt_remapper().is_some())
+        {
+            "on"
+        } else {
+            "off"
+        },
+        if vm.x2apic_api { "on" } else { "off" },
         started.elapsed()
     );
     let mut threads = Vec::new();
     for (id, vcpu) in vcpus.into_iter().enumerate() {
         let (pio, mmio, exit) = (pio.clone(), mmio.clone(), exit_sink.clone());
+        let ioapic = ioapic.clone();
         let t = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
-            .spawn(move || kvm::vcpu::run(vcpu, id as u8, pio, mmio, exit))
+            .spawn(move || kvm::vcpu::run(vcpu, id as u8, pio, mmio, ioapic, exit))
             .map_err(io("starting a vCPU thread"))?;
         threads.push(t);
     }
@@ -383,7 +425,13 @@ pub fn run(args: &Args) -> Result<RunReport> {
             Some(u) => eprintln!("{} statistics:\n{}", u.name(), u.stats()),
             None => eprintln!("no IOMMU (--iommu none): nothing translated"),
         }
-        eprintln!("MSIs refused by KVM: {}", msi.dropped());
+        eprintln!("IOMMU MSIs refused by KVM: {}", msi.dropped());
+        let io = ioapic.stats();
+        eprintln!(
+            "ioapic: {} sent, {} blocked by remapping, {} EOIs",
+            io.sent, io.blocked, io.eois
+        );
+        eprintln!("{}", router.stats());
         eprintln!(
             "accesses to unmapped ports: {}, unmapped MMIO: {}",
             pio.unhandled(),

@@ -7,6 +7,7 @@
 pub mod acpi_pm;
 pub mod console;
 pub mod debug_exit;
+pub mod ioapic;
 pub mod pasid;
 pub mod serial;
 

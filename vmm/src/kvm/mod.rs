@@ -1,19 +1,27 @@
-//! Everything that talks to KVM: the VM (memory slots, in-kernel irqchip,
-//! ioeventfd/irqfd, MSI injection) and the vCPUs ([`vcpu`]).
+//! Everything that talks to KVM: the VM (memory slots, split irqchip,
+//! ioeventfd/irqfd, GSI routing, MSI injection) and the vCPUs ([`vcpu`]).
 //!
-//! Interrupts: the irqchip (LAPICs, IOAPIC, PIC, PIT) is in the kernel for
-//! now. Device MSIs are injected with KVM_SIGNAL_MSI through [`KvmMsi`], the
-//! same [`MsiSink`] the IOMMU model uses for its own interrupts, so a split
-//! irqchip with a userspace IOAPIC and interrupt remapping can later be put
-//! in between without touching devices.
+//! Interrupts: KVM's split irqchip (KVM_CAP_SPLIT_IRQCHIP): the local APICs
+//! are in the kernel; the IOAPIC is in user space
+//! ([`crate::devices::ioapic`]); there is no PIC and no PIT (the platform is
+//! ACPI hardware-reduced, Linux uses the local APIC timer and kvm-clock).
+//! Every device interrupt goes through the interrupt router ([`irq`]): MSI
+//! routes computed after interrupt remapping, injected with irqfds and
+//! KVM_IRQ_LINE. The IOMMU's own interrupts (fault events, invalidation
+//! and page request events), which VT-d does not remap (5.1.6), go through
+//! [`KvmMsi`] (KVM_SIGNAL_MSI).
 
 pub mod cpuid;
+pub mod irq;
 pub mod vcpu;
 
 use std::sync::Arc;
 
 use iommu_emulator::{MsiMessage, MsiSink};
-use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_msi, kvm_pit_config, kvm_userspace_memory_region};
+use kvm_bindings::{
+    KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_X2APIC_API, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
+    KVM_X2APIC_API_USE_32BIT_IDS, kvm_enable_cap, kvm_msi, kvm_userspace_memory_region,
+};
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, NoDatamatch, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
@@ -40,19 +48,24 @@ pub fn open_kvm() -> Result<Kvm> {
     })
 }
 
-/// A VM with guest memory and the in-kernel irqchip.
+/// A VM with guest memory and the split irqchip.
 pub struct Vm {
     /// The KVM system handle.
     pub kvm: Kvm,
     /// The VM handle.
     pub fd: Arc<VmFd>,
+    /// KVM_X2APIC_API is on: 32-bit destination IDs in MSI routes (bits
+    /// 31:8 in the upper address word), no xAPIC broadcast quirk.
+    pub x2apic_api: bool,
 }
 
 impl Vm {
-    /// Create the VM, the irqchip and the PIT, and map `mem`.
+    /// Create the VM with a split irqchip (the IOAPIC's pins reserved as
+    /// GSIs 0..24) and map `mem`.
     pub fn new(kvm: Kvm, mem: &GuestMemoryMmap) -> Result<Vm> {
         for (cap, name) in [
-            (Cap::Irqchip, "an in-kernel irqchip"),
+            (Cap::SplitIrqchip, "a split irqchip (KVM_CAP_SPLIT_IRQCHIP)"),
+            (Cap::IrqRouting, "GSI routing"),
             (Cap::Ioeventfd, "ioeventfd"),
             (Cap::Irqfd, "irqfd"),
             (Cap::SignalMsi, "KVM_SIGNAL_MSI"),
@@ -67,14 +80,36 @@ impl Vm {
             .map_err(Error::kvm("setting the TSS address"))?;
         // Only needed (and only accepted) on Intel; AMD ignores it.
         let _ = fd.set_identity_map_address(IDENTITY_MAP_ADDRESS);
-        fd.create_irq_chip()
-            .map_err(Error::kvm("creating the irqchip"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
+        // KVM API 4.1 / 7.23: KVM_CAP_SPLIT_IRQCHIP, args[0] = routes
+        // reserved for the userspace IOAPIC; before any vCPU exists.
+        let mut split = kvm_enable_cap {
+            cap: KVM_CAP_SPLIT_IRQCHIP,
             ..Default::default()
         };
-        fd.create_pit2(pit)
-            .map_err(Error::kvm("creating the PIT"))?;
+        split.args[0] = crate::devices::ioapic::IOAPIC_PINS as u64;
+        fd.enable_cap(&split)
+            .map_err(Error::kvm("enabling the split irqchip"))?;
+        // KVM API 7.22: 32-bit APIC IDs in MSI routes (x2APIC
+        // destinations from interrupt remapping), as QEMU does with a
+        // split irqchip. Optional: without it destinations are 8 bits.
+        let x2apic_flags = KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK;
+        let supported = u32::try_from(fd.check_extension_int(Cap::X2ApicApi)).unwrap_or(0);
+        let x2apic_api = supported & x2apic_flags == x2apic_flags && {
+            let mut c = kvm_enable_cap {
+                cap: KVM_CAP_X2APIC_API,
+                ..Default::default()
+            };
+            c.args[0] = u64::from(x2apic_flags);
+            match fd.enable_cap(&c) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(
+                        "KVM_CAP_X2APIC_API: {e}; x2APIC destinations limited to 8 bits"
+                    );
+                    false
+                }
+            }
+        };
         for (slot, region) in mem.iter().enumerate() {
             let r = kvm_userspace_memory_region {
                 slot: slot as u32,
@@ -91,6 +126,7 @@ impl Vm {
         Ok(Vm {
             kvm,
             fd: Arc::new(fd),
+            x2apic_api,
         })
     }
 
@@ -99,13 +135,6 @@ impl Vm {
         self.fd
             .register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
             .map_err(Error::kvm("registering an ioeventfd"))
-    }
-
-    /// Make `fd` raise IOAPIC/PIC line `gsi`.
-    pub fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<()> {
-        self.fd
-            .register_irqfd(fd, gsi)
-            .map_err(Error::kvm("registering an irqfd"))
     }
 }
 
@@ -124,7 +153,8 @@ pub fn move_ioevents(vm: &VmFd, fds: &[EventFd], stride: u64, old: Option<u64>, 
     }
 }
 
-/// MSIs into the VM with KVM_SIGNAL_MSI (device and IOMMU interrupts).
+/// MSIs into the VM with KVM_SIGNAL_MSI: the IOMMU's own interrupts, which
+/// are not subject to interrupt remapping (VT-d 5.1.6).
 pub struct KvmMsi {
     vm: Arc<VmFd>,
     dropped: std::sync::atomic::AtomicU64,
@@ -158,15 +188,5 @@ impl MsiSink for KvmMsi {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!("MSI {:#x}/{:#x} not delivered: {e}", msg.addr, msg.data);
         }
-    }
-}
-
-/// vm-superio's interrupt line for the UART: an irqfd.
-pub struct EventFdTrigger(pub EventFd);
-
-impl vm_superio::Trigger for EventFdTrigger {
-    type E = std::io::Error;
-    fn trigger(&self) -> std::io::Result<()> {
-        self.0.write(1)
     }
 }

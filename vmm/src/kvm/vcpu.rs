@@ -10,6 +10,7 @@ use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
 use super::cpuid;
 use crate::boot::BOOT_GDT;
 use crate::devices::Bus;
+use crate::devices::ioapic::Ioapic;
 use crate::error::{Error, Result};
 use crate::exit::{ExitReason, ExitSink};
 use crate::layout;
@@ -239,8 +240,17 @@ pub fn dump(vcpu: &VcpuFd) -> String {
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const SYSTEM_EVENT_RESET: u32 = 2;
 
-/// Run `vcpu` until the VM stops, routing exits to the buses.
-pub fn run(mut vcpu: VcpuFd, id: u8, pio: Arc<Bus>, mmio: Arc<Bus>, exit: Arc<dyn ExitSink>) {
+/// Run `vcpu` until the VM stops, routing exits to the buses and EOIs of
+/// level-triggered IOAPIC interrupts (KVM_EXIT_IOAPIC_EOI, split irqchip)
+/// to `ioapic`.
+pub fn run(
+    mut vcpu: VcpuFd,
+    id: u8,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    ioapic: Arc<Ioapic>,
+    exit: Arc<dyn ExitSink>,
+) {
     loop {
         let r = vcpu.run();
         match r {
@@ -256,6 +266,7 @@ pub fn run(mut vcpu: VcpuFd, id: u8, pio: Arc<Bus>, mmio: Arc<Bus>, exit: Arc<dy
             Ok(VcpuExit::MmioWrite(addr, data)) => {
                 mmio.write(addr, data);
             }
+            Ok(VcpuExit::IoapicEoi(vector)) => ioapic.end_of_interrupt(vector),
             Ok(VcpuExit::Hlt) | Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => {}
             Ok(VcpuExit::Shutdown) => {
                 exit.request_exit(ExitReason::TripleFault(format!(
