@@ -13,12 +13,14 @@ use std::sync::Arc;
 
 use iommu_emulator::testing::{FakeRam, RecordingMsi};
 use iommu_emulator::{
-    CachePath, DmaRequest, Gpa, GuestRam, Iommu, Pasid, PasidTag, Perm, RequestKind, SourceId,
+    CachePath, DmaRequest, Gpa, GuestRam, Pasid, PasidTag, Perm, RequestKind, SourceId,
 };
 
 use crate::regs::{self, queue};
 use crate::structs::event::PageRequest;
-use crate::{MAX_DEVICE_MESSAGES, Smmu, SmmuConfig};
+use crate::{
+    MAX_DEVICE_MESSAGES, Smmu, SmmuConfig, Stall, StallModel, StallResolution, TranslateOutcome,
+};
 
 /// Guest RAM size of a fuzz run.
 pub const RAM: u64 = 16 << 20;
@@ -99,6 +101,69 @@ fn bring_up(s: &Smmu, mem: &dyn GuestRam) {
     s.mmio_write(mem, regs::CR0, 4, 0x1f);
 }
 
+/// Stalled transactions the fuzzer's "devices" hold, with their request
+/// (for retries). Bounded like the model's table.
+const MAX_HELD: usize = 64;
+
+/// 7.2.1, computed from the registers independently of the model: the
+/// event queue is enabled, not full and has no unacknowledged
+/// EVENTQ_ABT_ERR.
+fn eventq_writable(s: &Smmu, mem: &dyn GuestRam) -> bool {
+    let r = |o| s.mmio_read(mem, o, 4);
+    if r(regs::CR0ACK) & regs::cr0::EVENTQEN == 0 {
+        return false;
+    }
+    if (r(regs::GERROR) ^ r(regs::GERRORN)) & regs::gerror::EVENTQ_ABT_ERR != 0 {
+        return false;
+    }
+    let base = s.mmio_read(mem, regs::EVENTQ_BASE, 8);
+    let log2 = (base & queue::LOG2SIZE).min(u64::from(s.config.evtq_log2));
+    let idx = (1u64 << log2) - 1;
+    let wrap = 1u64 << log2;
+    let (p, c) = (r(regs::EVENTQ_PROD), r(regs::EVENTQ_CONS));
+    !((p & idx) == (c & idx) && (p & wrap) != (c & wrap))
+}
+
+/// The stall invariants (3.12.2, 4.7.1, 6.3.9.6, 7.2.1).
+fn check_stalls(s: &Smmu, mem: &dyn GuestRam, held: &[(Stall, DmaRequest)]) {
+    let table = s.stalled();
+    assert!(table.len() <= s.config.max_stalls as usize, "max-stalls");
+    if !s.config.stall_model.stalls() {
+        assert!(table.is_empty(), "no stalls with STALL_MODEL 0b01");
+    }
+    // A STAG identifies one stalled transaction of a stream.
+    let mut tags: Vec<(u32, u16)> = table
+        .iter()
+        .filter_map(|t| t.stag.map(|g| (t.sid, g)))
+        .collect();
+    let n = tags.len();
+    tags.sort_unstable();
+    tags.dedup();
+    assert_eq!(tags.len(), n, "STAGs unique");
+    // SMMUEN = 0: nothing stays stalled.
+    if s.mmio_read(mem, regs::CR0ACK, 4) & regs::cr0::SMMUEN == 0 {
+        assert!(table.is_empty(), "stalls survive SMMUEN = 0");
+    }
+    // Deferred records are retried as soon as the queue is writable.
+    if eventq_writable(s, mem) {
+        assert!(
+            table.iter().all(|t| t.stag.is_some()),
+            "unrecorded stall with a writable event queue"
+        );
+    }
+    // A pending handle is in the table.
+    for (h, _) in held {
+        if h.resolution() == StallResolution::Pending {
+            assert!(
+                table
+                    .iter()
+                    .any(|t| t.sid == h.sid && t.stag == h.stag && t.addr == h.fault.addr.0),
+                "pending stall missing from the table: {h:?}"
+            );
+        }
+    }
+}
+
 /// Check the invariants that must hold after every step.
 fn check(s: &Smmu, mem: &dyn GuestRam) {
     let r = |o| s.mmio_read(mem, o, 4);
@@ -135,23 +200,42 @@ fn check(s: &Smmu, mem: &dyn GuestRam) {
 /// Run one fuzz input. Panics (the fuzzer's crash) when an invariant is
 /// broken.
 pub fn run(data: &[u8]) {
+    let _ = run_with_stats(data);
+}
+
+/// [`run`], returning the model's statistics at the end (for tests that
+/// check what an input reaches).
+pub fn run_with_stats(data: &[u8]) -> Option<crate::SmmuStats> {
     let ram = FakeRam::new(RAM);
     let msi = Arc::new(RecordingMsi::new());
-    let Ok(s) = Smmu::new(SmmuConfig::default(), msi.clone()) else {
-        return;
+    let mut inp = Input { data };
+    // First byte: bring-up (bit 0), IDR0.STALL_MODEL (bits 1-2) and
+    // max-stalls (bits 3-4).
+    let first = inp.u8().unwrap_or(0);
+    let config = SmmuConfig {
+        stall_model: match (first >> 1) & 3 {
+            1 => StallModel::Terminate,
+            2 => StallModel::Force,
+            _ => StallModel::Configurable,
+        },
+        max_stalls: [4, 0, 1, 64][usize::from((first >> 3) & 3)],
+        ..SmmuConfig::default()
+    };
+    let Ok(s) = Smmu::new(config, msi.clone()) else {
+        return None;
     };
     let mem: &dyn GuestRam = &ram;
-    let mut inp = Input { data };
-    if inp.u8().is_some_and(|b| b & 1 == 1) {
+    if first & 1 == 1 {
         bring_up(&s, mem);
     }
+    let mut held: Vec<(Stall, DmaRequest)> = Vec::new();
     let mut steps = 0u32;
     while let Some(op) = inp.u8() {
         steps = steps.saturating_add(1);
         if steps > 256 {
             break;
         }
-        let ok = match op % 13 {
+        let ok = match op % 16 {
             0 => (|| {
                 let o = OFFSETS
                     .get(usize::from(inp.u8()?) % OFFSETS.len())
@@ -210,14 +294,7 @@ pub fn run(data: &[u8]) {
                         exec: flags & 0x80 != 0,
                     });
                 }
-                if let Ok(t) = s.translate(mem, &req) {
-                    assert!(t.page_size.shift() >= 12);
-                    if !t.path.contains(CachePath::BYPASS) {
-                        // A walked translation never leaves the OAS.
-                        assert!(t.output.0 < 1 << s.config.oas_bits, "{t:?}");
-                        assert!(t.page_size.shift() <= 39, "{t:?}");
-                    }
-                }
+                translate(&s, mem, &req, &mut held);
                 Some(())
             })(),
             7 => (|| {
@@ -247,7 +324,8 @@ pub fn run(data: &[u8]) {
                 let fmt = u64::from((k >> 3) % 3);
                 let cdmax = u64::from((k >> 5) & 3) * 4;
                 let w0 = 1 | (cfg << 1) | (fmt << 4) | CDTAB | (cdmax << 59);
-                let w1 = r & 0x3 | (r & (1 << 28)) | (r & (3 << 48));
+                // S1DSS, S1STALLD, EATS, PRIVCFG.
+                let w1 = r & 0x3 | (r & (1 << 27)) | (r & (1 << 28)) | (r & (3 << 48));
                 let t0sz = 16 + (r >> 8) % 24;
                 let w2 = (r >> 16 & 0xff)
                     | (t0sz << 32)
@@ -255,6 +333,7 @@ pub fn run(data: &[u8]) {
                     | (((r >> 42) % 3) << 46)
                     | (5 << 48)
                     | (1 << 51)
+                    | (((r >> 57) & 1) << 57) // S2S
                     | (1 << 58);
                 let w3 = PT + ((r >> 48) & 0xff) * 0x1000;
                 for (i, w) in [w0, w1, w2, w3].iter().enumerate() {
@@ -272,7 +351,9 @@ pub fn run(data: &[u8]) {
                     | (1 << 31)
                     | (((r >> 8) % 6) << 32)
                     | (1 << 41)
-                    | (1 << 45)
+                    | (((r >> 41) & 1) << 44) // S
+                    | (((r >> 42) & 1 ^ 1) << 45) // R (mostly set)
+                    | (1 << 46) // A (TERM_MODEL = 1)
                     | ((r >> 12 & 1) << 35)
                     | ((r >> 16 & 0xffff) << 48);
                 let ttb = PT + ((r >> 32) & 0xff) * 0x1000;
@@ -303,6 +384,70 @@ pub fn run(data: &[u8]) {
                 let _ = msi.take();
                 Some(())
             }
+            13 => (|| {
+                // CMD_RESUME for a held stall (or a made-up StreamID/STAG),
+                // Retry or Abort, as Linux's page response builds it.
+                let k = inp.u8()?;
+                let stag = inp.u32()?;
+                let pick = held.get(usize::from(k >> 2) % held.len().max(1));
+                let (sid, stag, target) = match pick {
+                    Some((h, _)) if k & 2 == 0 => (h.sid, h.stag.unwrap_or(0), Some(h.clone())),
+                    _ => (stag >> 16 & 0xff, u16::try_from(stag & 0xffff).ok()?, None),
+                };
+                let was_matched = target.as_ref().is_some_and(|h| {
+                    h.stag.is_some() && h.resolution() == StallResolution::Pending
+                });
+                let resp = if k & 1 == 1 { 1u64 } else { 2 };
+                let consumed = issue(
+                    &s,
+                    &ram,
+                    0x44 | (resp << 12) | (u64::from(sid) << 32),
+                    u64::from(stag),
+                );
+                if consumed && was_matched {
+                    // 4.7.1: a matching RESUME resolves the transaction.
+                    let h = target?;
+                    let want = if resp == 1 {
+                        StallResolution::Retry
+                    } else {
+                        StallResolution::Abort
+                    };
+                    assert_eq!(h.resolution(), want, "RESUME not applied: {h:?}");
+                }
+                Some(())
+            })(),
+            14 => (|| {
+                // CMD_STALL_TERM for a StreamID (often one that stalled).
+                let k = inp.u8()?;
+                let sid = match held.get(usize::from(k) % held.len().max(1)) {
+                    Some((h, _)) if k & 1 == 0 => h.sid,
+                    _ => u32::from(k),
+                };
+                if issue(&s, &ram, 0x45 | (u64::from(sid) << 32), 0) {
+                    assert!(
+                        s.stalled().iter().all(|t| t.sid != sid),
+                        "CMD_STALL_TERM left a stall of {sid}"
+                    );
+                }
+                Some(())
+            })(),
+            15 => {
+                // Devices whose stalls were resolved with Retry translate
+                // again; resolved handles are dropped.
+                let mut retry = Vec::new();
+                held.retain(|(h, r)| match h.resolution() {
+                    StallResolution::Pending => true,
+                    StallResolution::Retry => {
+                        retry.push(*r);
+                        false
+                    }
+                    StallResolution::Abort => false,
+                });
+                for r in retry {
+                    translate(&s, mem, &r, &mut held);
+                }
+                Some(())
+            }
             _ => (|| {
                 let o = OFFSETS
                     .get(usize::from(inp.u8()?) % OFFSETS.len())
@@ -315,7 +460,57 @@ pub fn run(data: &[u8]) {
             break;
         }
         check(&s, mem);
+        check_stalls(&s, mem, &held);
     }
+    Some(s.stats())
+}
+
+/// One DMA through the stall-aware path, with the translation invariants.
+fn translate(s: &Smmu, mem: &dyn GuestRam, req: &DmaRequest, held: &mut Vec<(Stall, DmaRequest)>) {
+    match s.translate_stallable(mem, req) {
+        TranslateOutcome::Done(Ok(t)) => {
+            assert!(t.page_size.shift() >= 12);
+            if !t.path.contains(CachePath::BYPASS) {
+                // A walked translation never leaves the OAS.
+                assert!(t.output.0 < 1 << s.config.oas_bits, "{t:?}");
+                assert!(t.page_size.shift() <= 39, "{t:?}");
+            }
+        }
+        TranslateOutcome::Done(Err(_)) => {}
+        TranslateOutcome::Stalled(h) => {
+            // 5.5: only translation-related faults stall, never an ATS
+            // Translation Request, never with STALL_MODEL 0b01.
+            assert!(matches!(h.fault.reason, 0x10..=0x13), "{h:?}");
+            assert_ne!(req.kind, RequestKind::AtsTranslation);
+            assert!(s.config.stall_model.stalls());
+            if held.len() >= MAX_HELD {
+                held.remove(0);
+            }
+            held.push((h, *req));
+        }
+    }
+}
+
+/// Put one command at CMDQ_PROD and advance PROD; returns whether it was
+/// consumed without a command error.
+fn issue(s: &Smmu, ram: &FakeRam, w0: u64, w1: u64) -> bool {
+    let prod = s.mmio_read(ram, regs::CMDQ_PROD, 4) & 0x7f;
+    if ram.write_u64(Gpa(CMDQ + (prod & 0x3f) * 16), w0).is_err()
+        || ram
+            .write_u64(Gpa(CMDQ + (prod & 0x3f) * 16 + 8), w1)
+            .is_err()
+    {
+        return false;
+    }
+    let next = (prod + 1) & 0x7f;
+    s.mmio_write(ram, regs::CMDQ_PROD, 4, next);
+    let cons = s.mmio_read(ram, regs::CMDQ_CONS, 4);
+    // Only meaningful when bring-up's 64-entry queue is in force.
+    let base = s.mmio_read(ram, regs::CMDQ_BASE, 8);
+    base == CMDQ | 6
+        && s.mmio_read(ram, regs::CR0ACK, 4) & regs::cr0::CMDQEN != 0
+        && cons & 0x7f == next
+        && (cons >> 24) & 0x7f == 0
 }
 
 #[cfg(test)]
@@ -343,6 +538,35 @@ mod tests {
         ]);
         run(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
         let _ = n;
+    }
+
+    // The op set reaches the stall model: a stall-enabled STE and CD, a
+    // faulting DMA that stalls, CMD_RESUME(Retry) for it, the retry (which
+    // stalls again), then CMD_STALL_TERM.
+    #[test]
+    fn fuzz_ops_reach_stall_resume_and_retry() {
+        let mut d = vec![1u8];
+        // Op 10: STE for StreamID 2, Config = S1 (k = 2), r = 0.
+        d.extend([10, 2, 2]);
+        d.extend(0u64.to_le_bytes());
+        // Op 11: CD 0 with S = 1 (r bit 41), T0SZ 16, 4K granule.
+        let r = (0u64..)
+            .map(|x| (1u64 << 41) | (x << 44))
+            .find(|r| r % 24 == 0 && (r >> 5) % 3 == 0)
+            .unwrap();
+        d.extend([11, 0]);
+        d.extend(r.to_le_bytes());
+        // Op 5: read DMA from StreamID 2 at 0x1000, no SSID.
+        d.extend([5, 2, 1]);
+        d.extend(0u32.to_le_bytes());
+        d.extend(0x1000u64.to_le_bytes());
+        // Op 13: RESUME(Retry) for held stall 0; op 15: retry.
+        d.extend([13, 1, 0, 0, 0, 0, 15]);
+        // Op 14: STALL_TERM for held stall 0's StreamID.
+        d.extend([14, 0]);
+        let st = run_with_stats(&d).unwrap();
+        assert_eq!((st.stalls, st.stalls_retried), (2, 1), "{st}");
+        assert_eq!((st.stalls_terminated, st.stalled_now), (1, 0), "{st}");
     }
 
     // The bring-up really enables the SMMU, so the fuzzer starts deep.

@@ -18,13 +18,23 @@
 //!   VMSAv8-64 walker;
 //! - [`tlb`]: the TLB, tagged by StreamWorld, VMID, ASID and address;
 //! - [`cmdq`], [`eventq`], [`priq`]: the three queues;
+//! - [`stall`]: the stall fault model (stalled transactions, STAGs,
+//!   CMD_RESUME / CMD_STALL_TERM);
 //! - [`acpi`]: the IORT table and a device-tree node;
 //! - [`stats`]: counters and their report.
 //!
 //! Deviations and limits (documented where they apply):
 //! - AArch64 little-endian tables only (IDR0.TTF = AArch64, TTENDIAN = LE);
-//!   no stalls (IDR0.STALL_MODEL = 0b01); no HTTU; OAS at most 48 bits;
-//!   no Secure state, no ECMDQ, no VATOS/ATOS, no MPAM.
+//!   no HTTU; OAS at most 48 bits; no Secure state, no ECMDQ, no
+//!   VATOS/ATOS, no MPAM. IDR0.STALL_MODEL comes from the configuration;
+//!   stall records are never suppressed as duplicates and stalled
+//!   transactions never retry early (both optional, 3.12.2.1-2).
+//! - A requester that can hold a transaction uses
+//!   [`Smmu::translate_stallable`]; the generic
+//!   [`iommu_emulator::Iommu::translate`] returns a stalled transaction as
+//!   its fault while the SMMU keeps it stalled until software answers.
+//! - F_CFG_CONFLICT, F_TLB_CONFLICT, F_UUT, E_PAGE_REQUEST and F_VMS_FETCH
+//!   are never raised (see the README for why).
 //! - Every command completes synchronously inside the CMDQ_PROD write, so
 //!   CMD_SYNC completes as soon as it is consumed; processing is bounded by
 //!   the queue size.

@@ -128,7 +128,9 @@ impl Tlb {
 
     /// Insert an entry for the page at `base` of size `1 << shift`.
     pub fn insert(&self, key: &TlbKey, base: u64, shift: u8, e: TlbEntry, ticket: Ticket) -> bool {
-        if shift < 64 {
+        // Set the size bit only when it is new: no locked read-modify-write
+        // on this shared word for every miss.
+        if shift < 64 && self.shifts.load(Ordering::Relaxed) & (1u64 << shift) == 0 {
             self.shifts.fetch_or(1u64 << shift, Ordering::Relaxed);
         }
         self.cache.insert(
