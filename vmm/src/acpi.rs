@@ -18,8 +18,8 @@ const OEM_TABLE: [u8; 8] = *b"IOMMUVMM";
 
 /// IOAPIC ID announced in the MADT (and in the DMAR's IOAPIC scope).
 pub const IOAPIC_ID: u8 = 0;
-/// GSIs of the in-kernel IOAPIC.
-pub const IOAPIC_PINS: u32 = 24;
+/// GSIs of the (userspace, split irqchip) IOAPIC.
+pub const IOAPIC_PINS: u32 = crate::devices::ioapic::IOAPIC_PINS as u32;
 
 /// What the tables describe.
 #[derive(Clone, Debug)]
@@ -86,7 +86,11 @@ pub fn fadt(dsdt: u64) -> Vec<u8> {
 pub fn madt(vcpus: u8) -> Vec<u8> {
     let mut t = Sdt::new(*b"APIC", 44, 5, OEM_ID, OEM_TABLE, 1);
     t.write_u32(36, layout::LAPIC_START as u32);
-    t.write_u32(40, 0); // no PCAT_COMPAT: no 8259 pair
+    // Flags: no PCAT_COMPAT (§5.2.12, Table 5.20): there is no 8259 pair
+    // (the split irqchip has no PIC; Linux also skips it on a
+    // hardware-reduced platform), so ISA interrupts have no implicit
+    // mapping and COM1 takes its GSI from the DSDT.
+    t.write_u32(40, 0);
     for id in 0..vcpus {
         // Processor Local APIC (type 0): uid, APIC ID, flags = enabled.
         t.append_slice(&[0, 8, id, id, 1, 0, 0, 0]);
@@ -301,6 +305,20 @@ mod tests {
         }
         assert_eq!(lapics, vec![0, 1, 2]);
         assert_eq!(ioapics, 1);
+    }
+
+    #[test]
+    fn acpi_madt_has_no_pcat_compat_and_ioapic_id_gsi_base_0() {
+        // §5.2.12: flags bit 0 PCAT_COMPAT clear; I/O APIC structure (type
+        // 1): ID at +2 (the DMAR's IOAPIC scope names it), GSI base at +8.
+        let m = madt(2);
+        assert_eq!(u32_at(&m, 40), 0);
+        let mut off = 44;
+        while m[off] != 1 {
+            off += m[off + 1] as usize;
+        }
+        assert_eq!(m[off + 2], IOAPIC_ID);
+        assert_eq!(u32_at(&m, off + 8), 0);
     }
 
     #[test]

@@ -9,6 +9,10 @@ use kvm_bindings::kvm_cpuid_entry2;
 const ECX_HYPERVISOR: u32 = 1 << 31;
 /// Leaf 1 ECX: TSC deadline timer (KVM emulates it with its in-kernel LAPIC).
 const ECX_TSC_DEADLINE: u32 = 1 << 24;
+/// Leaf 1 ECX: x2APIC. Taken from KVM's supported set (KVM emulates x2APIC
+/// in its local APICs, split irqchip included) and never cleared: Linux
+/// enables x2APIC mode with interrupt remapping through EIM (VT-d 5.1.7).
+pub const ECX_X2APIC: u32 = 1 << 21;
 /// Leaf 1 EDX: hyper-threading / multi-core topology valid.
 const EDX_HTT: u32 = 1 << 28;
 
@@ -87,6 +91,24 @@ mod tests {
         assert_ne!(e[0].ecx & ECX_HYPERVISOR, 0);
         assert_ne!(e[0].ecx & ECX_TSC_DEADLINE, 0);
         assert_ne!(e[0].edx & EDX_HTT, 0);
+    }
+
+    #[test]
+    fn cpuid_leaf1_keeps_kvms_x2apic_bit() {
+        let mut e = [kvm_cpuid_entry2 {
+            function: 1,
+            ecx: ECX_X2APIC,
+            ..Default::default()
+        }];
+        patch(&mut e, 0, 2, false);
+        assert_ne!(e[0].ecx & ECX_X2APIC, 0);
+        let mut none = [entry(1, 0)];
+        patch(&mut none, 0, 2, false);
+        assert_eq!(
+            none[0].ecx & ECX_X2APIC,
+            0,
+            "not invented when KVM lacks it"
+        );
     }
 
     #[test]

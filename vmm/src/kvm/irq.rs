@@ -783,6 +783,42 @@ mod tests {
     }
 
     #[test]
+    fn router_multi_message_msi_vectors_get_one_gsi_each() {
+        // PCI 3.0 §6.8.1.3: with 4 messages enabled the vector is in data
+        // bits 1:0, so each vector is its own message and its own route.
+        use crate::pci::config::{PciConfig, PciId};
+        use crate::pci::msi::Msi;
+        let (r, kvm, _) = router(false);
+        let mut c = PciConfig::new(PciId {
+            vendor: 1,
+            device: 2,
+            revision: 0,
+            class: [0; 3],
+            subsystem_vendor: 0,
+            subsystem: 0,
+        });
+        let msi = Msi::new(&mut c, 2, false, false);
+        let o = msi.cap_offset();
+        c.write(o + 4, &0xfee0_0000u32.to_le_bytes());
+        c.write(o + 8, &0x4060u16.to_le_bytes());
+        c.write(o + 2, &0x21u16.to_le_bytes()); // MME = 4 vectors, enable
+        let sink = r.device_sink(DEV);
+        for v in 0..4 {
+            if let Some(m) = msi.trigger(&mut c, v) {
+                sink.raise_msi(m);
+            }
+        }
+        let t = kvm.last_table();
+        let data: Vec<u32> = t.iter().map(|e| e.1.data).collect();
+        assert_eq!(data, vec![0x4060, 0x4061, 0x4062, 0x4063]);
+        let gsis: std::collections::BTreeSet<u32> = t.iter().map(|e| e.0).collect();
+        assert_eq!(gsis.len(), 4);
+        for g in gsis {
+            assert_eq!(kvm.fired(g), 1);
+        }
+    }
+
+    #[test]
     fn router_ioapic_pin_routes_on_its_gsi_and_follows_rte_changes() {
         let (r, kvm, rm) = router(true);
         let rte = (1 << 48) | (6 << 49) | 4; // remappable, index 6

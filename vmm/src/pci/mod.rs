@@ -1,10 +1,11 @@
 //! PCIe root complex: host bridge, legacy CF8/CFC and ECAM configuration
-//! access, BAR decoding, MSI-X, the PCIe capability.
+//! access, BAR decoding, MSI and MSI-X, the PCIe capability.
 //!
 //! Every function on the root bus has a requester ID (`00:dd.f`), which is
 //! the source ID of all its DMA through its IOMMU address space.
 
 pub mod config;
+pub mod msi;
 pub mod msix;
 
 use std::sync::{Arc, Mutex};
