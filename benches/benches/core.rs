@@ -12,7 +12,7 @@ use iommu_emulator::testing::MapIommu;
 use iommu_emulator::{Cache, CacheConfig, CacheTag, DeviceAddressSpace, Perm, Rid, SourceId};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, IommuMemory};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Tag {
     domain: u16,
     page: u64,

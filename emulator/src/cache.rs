@@ -6,28 +6,48 @@
 //!
 //! # Concurrency and the invalidation guarantee
 //!
-//! Each set has its own lock, so lookups that fall in different sets never
-//! wait for each other (the hit path takes one uncontended set lock and no
-//! global lock). Counters live in each set, under its lock, so the hit
-//! path writes no cache line shared with other sets.
+//! Lookups take no lock. Each set carries a sequence number (a seqlock):
+//! writers (insert, invalidate) serialise on the set's mutex and make the
+//! sequence number odd while they change the set; a reader finds the way
+//! whose key fingerprint matches, copies the entry and keeps the copy only
+//! if the sequence number was even and unchanged around the copy, else it
+//! retries (and after a few failed tries waits for the writer on the set's
+//! mutex, so a writer preempted mid-update cannot make readers spin).
+//! Replacement state (LRU stamps, tree-PLRU bits) is updated by readers with
+//! plain relaxed stores, only when a hit changes it: exact with one thread
+//! (the sweep and the golden timing tests see the same evictions as a
+//! locked cache), approximate when threads race on one set. Hit and miss
+//! counters are thread-owned ([`crate::counters::ThreadCounters`]); insert,
+//! eviction and invalidation counters live under the set's mutex.
 //!
 //! **Guarantee:** once an `invalidate_*` call has returned, no lookup that
 //! starts afterwards can hit an entry that the invalidation covered, and no
 //! entry produced by a walk that *started* before the invalidation returned
-//! can be inserted afterwards. The second half is what makes the first hold
-//! under concurrency: a walker calls [`Cache::ticket`] before reading the
-//! tables and hands the ticket to [`Cache::insert`]; every invalidation bumps
-//! the generation *before* it sweeps the sets, and `insert` checks the
+//! can be inserted afterwards. The first half holds because an invalidation
+//! clears the way's key before it returns, and a reader only returns an
+//! entry whose key it read as set. The second half is what makes the first
+//! hold under concurrency: a walker calls [`Cache::ticket`] before reading
+//! the tables and hands the ticket to [`Cache::insert`]; every invalidation
+//! bumps the generation *before* it sweeps the sets, and `insert` checks the
 //! generation under the set lock, so an insert racing an invalidation either
 //! lands before the sweep reaches its set (and is swept) or is refused.
 //! An insert refused this way is counted in [`CacheStats::stale_inserts`].
+//!
+//! Tags and entries are `Copy` (plain data): a reader's copy may be torn
+//! while a writer runs, and is discarded unread when the sequence check
+//! fails.
 
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Mutex, MutexGuard};
 
-/// What a cache key must provide.
-pub trait CacheTag: Eq + Clone + Send {
+use crate::counters::ThreadCounters;
+
+/// What a cache key must provide. Tags are plain data (`Copy`): see the
+/// module docs for why.
+pub trait CacheTag: Eq + Copy + Send {
     /// A hash of the fields that select the set. Entries that a single
     /// lookup must find have to hash equally; it need not be uniform (the
     /// engine mixes it).
@@ -175,154 +195,283 @@ impl CacheStats {
     }
 }
 
-/// Counters for what has no set to live in (a cache of zero entries).
-#[derive(Default)]
-struct Counters {
-    misses: AtomicU64,
-}
+/// Thread-owned counter indices.
+const HITS: usize = 0;
+const MISSES: usize = 1;
+
+/// Optimistic read attempts before a reader waits on the set's mutex.
+const READ_TRIES: usize = 4;
+
+/// Entries of the way-hint table (a power of two).
+const HINTS: usize = 256;
 
 fn inc(c: &mut u64) {
     *c = c.wrapping_add(1);
 }
 
-struct Way<T, E> {
-    slot: Option<(T, E)>,
+/// One way's entry: valid exactly when the way's key is non-zero.
+type Slot<T, E> = UnsafeCell<MaybeUninit<(T, E)>>;
+
+/// Per-way metadata, readable without the lock.
+struct WayMeta {
+    /// Fingerprint of the tag (odd), or 0 when the way is empty.
+    key: AtomicU64,
     /// LRU: last-use stamp. FIFO: insertion stamp.
-    stamp: u64,
+    stamp: AtomicU64,
 }
 
-struct Set<T, E> {
-    ways: Vec<Way<T, E>>,
-    /// Counters kept under the set lock: no shared cache line is written
-    /// on the hit path, so threads hitting different sets never contend.
+/// What only writers touch, under the set's mutex.
+struct Writer {
+    /// Insert, eviction, invalidation and stale-insert counters.
     stats: CacheStats,
-    clock: u64,
-    /// Tree-PLRU bits (node i has children 2i+1, 2i+2), or xorshift state.
-    plru: u64,
+    /// Xorshift state for [`ReplacementPolicy::Random`].
     rng: u64,
 }
 
-impl<T: CacheTag, E> Set<T, E> {
-    fn new(ways: usize, seed: u64) -> Self {
-        let mut v = Vec::with_capacity(ways);
-        v.resize_with(ways, || Way {
-            slot: None,
-            stamp: 0,
-        });
-        Set {
-            ways: v,
-            stats: CacheStats::default(),
-            clock: 0,
-            plru: 0,
-            rng: seed | 1,
+/// Per-set header: the seqlock, the replacement clock and bits, the lock.
+#[repr(align(64))]
+struct SetHead {
+    /// Even: stable. Odd: a writer is changing the set.
+    seq: AtomicU64,
+    clock: AtomicU64,
+    /// Tree-PLRU bits (node i has children 2i+1, 2i+2).
+    plru: AtomicU64,
+    lock: Mutex<Writer>,
+}
+
+/// Tree-PLRU: the bits after pointing every node on the path to `way`
+/// away from it.
+fn plru_touched(mut bits: u64, n: usize, way: usize) -> u64 {
+    if !n.is_power_of_two() || n < 2 {
+        return bits;
+    }
+    let levels = n.trailing_zeros();
+    let mut node = 0usize;
+    for level in (0..levels).rev() {
+        let bit = (way >> level) & 1;
+        // bit 1 in the tree means "the victim is on the right".
+        if node < 64 {
+            if bit == 0 {
+                bits |= 1u64 << node;
+            } else {
+                bits &= !(1u64 << node);
+            }
         }
+        node = node.wrapping_mul(2).wrapping_add(1).wrapping_add(bit);
+    }
+    bits
+}
+
+fn plru_victim(bits: u64, n: usize) -> usize {
+    let levels = n.trailing_zeros();
+    let mut node = 0usize;
+    let mut way = 0usize;
+    for _ in 0..levels {
+        let right = node < 64 && (bits >> node) & 1 == 1;
+        let bit = usize::from(right);
+        way = (way << 1) | bit;
+        node = node.wrapping_mul(2).wrapping_add(1).wrapping_add(bit);
+    }
+    way
+}
+
+/// One set's view: header, way metadata and entry slots.
+struct SetRef<'a, T, E> {
+    head: &'a SetHead,
+    meta: &'a [WayMeta],
+    slots: &'a [Slot<T, E>],
+}
+
+impl<T: Copy, E: Copy> SetRef<'_, T, E> {
+    /// Copy way `i` optimistically and keep the copy only if the set's
+    /// sequence number is still `s1` (no writer ran meanwhile).
+    #[inline]
+    fn read_validated(&self, i: usize, s1: u64) -> Option<(T, E)> {
+        let slot = self.slots.get(i)?;
+        // SAFETY: the pointer comes from a live `UnsafeCell` in the cache,
+        // valid and aligned for `MaybeUninit<(T, E)>`, which accepts any
+        // bytes (a never-written slot, or one a writer is rewriting). A
+        // writer may store to the slot concurrently (it holds the set's
+        // mutex, we do not): this is the seqlock's optimistic read, made
+        // volatile so it is performed as one copy and never re-read, as
+        // crossbeam's `AtomicCell` and the Linux seqlock do. The copy is
+        // only interpreted below after the sequence check shows that no
+        // writer ran while it was taken.
+        let copy = unsafe { std::ptr::read_volatile(slot.get()) };
+        fence(Ordering::Acquire);
+        if self.head.seq.load(Ordering::Relaxed) != s1 {
+            return None;
+        }
+        // SAFETY: the sequence number was even (no writer active) when
+        // this read began, after the key of way `i` was published, and is
+        // unchanged after the copy, so the copy is exactly the entry a
+        // writer stored, whole, before publishing the key: an initialised
+        // `(T, E)`. `T` and `E` are `Copy`, so duplicating the bits is a
+        // valid copy.
+        Some(unsafe { copy.assume_init() })
     }
 
-    fn tick(&mut self) -> u64 {
-        self.clock = self.clock.wrapping_add(1);
-        self.clock
+    /// The entry in way `i` with the set's mutex held (no writer can run).
+    /// `None` for an empty way.
+    fn read_locked(&self, i: usize, _writer: &MutexGuard<'_, Writer>) -> Option<&(T, E)> {
+        if self.meta.get(i)?.key.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let slot = self.slots.get(i)?;
+        // SAFETY: slots are written only by writers holding this set's
+        // mutex, which the caller holds (the guard is the proof), so no
+        // write races with this shared borrow while it lives; concurrent
+        // optimistic readers only read. A non-zero key is stored only
+        // after the slot was written, so the slot is initialised.
+        Some(unsafe { (*slot.get()).assume_init_ref() })
     }
 
-    /// Tree-PLRU: point every node on the path to `way` away from it.
-    fn plru_touch(&mut self, way: usize) {
-        let n = self.ways.len();
-        if !n.is_power_of_two() || n < 2 {
+    /// Mark the start of a write (the set's mutex must be held).
+    fn write_begin(&self) {
+        let s = self.head.seq.load(Ordering::Relaxed);
+        self.head.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        // Order the odd sequence number before the data stores that follow.
+        fence(Ordering::Release);
+    }
+
+    /// Mark the end of a write (the set's mutex must be held).
+    fn write_end(&self) {
+        let s = self.head.seq.load(Ordering::Relaxed);
+        self.head.seq.store(s.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Store `(tag, entry)` into way `i` and publish its key; inside a
+    /// write (between `write_begin` and `write_end`).
+    fn write_way(&self, i: usize, tag: T, entry: E, key: u64, _writer: &MutexGuard<'_, Writer>) {
+        let (Some(slot), Some(meta)) = (self.slots.get(i), self.meta.get(i)) else {
             return;
-        }
-        let levels = n.trailing_zeros();
-        let mut node = 0usize;
-        for level in (0..levels).rev() {
-            let bit = (way >> level) & 1;
-            // bit 1 in the tree means "the victim is on the right".
-            if node < 64 {
-                if bit == 0 {
-                    self.plru |= 1u64 << node;
-                } else {
-                    self.plru &= !(1u64 << node);
-                }
-            }
-            node = node.wrapping_mul(2).wrapping_add(1).wrapping_add(bit);
+        };
+        // SAFETY: the caller holds the set's mutex (the guard is the
+        // proof), so no other writer touches the slot, and it has made the
+        // sequence number odd, so optimistic readers discard whatever they
+        // copy while this store runs. No reference to the slot is alive
+        // (`read_locked` borrows end before writes). `MaybeUninit` needs no
+        // drop of the old value (`T` and `E` are `Copy`).
+        unsafe { std::ptr::write_volatile(slot.get(), MaybeUninit::new((tag, entry))) };
+        meta.key.store(key, Ordering::Relaxed);
+    }
+
+    fn tick(&self) -> u64 {
+        let t = self.head.clock.load(Ordering::Relaxed).wrapping_add(1);
+        self.head.clock.store(t, Ordering::Relaxed);
+        t
+    }
+
+    /// LRU touch: make way `i` the most recently used. Skipped when it is
+    /// already (its stamp is the latest tick): the order of the stamps, all
+    /// that victim choice reads, is then unchanged, and a hit on the
+    /// most-recent way writes nothing shared.
+    fn lru_touch(&self, i: usize) {
+        let Some(m) = self.meta.get(i) else { return };
+        let now = self.head.clock.load(Ordering::Relaxed);
+        if m.stamp.load(Ordering::Relaxed) != now {
+            let t = now.wrapping_add(1);
+            self.head.clock.store(t, Ordering::Relaxed);
+            m.stamp.store(t, Ordering::Relaxed);
         }
     }
 
-    fn plru_victim(&self) -> usize {
-        let n = self.ways.len();
-        let levels = n.trailing_zeros();
-        let mut node = 0usize;
-        let mut way = 0usize;
-        for _ in 0..levels {
-            let right = node < 64 && (self.plru >> node) & 1 == 1;
-            let bit = usize::from(right);
-            way = (way << 1) | bit;
-            node = node.wrapping_mul(2).wrapping_add(1).wrapping_add(bit);
-        }
-        way
-    }
-
-    fn touch(&mut self, way: usize, policy: ReplacementPolicy) {
+    fn touch(&self, i: usize, policy: ReplacementPolicy) {
+        let n = self.meta.len();
         match policy {
-            ReplacementPolicy::Lru => {
-                let t = self.tick();
-                if let Some(w) = self.ways.get_mut(way) {
-                    w.stamp = t;
+            ReplacementPolicy::Lru => self.lru_touch(i),
+            ReplacementPolicy::TreePlru if n.is_power_of_two() => {
+                let old = self.head.plru.load(Ordering::Relaxed);
+                let new = plru_touched(old, n, i);
+                if new != old {
+                    self.head.plru.store(new, Ordering::Relaxed);
                 }
             }
-            ReplacementPolicy::TreePlru => {
-                if self.ways.len().is_power_of_two() {
-                    self.plru_touch(way);
-                } else {
-                    let t = self.tick();
-                    if let Some(w) = self.ways.get_mut(way) {
-                        w.stamp = t;
-                    }
-                }
-            }
+            ReplacementPolicy::TreePlru => self.lru_touch(i),
             ReplacementPolicy::Fifo | ReplacementPolicy::Random => {}
         }
     }
 
-    fn victim(&mut self, policy: ReplacementPolicy) -> usize {
-        if let Some(i) = self.ways.iter().position(|w| w.slot.is_none()) {
+    /// The way to fill (the mutex must be held): the first empty way, else
+    /// the policy's victim.
+    fn victim(&self, policy: ReplacementPolicy, w: &mut Writer) -> usize {
+        if let Some(i) = self
+            .meta
+            .iter()
+            .position(|m| m.key.load(Ordering::Relaxed) == 0)
+        {
             return i;
         }
-        let oldest = |ways: &[Way<T, E>]| {
-            ways.iter()
+        let oldest = || {
+            self.meta
+                .iter()
                 .enumerate()
-                .min_by_key(|(_, w)| w.stamp)
+                .min_by_key(|(_, m)| m.stamp.load(Ordering::Relaxed))
                 .map_or(0, |(i, _)| i)
         };
+        let n = self.meta.len();
         match policy {
-            ReplacementPolicy::Lru | ReplacementPolicy::Fifo => oldest(&self.ways),
+            ReplacementPolicy::Lru | ReplacementPolicy::Fifo => oldest(),
             ReplacementPolicy::TreePlru => {
-                if self.ways.len().is_power_of_two() {
-                    self.plru_victim()
+                if n.is_power_of_two() {
+                    plru_victim(self.head.plru.load(Ordering::Relaxed), n)
                 } else {
-                    oldest(&self.ways)
+                    oldest()
                 }
             }
             ReplacementPolicy::Random => {
                 // xorshift64
-                let mut x = self.rng;
+                let mut x = w.rng;
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                self.rng = x;
-                let n = u64::try_from(self.ways.len()).unwrap_or(1).max(1);
+                w.rng = x;
+                let n = u64::try_from(n).unwrap_or(1).max(1);
                 usize::try_from(x.checked_rem(n).unwrap_or(0)).unwrap_or(0)
             }
         }
     }
 }
 
-/// A set-associative cache from `T` tags to `E` entries.
-pub struct Cache<T, E> {
-    sets: Box<[Mutex<Set<T, E>>]>,
-    config: CacheConfig,
-    generation: AtomicU64,
-    counters: Counters,
+/// The outcome of one optimistic scan.
+enum Scan<E> {
+    Hit(usize, E),
+    Miss,
+    /// A writer ran during the scan: try again.
+    Retry,
 }
 
-impl<T: CacheTag, E: Clone> std::fmt::Debug for Cache<T, E> {
+/// A set-associative cache from `T` tags to `E` entries.
+pub struct Cache<T, E> {
+    heads: Box<[SetHead]>,
+    /// `sets * ways` way metadata, set-major.
+    meta: Box<[WayMeta]>,
+    /// `sets * ways` entry slots, set-major; a slot holds a valid entry
+    /// exactly when its way's key is non-zero.
+    slots: Box<[Slot<T, E>]>,
+    /// Last way a fingerprint was found in (a search hint only: every
+    /// candidate is checked against the key and the tag).
+    hints: Box<[AtomicU32]>,
+    ways: usize,
+    /// `sets - 1` when `sets` is a power of two (set index by mask, equal
+    /// to the remainder), else `None`.
+    set_mask: Option<u64>,
+    config: CacheConfig,
+    generation: AtomicU64,
+    /// Hits and misses, per thread.
+    counts: ThreadCounters<2>,
+}
+
+// SAFETY: the only interior mutability not behind atomics or a mutex is the
+// entry slots. They are written only under their set's mutex with the
+// seqlock protocol (`SetRef::write_way`), read under that mutex or copied
+// optimistically and discarded unless the set's sequence number proves no
+// write overlapped (`SetRef::read_validated`). Values leave the cache only
+// as copies (`T`, `E`: `Copy + Send`), so sharing the cache between threads
+// moves plain data between them, which `Send` permits.
+unsafe impl<T: Copy + Send, E: Copy + Send> Sync for Cache<T, E> {}
+
+impl<T: CacheTag, E: Copy> std::fmt::Debug for Cache<T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
             .field("config", &self.config)
@@ -349,33 +498,54 @@ fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl<T: CacheTag, E: Clone> Cache<T, E> {
+impl<T: CacheTag, E: Copy> Cache<T, E> {
     /// A cache with the given geometry.
     pub fn new(config: CacheConfig) -> Result<Self, CacheConfigError> {
-        if config
+        let total = config
             .sets
             .checked_mul(config.ways)
-            .is_none_or(|n| n > CacheConfig::MAX_ENTRIES)
-        {
-            return Err(CacheConfigError::TooLarge {
+            .filter(|n| *n <= CacheConfig::MAX_ENTRIES)
+            .ok_or(CacheConfigError::TooLarge {
                 sets: config.sets,
                 ways: config.ways,
                 max: CacheConfig::MAX_ENTRIES,
-            });
-        }
+            })?;
         let nsets = if config.ways == 0 { 0 } else { config.sets };
-        let sets = (0..nsets)
-            .map(|i| {
-                let seed = mix(config.seed ^ u64::try_from(i).unwrap_or(0));
-                Mutex::new(Set::new(config.ways, seed))
+        let heads = (0..nsets)
+            .map(|i| SetHead {
+                seq: AtomicU64::new(0),
+                clock: AtomicU64::new(0),
+                plru: AtomicU64::new(0),
+                lock: Mutex::new(Writer {
+                    stats: CacheStats::default(),
+                    rng: mix(config.seed ^ u64::try_from(i).unwrap_or(0)) | 1,
+                }),
             })
-            .collect::<Vec<_>>()
-            .into_boxed_slice();
+            .collect::<Box<[_]>>();
+        let total = if nsets == 0 { 0 } else { total };
+        let meta = (0..total)
+            .map(|_| WayMeta {
+                key: AtomicU64::new(0),
+                stamp: AtomicU64::new(0),
+            })
+            .collect::<Box<[_]>>();
+        let slots = (0..total)
+            .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+            .collect::<Box<[_]>>();
+        let hints = (0..HINTS).map(|_| AtomicU32::new(0)).collect::<Box<[_]>>();
+        let set_mask = (nsets.is_power_of_two())
+            .then(|| u64::try_from(nsets.wrapping_sub(1)).ok())
+            .flatten();
         Ok(Cache {
-            sets,
+            heads,
+            meta,
+            slots,
+            hints,
+            ways: config.ways,
+            set_mask,
             config,
             generation: AtomicU64::new(0),
-            counters: Counters::default(),
+            counts: ThreadCounters::new(),
         })
     }
 
@@ -384,46 +554,161 @@ impl<T: CacheTag, E: Clone> Cache<T, E> {
         self.config
     }
 
-    fn set_of(&self, tag: &T) -> Option<&Mutex<Set<T, E>>> {
-        let n = u64::try_from(self.sets.len()).ok()?;
-        if n == 0 {
-            return None;
+    /// The set `tag` maps to, and the tag's mixed hash.
+    #[inline]
+    fn locate(&self, tag: &T) -> Option<(SetRef<'_, T, E>, u64)> {
+        let h = mix(tag.set_hash());
+        let i = match self.set_mask {
+            Some(m) => h & m,
+            None => h.checked_rem(u64::try_from(self.heads.len()).ok()?)?,
+        };
+        let i = usize::try_from(i).ok()?;
+        let base = i.checked_mul(self.ways)?;
+        let end = base.checked_add(self.ways)?;
+        Some((
+            SetRef {
+                head: self.heads.get(i)?,
+                meta: self.meta.get(base..end)?,
+                slots: self.slots.get(base..end)?,
+            },
+            h,
+        ))
+    }
+
+    fn hint(&self, key: u64) -> &AtomicU32 {
+        let i = usize::try_from(key >> 56).unwrap_or(0) & (HINTS - 1);
+        // HINTS is non-zero, so the index is in range.
+        #[allow(clippy::indexing_slicing)]
+        &self.hints[i]
+    }
+
+    fn set_hint(&self, key: u64, way: usize) {
+        let h = self.hint(key);
+        let w = u32::try_from(way).unwrap_or(0);
+        if h.load(Ordering::Relaxed) != w {
+            h.store(w, Ordering::Relaxed);
         }
-        let i = usize::try_from(mix(tag.set_hash()).checked_rem(n)?).ok()?;
-        self.sets.get(i)
+    }
+
+    /// One optimistic pass over the set for the way with key `key` whose
+    /// tag equals `tag`.
+    #[inline]
+    fn scan_eq(&self, set: &SetRef<'_, T, E>, key: u64, tag: &T, s1: u64) -> Scan<E> {
+        let hint = usize::try_from(self.hint(key).load(Ordering::Relaxed)).unwrap_or(0);
+        let probe = |i: usize| -> Option<Scan<E>> {
+            if set.meta.get(i)?.key.load(Ordering::Relaxed) != key {
+                return None;
+            }
+            match set.read_validated(i, s1) {
+                None => Some(Scan::Retry),
+                Some((t, e)) if t == *tag => Some(Scan::Hit(i, e)),
+                Some(_) => None,
+            }
+        };
+        if let Some(r) = probe(hint) {
+            return r;
+        }
+        for i in 0..set.meta.len() {
+            if i != hint
+                && let Some(r) = probe(i)
+            {
+                return r;
+            }
+        }
+        Scan::Miss
+    }
+
+    /// One optimistic pass over the set for the first entry `matches`
+    /// accepts, in way order.
+    fn scan_by(
+        set: &SetRef<'_, T, E>,
+        matches: &mut impl FnMut(&T, &E) -> bool,
+        s1: u64,
+    ) -> Scan<E> {
+        for (i, m) in set.meta.iter().enumerate() {
+            if m.key.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            match set.read_validated(i, s1) {
+                None => return Scan::Retry,
+                Some((t, e)) if matches(&t, &e) => return Scan::Hit(i, e),
+                Some(_) => {}
+            }
+        }
+        Scan::Miss
+    }
+
+    /// Run `scan` optimistically until it sees a stable set; after
+    /// [`READ_TRIES`] failures, run it with the set's mutex held (no writer
+    /// can run then, so the scan sees a stable set).
+    #[inline]
+    fn read(
+        set: &SetRef<'_, T, E>,
+        mut scan: impl FnMut(&SetRef<'_, T, E>, u64) -> Scan<E>,
+    ) -> Option<(usize, E)> {
+        for _ in 0..READ_TRIES {
+            let s1 = set.head.seq.load(Ordering::Acquire);
+            if s1 & 1 == 0 {
+                match scan(set, s1) {
+                    Scan::Hit(i, e) => return Some((i, e)),
+                    Scan::Miss => return None,
+                    Scan::Retry => {}
+                }
+            }
+            std::hint::spin_loop();
+        }
+        // A writer keeps changing this set, or was preempted in the middle
+        // of a change: wait for it on the mutex instead of spinning.
+        let _writer = lock(&set.head.lock);
+        let s1 = set.head.seq.load(Ordering::Acquire);
+        match scan(set, s1) {
+            Scan::Hit(i, e) => Some((i, e)),
+            Scan::Miss | Scan::Retry => None,
+        }
     }
 
     /// Look `tag` up; a hit refreshes the replacement state.
+    #[inline]
     pub fn lookup(&self, tag: &T) -> Option<E> {
-        self.lookup_by(tag, |t, _| t == tag)
+        let Some((set, h)) = self.locate(tag) else {
+            self.counts.bump(MISSES);
+            return None;
+        };
+        let key = h | 1;
+        let found = Self::read(&set, |set, s1| self.scan_eq(set, key, tag, s1));
+        self.finish_lookup(&set, found, Some(key))
     }
 
     /// Look up in `tag`'s set the first entry for which `matches` holds (for
     /// lookups whose tags are not plain equality, e.g. an address within a
     /// large page). Counts one lookup.
     pub fn lookup_by(&self, tag: &T, mut matches: impl FnMut(&T, &E) -> bool) -> Option<E> {
-        let Some(set) = self.set_of(tag) else {
-            self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        let Some((set, _)) = self.locate(tag) else {
+            self.counts.bump(MISSES);
             return None;
         };
-        let mut set = lock(set);
-        let found = set
-            .ways
-            .iter()
-            .position(|w| w.slot.as_ref().is_some_and(|(t, e)| matches(t, e)));
+        let found = Self::read(&set, |set, s1| Self::scan_by(set, &mut matches, s1));
+        self.finish_lookup(&set, found, None)
+    }
+
+    #[inline]
+    fn finish_lookup(
+        &self,
+        set: &SetRef<'_, T, E>,
+        found: Option<(usize, E)>,
+        key: Option<u64>,
+    ) -> Option<E> {
         match found {
-            Some(i) => {
+            Some((i, e)) => {
                 set.touch(i, self.config.policy);
-                let e = set
-                    .ways
-                    .get(i)
-                    .and_then(|w| w.slot.as_ref())
-                    .map(|(_, e)| e.clone());
-                inc(&mut set.stats.hits);
-                e
+                if let Some(k) = key {
+                    self.set_hint(k, i);
+                }
+                self.counts.bump(HITS);
+                Some(e)
             }
             None => {
-                inc(&mut set.stats.misses);
+                self.counts.bump(MISSES);
                 None
             }
         }
@@ -438,36 +723,46 @@ impl<T: CacheTag, E: Clone> Cache<T, E> {
     /// `ticket` was taken. Replaces an existing entry with an equal tag.
     /// Returns whether the entry was inserted.
     pub fn insert(&self, tag: T, entry: E, ticket: Ticket) -> bool {
-        let Some(set) = self.set_of(&tag) else {
+        let Some((set, h)) = self.locate(&tag) else {
             return false;
         };
-        let mut set = lock(set);
+        let key = h | 1;
+        let mut g = lock(&set.head.lock);
         if self.generation.load(Ordering::SeqCst) != ticket.0 {
-            inc(&mut set.stats.stale_inserts);
+            inc(&mut g.stats.stale_inserts);
             return false;
         }
         let policy = self.config.policy;
-        let idx = match set
-            .ways
-            .iter()
-            .position(|w| w.slot.as_ref().is_some_and(|(t, _)| *t == tag))
-        {
+        let existing = (0..set.meta.len()).find(|&i| {
+            set.meta
+                .get(i)
+                .is_some_and(|m| m.key.load(Ordering::Relaxed) == key)
+                && set.read_locked(i, &g).is_some_and(|(t, _)| *t == tag)
+        });
+        let idx = match existing {
             Some(i) => i,
             None => {
-                let v = set.victim(policy);
-                if set.ways.get(v).is_some_and(|w| w.slot.is_some()) {
-                    inc(&mut set.stats.evictions);
+                let v = set.victim(policy, &mut g);
+                if set
+                    .meta
+                    .get(v)
+                    .is_some_and(|m| m.key.load(Ordering::Relaxed) != 0)
+                {
+                    inc(&mut g.stats.evictions);
                 }
                 v
             }
         };
+        set.write_begin();
+        set.write_way(idx, tag, entry, key, &g);
+        set.write_end();
         let stamp = set.tick();
-        if let Some(w) = set.ways.get_mut(idx) {
-            w.slot = Some((tag, entry));
-            w.stamp = stamp;
+        if let Some(m) = set.meta.get(idx) {
+            m.stamp.store(stamp, Ordering::Relaxed);
         }
         set.touch(idx, policy);
-        inc(&mut set.stats.inserts);
+        self.set_hint(key, idx);
+        inc(&mut g.stats.inserts);
         true
     }
 
@@ -476,16 +771,34 @@ impl<T: CacheTag, E: Clone> Cache<T, E> {
     pub fn invalidate_if(&self, mut pred: impl FnMut(&T, &E) -> bool) -> usize {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let mut removed = 0usize;
-        for set in self.sets.iter() {
-            let mut set = lock(set);
+        for si in 0..self.heads.len() {
+            let (Some(head), Some(base)) = (self.heads.get(si), si.checked_mul(self.ways)) else {
+                continue;
+            };
+            let end = base.saturating_add(self.ways);
+            let (Some(meta), Some(slots)) = (self.meta.get(base..end), self.slots.get(base..end))
+            else {
+                continue;
+            };
+            let set = SetRef { head, meta, slots };
+            let mut g = lock(&head.lock);
             let mut here = 0u64;
-            for w in set.ways.iter_mut() {
-                if w.slot.as_ref().is_some_and(|(t, e)| pred(t, e)) {
-                    w.slot = None;
-                    here = here.wrapping_add(1);
+            for i in 0..meta.len() {
+                if !set.read_locked(i, &g).is_some_and(|(t, e)| pred(t, e)) {
+                    continue;
                 }
+                if here == 0 {
+                    set.write_begin();
+                }
+                if let Some(m) = meta.get(i) {
+                    m.key.store(0, Ordering::Relaxed);
+                }
+                here = here.wrapping_add(1);
             }
-            set.stats.invalidated = set.stats.invalidated.wrapping_add(here);
+            if here != 0 {
+                set.write_end();
+            }
+            g.stats.invalidated = g.stats.invalidated.wrapping_add(here);
             removed = removed.saturating_add(usize::try_from(here).unwrap_or(usize::MAX));
         }
         removed
@@ -510,12 +823,12 @@ impl<T: CacheTag, E: Clone> Cache<T, E> {
         self.invalidate_if(|_, _| true)
     }
 
-    /// Number of valid entries (walks every set; for tests and statistics).
+    /// Number of valid entries (reads every way; for tests and statistics).
     pub fn len(&self) -> usize {
-        self.sets
+        self.meta
             .iter()
-            .map(|s| lock(s).ways.iter().filter(|w| w.slot.is_some()).count())
-            .sum()
+            .filter(|m| m.key.load(Ordering::Relaxed) != 0)
+            .count()
     }
 
     /// True when no entry is valid.
@@ -526,13 +839,12 @@ impl<T: CacheTag, E: Clone> Cache<T, E> {
     /// Counters so far.
     pub fn stats(&self) -> CacheStats {
         let mut t = CacheStats {
-            misses: self.counters.misses.load(Ordering::Relaxed),
+            hits: self.counts.get(HITS),
+            misses: self.counts.get(MISSES),
             ..CacheStats::default()
         };
-        for set in self.sets.iter() {
-            let s = lock(set).stats;
-            t.hits = t.hits.wrapping_add(s.hits);
-            t.misses = t.misses.wrapping_add(s.misses);
+        for head in self.heads.iter() {
+            let s = lock(&head.lock).stats;
             t.inserts = t.inserts.wrapping_add(s.inserts);
             t.evictions = t.evictions.wrapping_add(s.evictions);
             t.invalidated = t.invalidated.wrapping_add(s.invalidated);
@@ -548,7 +860,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    #[derive(Clone, Debug, PartialEq, Eq)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     struct Page {
         domain: u16,
         page: u64,
@@ -742,6 +1054,127 @@ mod tests {
         stop.store(true, Ordering::SeqCst);
         for h in hs {
             h.join().unwrap();
+        }
+    }
+
+    /// A wide entry whose words all derive from the tag: a torn copy (half
+    /// old entry, half new) cannot pass `consistent`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct Wide([u64; 12]);
+
+    impl Wide {
+        fn of(page: u64, version: u64) -> Self {
+            Wide(std::array::from_fn(|i| {
+                (page << 40) ^ (version << 8) ^ (i as u64).wrapping_mul(0x9e37)
+            }))
+        }
+        fn consistent(&self, page: u64) -> bool {
+            let version = ((self.0[0] ^ (page << 40)) >> 8) & 0xffff_ffff;
+            *self == Wide::of(page, version)
+        }
+    }
+
+    // Seqlock read path: readers on other threads never return a torn or
+    // mismatched entry while a writer keeps replacing, evicting and
+    // invalidating entries of the same sets. Without the sequence check the
+    // optimistic copy would mix two versions and this assertion fails.
+    #[test]
+    fn cache_concurrent_readers_never_see_torn_entries() {
+        let c: Arc<Cache<Page, Wide>> = Arc::new(Cache::new(CacheConfig::new(2, 4)).unwrap());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hits = Arc::new(AtomicU64::new(0));
+        let readers: Vec<_> = (0..2)
+            .map(|r| {
+                let (c, stop, hits) = (c.clone(), stop.clone(), hits.clone());
+                std::thread::spawn(move || {
+                    let mut p = r;
+                    while !stop.load(Ordering::Relaxed) {
+                        p = (p + 1) % 12;
+                        if let Some(w) = c.lookup(&tag(0, p)) {
+                            assert!(w.consistent(p), "torn entry for page {p}: {w:?}");
+                            hits.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for v in 0..200_000u64 {
+            let p = v % 12;
+            c.insert(tag(0, p), Wide::of(p, v), c.ticket());
+            if v % 1000 == 999 {
+                c.invalidate_if(|t, _| t.page % 3 == 0);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in readers {
+            h.join().unwrap();
+        }
+        assert!(hits.load(Ordering::Relaxed) > 0, "readers never hit");
+    }
+
+    // The invalidation guarantee with readers on other threads: once the
+    // invalidating thread has published round r (after invalidate_all
+    // returned), a lookup that starts after reading r never returns an
+    // entry inserted from tables older than r.
+    #[test]
+    fn cache_invalidation_is_seen_by_readers_on_other_threads() {
+        let c: Arc<Cache<Page, u64>> = Arc::new(Cache::new(CacheConfig::new(4, 4)).unwrap());
+        let tables = Arc::new(AtomicU64::new(0));
+        let done_round = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut hs = Vec::new();
+        for _ in 0..2 {
+            let (c, v, d, s) = (c.clone(), tables.clone(), done_round.clone(), stop.clone());
+            hs.push(std::thread::spawn(move || {
+                let mut p = 0u64;
+                while !s.load(Ordering::SeqCst) {
+                    p = (p + 1) % 16;
+                    let round = d.load(Ordering::SeqCst);
+                    match c.lookup(&tag(0, p)) {
+                        Some(seen) => assert!(seen >= round, "stale {seen} after round {round}"),
+                        None => {
+                            let t = c.ticket();
+                            let seen = v.load(Ordering::SeqCst);
+                            c.insert(tag(0, p), seen, t);
+                        }
+                    }
+                }
+            }));
+        }
+        for round in 1..20_000u64 {
+            tables.store(round, Ordering::SeqCst);
+            c.invalidate_all();
+            done_round.store(round, Ordering::SeqCst);
+        }
+        stop.store(true, Ordering::SeqCst);
+        for h in hs {
+            h.join().unwrap();
+        }
+    }
+
+    // The replacement state updated by lock-free hits gives the same
+    // evictions as a reference LRU over a long single-threaded sequence.
+    #[test]
+    fn cache_lru_matches_reference_model() {
+        let c = Cache::new(CacheConfig::new(1, 4)).unwrap();
+        let mut reference: Vec<u64> = Vec::new(); // most recent last
+        let mut x = 12345u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let p = x % 7;
+            let hit = c.lookup(&tag(0, p)).is_some();
+            assert_eq!(hit, reference.contains(&p), "page {p}");
+            if hit {
+                reference.retain(|q| *q != p);
+            } else {
+                fill(&c, 0, p);
+                if reference.len() == 4 {
+                    reference.remove(0);
+                }
+            }
+            reference.push(p);
         }
     }
 }

@@ -12,6 +12,7 @@
 //!   memory object a device uses for DMA;
 //! - [`mem`]: the guest-RAM and MSI traits the models reach the outside through;
 //! - [`cache`]: the generic set-associative cache engine with statistics;
+//! - [`counters`]: thread-owned event counters for hot paths;
 //! - [`timing`]: the cycle model (named latencies) and per-source statistics;
 //! - [`ring`] and [`regs`]: queue-ring and register-file helpers;
 //! - [`walk`]: the page-table walkers (x86 4/5-level, AArch64 VMSAv8-64);
@@ -34,6 +35,7 @@
 )]
 
 pub mod cache;
+pub mod counters;
 pub mod iommu;
 pub mod mem;
 pub mod regs;

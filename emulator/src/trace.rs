@@ -356,7 +356,7 @@ impl<R: Read> Iterator for TraceReader<R> {
 }
 
 /// IOTLB key used by replay.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ReplayTag {
     tag: u32,
     pasid: Option<Pasid>,

@@ -102,7 +102,7 @@ impl Tables<'_> {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Tag {
     page: u64,
     shift: u8,
