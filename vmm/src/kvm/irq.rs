@@ -325,6 +325,17 @@ impl IrqRouter {
         }
         stats.resolutions = stats.resolutions.saturating_add(1);
         let r = f()?;
+        // KVM refuses a whole routing table for one route with bits 7:0 of
+        // the upper address set under KVM_X2APIC_API (reserved there); a
+        // guest's compatibility message must not take the others down.
+        if (r.msg.addr >> 32) & 0xff != 0 || !is_interrupt_address(r.msg.addr) {
+            tracing::warn!(
+                "interrupt message {:#x}/{:#x} is not routable; dropped",
+                r.msg.addr,
+                r.msg.data
+            );
+            return None;
+        }
         route.valid = true;
         route.index = r.index;
         let changed = route.installed != Some(r.msg);
@@ -766,6 +777,23 @@ mod tests {
     }
 
     #[test]
+    fn router_unroutable_upper_address_is_blocked_without_touching_the_table() {
+        let (r, kvm, _) = router(false);
+        let sink = r.device_sink(DEV);
+        sink.raise_msi(MsiMessage {
+            addr: 0xfee0_0000,
+            data: 0x41,
+        });
+        sink.raise_msi(MsiMessage {
+            addr: (0x17u64 << 32) | 0xfee0_0000,
+            data: 0x42,
+        });
+        assert_eq!(kvm.tables.lock().unwrap().len(), 1);
+        let c = r.stats().sources[&IrqSource::Pci(DEV.0)];
+        assert_eq!((c.compat, c.blocked), (1, 1));
+    }
+
+    #[test]
     fn router_reprogrammed_vector_gets_its_own_route_and_routes_are_bounded() {
         let (r, kvm, _) = router(false);
         let sink = r.device_sink(DEV);
@@ -816,6 +844,51 @@ mod tests {
         for g in gsis {
             assert_eq!(kvm.fired(g), 1);
         }
+    }
+
+    #[test]
+    fn router_pasid_test_device_error_vector_goes_through_remapping() {
+        // The PASID test device's MSI-X (entry 8, the error vector) in
+        // remappable format (VT-d 5.1.2.2) reaches KVM as the remapped
+        // message, from the device's requester ID.
+        use crate::devices::pasid::PasidDevice;
+        use crate::devices::pasid::atc::Atc;
+        use crate::devices::pasid::pci::PasidPci;
+        use crate::devices::pasid::regs::MSIX_TABLE;
+        use crate::pci::PciDevice;
+        use crate::pci::config::{BAR0, COMMAND, COMMAND_BUS_MASTER, COMMAND_MEMORY};
+        use iommu_emulator::testing::MapIommu;
+        use iommu_emulator::{DeviceAddressSpace, SourceId};
+        let (r, kvm, _) = router(true);
+        let ram = Arc::new(FakeRam::new(1 << 24));
+        let space =
+            DeviceAddressSpace::new(Arc::new(MapIommu::new()), ram.clone(), SourceId::Pci(DEV));
+        let dev = PasidDevice::new(space, ram, Arc::new(Atc::new(DEV)));
+        let mut p = PasidPci::new(dev, r.device_sink(DEV));
+        p.config_write(
+            COMMAND,
+            &(COMMAND_MEMORY | COMMAND_BUS_MASTER).to_le_bytes(),
+        );
+        p.config_write(BAR0, &0xc000_0000u32.to_le_bytes());
+        let cap = (0x40..0x100)
+            .find(|&o| {
+                let mut b = [0u8; 1];
+                p.config_read(o, &mut b);
+                b[0] == 0x11
+            })
+            .unwrap();
+        p.config_write(cap + 2, &[0x08, 0x80]);
+        let e = MSIX_TABLE + 8 * 16;
+        let m = remappable(2);
+        p.bar_write(0, e, &(m.addr as u32).to_le_bytes());
+        p.bar_write(0, e + 8, &m.data.to_le_bytes());
+        p.bar_write(0, e + 12, &0u32.to_le_bytes());
+        p.bar_write(0, 0x0c, &1u32.to_le_bytes());
+        p.bar_write(0, 0x1010, &3u32.to_le_bytes()); // ring size 3: bad config
+        p.bar_write(0, 0x101c, &1u32.to_le_bytes());
+        assert_eq!(kvm.last_table()[0].1.data, 0x42, "IRTE 2's vector");
+        assert_eq!(kvm.fired(FIRST_MSI_GSI), 1);
+        assert_eq!(r.stats().sources[&IrqSource::Pci(DEV.0)].remapped, 1);
     }
 
     #[test]
