@@ -318,6 +318,11 @@ mod vtd {
         parse(props)
     }
 
+    #[cfg(test)]
+    pub(super) fn create_for_test(props: &str, msi: Arc<dyn MsiSink>) -> Arc<dyn IommuUnit> {
+        create(props, msi).unwrap()
+    }
+
     pub fn create(props: &str, msi: Arc<dyn MsiSink>) -> Result<Arc<dyn IommuUnit>> {
         let config = parse(props)?;
         let vtd = Vtd::new(config.clone(), msi)
@@ -437,6 +442,88 @@ mod tests {
             vtd::parse_for_test("intremap=off,eim=on").is_err(),
             "explicit contradiction still refused"
         );
+    }
+
+    #[cfg(feature = "vtd")]
+    #[test]
+    fn vtd_router_remaps_after_ire_and_blocks_non_present_irte() {
+        // VT-d 5.1: with IRES clear a remappable-format message passes
+        // through; enabling IRE (a global IEC change reported to the
+        // router) makes the next interrupt go through IRTE 1; IRTE 2 is not
+        // present, so its interrupt is blocked and faulted (0x22).
+        use crate::kvm::irq::{GsiBackend, IrqRouter, IrqSource};
+        use iommu_emulator::testing::{FakeRam, RecordingMsi};
+        use iommu_emulator::{Gpa, MsiMessage, Rid};
+        use vmm_sys_util::eventfd::EventFd;
+        use vtd_model::regs::{GCMD, GCMD_IRE, GCMD_SIRTP, IRTA};
+
+        #[derive(Default)]
+        struct Routes(std::sync::Mutex<Vec<Vec<(u32, MsiMessage)>>>);
+        impl GsiBackend for Routes {
+            fn set_routes(&self, r: &[(u32, MsiMessage)]) -> std::io::Result<()> {
+                self.0.lock().unwrap().push(r.to_vec());
+                Ok(())
+            }
+            fn attach_irqfd(&self, _gsi: u32) -> std::io::Result<EventFd> {
+                EventFd::new(libc::EFD_NONBLOCK)
+            }
+            fn raise_line(&self, _gsi: u32) -> std::io::Result<()> {
+                Ok(())
+            }
+            fn signal_msi(&self, _m: MsiMessage) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        let ram = Arc::new(FakeRam::new(1 << 20));
+        let unit = vtd::create_for_test("", Arc::new(RecordingMsi::new()));
+        let routes = Arc::new(Routes::default());
+        let router = Arc::new(IrqRouter::new(
+            routes.clone(),
+            unit.interrupt_remapper(),
+            ram.clone(),
+        ));
+        unit.set_interrupt_router(&router);
+        let dev = Rid::new(0, 1, 0);
+        // IRTE 1: present, vector 0x61, x2APIC destination 1, SVT=1 SID=dev.
+        let irt = 0x1_0000u64;
+        ram.write_u64(Gpa(irt + 16), 1 | (0x61 << 16) | (1 << 32))
+            .unwrap();
+        ram.write_u64(Gpa(irt + 24), u64::from(dev.0) | (1 << 18))
+            .unwrap();
+        let msg = |index: u64| MsiMessage {
+            addr: 0xfee0_0000 | (index << 5) | (1 << 4),
+            data: 0,
+        };
+        let sink = router.device_sink(dev);
+        sink.raise_msi(msg(1));
+        let mem: &dyn GuestRam = ram.as_ref();
+        unit.mmio_write(mem, IRTA, 8, irt | (1 << 11) | 7);
+        unit.mmio_write(mem, GCMD, 4, GCMD_SIRTP);
+        unit.mmio_write(mem, GCMD, 4, GCMD_IRE);
+        sink.raise_msi(msg(1));
+        sink.raise_msi(msg(2));
+        let last = routes.0.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].1.data & 0xff, 0x61, "IRTE 1's vector");
+        assert_eq!(last[0].1.addr & 0xff000, 0x1000, "IRTE 1's destination");
+        let c = router.stats().sources[&IrqSource::Pci(dev.0)];
+        assert_eq!((c.compat, c.remapped, c.blocked), (1, 1, 1));
+        assert!(unit.stats().contains("1 remapped"), "{}", unit.stats());
+        assert!(unit.stats().contains("0x22=1"), "{}", unit.stats());
+    }
+
+    #[cfg(feature = "vtd")]
+    #[test]
+    fn guest_default_iommu_has_interrupt_remapping_with_eim() {
+        // `--guest NAME` boots with GUEST_DEFAULT_IOMMU: scalable mode plus
+        // the VMM's intremap/eim defaults.
+        let spec = crate::cli::parse_iommu(crate::vmm::GUEST_DEFAULT_IOMMU).unwrap();
+        let IommuSpec::IntelIommu { props } = spec else {
+            panic!("{spec:?}")
+        };
+        let c = vtd::parse_for_test(&props).unwrap();
+        assert!(c.scalable_mode && c.intremap && c.eim);
     }
 
     #[cfg(feature = "vtd")]
