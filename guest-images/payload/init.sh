@@ -12,6 +12,16 @@
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
+# Whole-VM benchmark (benches/src/wholevm.rs): with iommutest.bench=BLOCK[,BLOCK...] this script
+# says when it starts (before anything else), times O_DIRECT reads of iommutest.disk_len bytes
+# from /dev/vda per block size, prints the disk's IOMMU domain type and powers off.
+read -r cmdline </proc/cmdline
+case " $cmdline " in
+*" iommutest.bench="*)
+	read -r up _ </proc/uptime
+	echo "IOMMUBENCH init uptime=$up"
+	;;
+esac
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
@@ -60,6 +70,26 @@ if [ -z "$failed" ]; then
 	report modules_load PASS "$loaded modules"
 else
 	report modules_load FAIL "could not load:$failed"
+fi
+
+bench=$(arg iommutest.bench)
+if [ -n "$bench" ]; then
+	len=$(arg iommutest.disk_len)
+	[ -n "$len" ] || len=1048576
+	n=0
+	while [ ! -b /dev/vda ] && [ $n -lt 50 ]; do
+		sleep 0.1
+		n=$((n + 1))
+	done
+	grp=$(readlink -f /sys/block/vda/device/..)/iommu_group
+	dom=none
+	[ -r "$grp/type" ] && dom=$(cat "$grp/type")
+	echo "IOMMUBENCH domain=$dom modules_failed=${failed:-none}"
+	for bs in $(echo "$bench" | tr , ' '); do
+		echo "IOMMUBENCH read $(/bin/odirect_sha --time "$bs" /dev/vda "$len")"
+	done
+	echo "IOMMUBENCH done"
+	poweroff -f
 fi
 
 # The payload module reads back the first DMAR unit's registers and needs to know whether

@@ -27,6 +27,7 @@
 //!   fire then: every L1 boot has an outer wall-clock deadline, and jobs that got no result are
 //!   run again in one more L1 boot.
 
+pub mod bundle;
 pub mod detect;
 pub mod protocol;
 pub mod qemu;
@@ -112,6 +113,16 @@ pub enum JobProgram {
     Vmm(Vec<OsString>),
     /// A `/bin/sh` script (busybox) run in L1: for checking the runner itself.
     Shell(String),
+    /// Any program with arguments, run as given (no `--nested off` added). The program and the
+    /// paths in `args` are exported and mapped into L1 as for [`JobProgram::Vmm`]. It must be
+    /// able to run in L1, which has only the runner image's files and the shares: a static
+    /// binary, or a host binary started through the dynamic loader of a [`bundle::Bundle`].
+    Exec {
+        /// The program (host path).
+        program: PathBuf,
+        /// Its arguments (without argv\[0\]).
+        args: Vec<OsString>,
+    },
 }
 
 /// One run in the L1 machine.
@@ -130,6 +141,20 @@ impl Job {
     pub fn vmm<I: IntoIterator<Item = S>, S: Into<OsString>>(args: I) -> Self {
         Job {
             program: JobProgram::Vmm(args.into_iter().map(Into::into).collect()),
+            cwd: None,
+            extra_paths: Vec::new(),
+        }
+    }
+    /// A program with arguments (see [`JobProgram::Exec`]).
+    pub fn exec<I: IntoIterator<Item = S>, S: Into<OsString>>(
+        program: impl Into<PathBuf>,
+        args: I,
+    ) -> Self {
+        Job {
+            program: JobProgram::Exec {
+                program: program.into(),
+                args: args.into_iter().map(Into::into).collect(),
+            },
             cwd: None,
             extra_paths: Vec::new(),
         }
@@ -390,6 +415,11 @@ fn run_direct(job: &Job, vmm: &Path, opts: &RunnerOptions) -> Result<JobResult, 
         JobProgram::Shell(script) => {
             let mut c = Command::new("/bin/sh");
             c.arg("-c").arg(script);
+            c
+        }
+        JobProgram::Exec { program, args } => {
+            let mut c = Command::new(program);
+            c.args(args);
             c
         }
     };
@@ -749,10 +779,17 @@ fn boot_once(
         for p in &job.extra_paths {
             set.add_path(&cwd.join(p));
         }
-        if let JobProgram::Vmm(args) = &job.program {
-            share::for_each_path(args, &cwd, |p| {
+        match &job.program {
+            JobProgram::Vmm(args) => share::for_each_path(args, &cwd, |p| {
                 set.add_path(p);
-            });
+            }),
+            JobProgram::Exec { program, args } => {
+                set.add_path(&cwd.join(program));
+                share::for_each_path(args, &cwd, |p| {
+                    set.add_path(p);
+                });
+            }
+            JobProgram::Shell(_) => {}
         }
     }
     let shares = set.shares();
@@ -792,6 +829,16 @@ fn boot_once(
             }
             JobProgram::Shell(s) => {
                 script.push_str(s);
+                script.push('\n');
+            }
+            JobProgram::Exec { program, args } => {
+                let program = share::map_path(&cwd.join(program), &shares);
+                script.push_str("exec ");
+                script.push_str(&shell_quote(&program.to_string_lossy()));
+                for a in share::rewrite_args(args, &cwd, &shares) {
+                    script.push(' ');
+                    script.push_str(&shell_quote(&a.to_string_lossy()));
+                }
                 script.push('\n');
             }
         }
