@@ -72,8 +72,11 @@ impl Smmu {
         let prod = u32::try_from(st.regs.value(regs::CMDQ_PROD) & mask).unwrap_or(0);
         let mut cons = u32::try_from(st.regs.value(regs::CMDQ_CONS) & mask).unwrap_or(0);
         let mut err = cerror::NONE;
-        // Bounded: at most one pass over the ring per write.
-        let mut budget = ring.len();
+        // Bounded: at most two passes over the ring per write. A guest that
+        // moves PROD more than a full queue ahead of CONS (over-full, a
+        // software error) still gets CONS == PROD: the SMMU consumes until
+        // the pointers meet, re-reading slots, as hardware would.
+        let mut budget = ring.len().saturating_mul(2);
         while !ring.queue_empty(prod, cons) && budget > 0 {
             budget = budget.saturating_sub(1);
             let addr = base.saturating_add(u64::from(ring.index(cons)).saturating_mul(CMD_BYTES));

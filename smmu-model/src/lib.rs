@@ -641,6 +641,25 @@ mod tests {
         }
     }
 
+    // 3.5 / 4.1: a PROD that claims more than a full queue (a software
+    // error) is still consumed until CONS meets PROD, bounded by two
+    // passes over the ring.
+    #[test]
+    fn cmdq_overfull_prod_is_consumed_until_pointers_meet() {
+        let c = SmmuConfig::parse_props("cmdqs=1").unwrap();
+        let s = Smmu::new(c, Arc::new(RecordingMsi::new())).unwrap();
+        let m = FakeRam::new(1 << 24);
+        for i in 0..2u64 {
+            m.write_u64(iommu_emulator::Gpa(0x1_0000 + i * 16), 0x46)
+                .unwrap();
+        }
+        s.mmio_write(&m, regs::CMDQ_BASE, 8, 0x1_0000 | 1);
+        s.mmio_write(&m, regs::CMDQ_PROD, 4, 3); // 3 commands in a 2-entry ring
+        s.mmio_write(&m, regs::CR0, 4, cr0::CMDQEN);
+        assert_eq!(s.mmio_read(&m, regs::CMDQ_CONS, 4), 3);
+        assert_eq!(s.stats().syncs, 3);
+    }
+
     // 6.3.26: a command queue larger than IDR1.CMDQS behaves as CMDQS.
     #[test]
     fn cmdq_log2size_is_clamped_to_idr1() {
