@@ -152,6 +152,16 @@ else
 	report kmod_report SKIP "payload module not loaded or debugfs missing"
 fi
 
+# Shared virtual addressing from a user process (6.1) and the IOMMU perf counters (6.3+): the
+# programs print IOMMUTEST lines, none where they do not apply (progs/sva_user.c, perfcount.c).
+for prog in sva_user perfcount; do
+	[ -x "/bin/$prog" ] || continue
+	"/bin/$prog" >/tmp/$prog.out 2>&1 || echo "IOMMUTEST $prog FAIL exited with status $?" >>/tmp/$prog.out
+	while read -r tag name result detail; do
+		[ "$tag" = IOMMUTEST ] && report "$name" "$result" "$detail"
+	done </tmp/$prog.out
+done
+
 # Disk contents through O_DIRECT (DMA into user pages through the IOMMU).
 want=$(arg iommutest.disk_sha)
 len=$(arg iommutest.disk_len)

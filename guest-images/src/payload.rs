@@ -27,13 +27,34 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../payload/kmod/iommutest.c"),
     ),
     (
+        "kmod/iommutest_main.c",
+        include_str!("../payload/kmod/iommutest_main.c"),
+    ),
+    (
+        "kmod/iommutest.h",
+        include_str!("../payload/kmod/iommutest.h"),
+    ),
+    (
+        "kmod/iommutest_uapi.h",
+        include_str!("../payload/kmod/iommutest_uapi.h"),
+    ),
+    ("kmod/sva.c", include_str!("../payload/kmod/sva.c")),
+    (
         "progs/odirect_sha.c",
         include_str!("../payload/progs/odirect_sha.c"),
+    ),
+    (
+        "progs/sva_user.c",
+        include_str!("../payload/progs/sva_user.c"),
+    ),
+    (
+        "progs/perfcount.c",
+        include_str!("../payload/progs/perfcount.c"),
     ),
 ];
 
 /// Static programs built from `progs/` (source name without `.c`).
-pub const PROGRAMS: &[&str] = &["odirect_sha"];
+pub const PROGRAMS: &[&str] = &["odirect_sha", "sva_user", "perfcount"];
 
 /// The `/init` script.
 pub fn init_script() -> &'static str {

@@ -38,6 +38,21 @@ pub const BASE_CMDLINE: &str = "console=ttyS0 io_delay=none reboot=acpi panic=-1
 /// Default `--iommu` for `--guest`.
 pub const GUEST_DEFAULT_IOMMU: &str = "intel-iommu,x-scalable-mode=on";
 
+/// Default `--iommu` for `--guest NAME` with `devices`: [`GUEST_DEFAULT_IOMMU`], plus ATS and
+/// page requests (`device-iotlb=on,x-prs=on`, which Linux needs for PRI and SVA) with the
+/// PASID test device, plus `x-perfmon=on` for kernels with the IOMMU perf driver (6.3+).
+pub fn guest_default_iommu(name: &str, devices: &[String]) -> String {
+    let mut s = GUEST_DEFAULT_IOMMU.to_string();
+    if devices.iter().any(|d| d == "pasid-test") {
+        s.push_str(",device-iotlb=on,x-prs=on");
+    }
+    let mut v = name.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    if (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 3) {
+        s.push_str(",x-perfmon=on");
+    }
+    s
+}
+
 /// What a finished run reports.
 #[derive(Debug)]
 pub struct RunReport {
@@ -476,10 +491,9 @@ pub fn resolve_guest(args: &Args, name: &str, build: bool) -> Result<Args> {
     out.guest = None;
     out.kernel = Some(dir.join(guest_images::cache::KERNEL_FILE));
     out.initrd = Some(dir.join(guest_images::cache::INITRAMFS_FILE));
-    let iommu = args
-        .iommu
-        .clone()
-        .unwrap_or_else(|| crate::cli::parse_iommu(GUEST_DEFAULT_IOMMU).unwrap_or(IommuSpec::None));
+    let iommu = args.iommu.clone().unwrap_or_else(|| {
+        crate::cli::parse_iommu(&guest_default_iommu(name, &args.device)).unwrap_or(IommuSpec::None)
+    });
     let append = match &args.append {
         Some(a) => format!("{} {a}", guest_cmdline(&iommu)),
         None => guest_cmdline(&iommu).to_string(),
@@ -510,6 +524,20 @@ mod tests {
         let mut v = vec!["iommu-vmm"];
         v.extend_from_slice(extra);
         Args::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn guest_default_iommu_adds_pri_with_the_pasid_device_and_perfmon_from_6_3() {
+        let pasid = vec!["pasid-test".to_string()];
+        assert_eq!(guest_default_iommu("6.1", &[]), GUEST_DEFAULT_IOMMU);
+        let s = guest_default_iommu("6.1", &pasid);
+        assert!(s.ends_with(",device-iotlb=on,x-prs=on"), "{s}");
+        assert!(guest_default_iommu("6.12", &[]).ends_with(",x-perfmon=on"));
+        assert!(!guest_default_iommu("5.10", &pasid).contains("perfmon"));
+        for name in ["5.10", "6.1", "6.12", "kt-test"] {
+            let s = guest_default_iommu(name, &pasid);
+            assert!(crate::cli::parse_iommu(&s).is_ok(), "{s}");
+        }
     }
 
     #[test]

@@ -23,6 +23,8 @@
 #include <linux/pci-ats.h>
 #include <linux/err.h>
 
+#include "iommutest.h"
+
 #define IOMMUTEST_EXIT_PORT 0xf4
 
 /* VT-d register offsets and fields (Intel VT-d Architecture Specification, chapter 11). */
@@ -539,7 +541,8 @@ static void pt_test_pasid_attach(struct seq_file *m, struct pt_dev *p)
 out:
 	iommu_domain_free(dom);
 	pt_mem_free(pages);
-	seq_printf(m, "IOMMUTEST sva_bind SKIP page requests are not in the VT-d model yet (PASID-services issue)\n");
+	/* Shared virtual addressing through the driver's sva_bind (sva.c). */
+	iommutest_sva_kernel(m, p->pdev, p->bar);
 }
 #else
 /* 5.10: aux domains (IOMMU_DEV_FEAT_AUX, iommu_aux_attach_device, iommu_aux_get_pasid). */
@@ -706,12 +709,14 @@ static int __init iommutest_init(void)
 {
 	iommutest_dir = debugfs_create_dir("iommutest", NULL);
 	debugfs_create_file("report", 0444, iommutest_dir, NULL, &report_fops);
+	iommutest_sva_init(iommutest_dir);
 	return 0;
 }
 
 static void __exit iommutest_exit(void)
 {
 	debugfs_remove_recursive(iommutest_dir);
+	iommutest_sva_exit();
 }
 
 module_init(iommutest_init);
