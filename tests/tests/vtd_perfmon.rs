@@ -11,9 +11,10 @@
 mod vtd_support;
 
 use iommu_emulator::testing::x86_pt::{Format, X86PageTable};
-use iommu_emulator::{PageSize, Perm};
+use iommu_emulator::{PageSize, Pasid, PasidTag, Perm};
 use vtd_model::perfmon::*;
-use vtd_model::regs::CAP;
+use vtd_model::regs::{CAP, PQA, PQH, PQT};
+use vtd_model::{PageRequest, PageRequestOutcome};
 use vtd_support::*;
 
 struct Pmu {
@@ -127,4 +128,72 @@ fn perfmon_absent_by_default() {
     assert_eq!(d.ecap & (1 << 51), 0);
     assert_eq!(d.rd64(PERFCAP), 0);
     assert_eq!(d.rd64(CAP) & (1 << 61), 0);
+}
+
+// 12 + 7.5.1 / Linux perf stat around SVA traffic (the 6.1 guest's path):
+// requests with a PASID through a first-level PASID entry count a PASID-cache
+// lookup each (pasid_cache_lookup, group 2 bit 2) and walk first-level
+// non-leaf entries on the IOTLB miss (fs_nonleaf_lookup, group 2 bit 6);
+// every page request queued in the page request queue counts once in
+// pg_req_posted (group 1 bit 6), a request refused with a fault does not.
+#[test]
+fn perfmon_counts_pasid_cache_first_level_walks_and_page_requests() {
+    let mut d = Driver::probe(
+        "x-scalable-mode=on,aw-bits=48,x-pasid-mode=on,x-prs=on,device-iotlb=on,x-perfmon=on",
+    );
+    let pmu = alloc_pmu(&d);
+    let ram = d.ram.clone();
+    let pt = X86PageTable::new(&ram, Format::FirstLevel { levels: 4 });
+    pt.map(0x7000, 0x20_0000, PageSize::SIZE_4K, Perm::RW)
+        .unwrap();
+    let dev = rid(0, 3, 0);
+    // Scalable context entry with PASIDE, DTE and PRE (what Linux sets for PRI).
+    let dir = d.set_context_sm(dev, (1 << 3) | (1 << 2) | (1 << 4));
+    d.flush_context_global();
+    d.set_pasid_entry(dir, 5, pasid_fl(3, pt.root().0, false));
+    // intel_svm_enable_prq: PQH = PQT = 0, PQA with order 0.
+    let prq = d.alloc(1);
+    d.wr64(PQH, 0);
+    d.wr64(PQT, 0);
+    d.wr64(PQA, prq);
+    let p0 = start(&d, &pmu, 0, 2, 0x4); // pasid_cache_lookup
+    let p1 = start(&d, &pmu, 1, 2, 0x40); // fs_nonleaf_lookup
+    let p2 = start(&d, &pmu, 2, 1, 0x40); // pg_req_posted
+    assert_eq!(ecmd(&d, ECMD_UNFREEZE, 0), 0);
+    for a in [0x7000, 0x7008] {
+        d.dma_pasid(dev, 5, false, a, Perm::R).unwrap();
+    }
+    // A page the tables do not map: the translation faults, the device asks
+    // for it with page requests (one per untouched page).
+    d.dma_pasid(dev, 5, false, 0x9000, Perm::W).unwrap_err();
+    let tag = PasidTag {
+        pasid: Pasid::new(5).unwrap(),
+        privileged: false,
+        exec: false,
+    };
+    for (i, a) in [0x9000u64, 0xa000, 0xb000].into_iter().enumerate() {
+        let req = PageRequest {
+            rid: dev,
+            pasid: Some(tag),
+            addr: a,
+            read: false,
+            write: true,
+            lpig: true,
+            prg_index: i as u16,
+            private_data: None,
+        };
+        assert_eq!(
+            d.vtd.page_request(ram.as_ref(), &req),
+            PageRequestOutcome::Queued
+        );
+    }
+    assert_eq!(ecmd(&d, ECMD_FREEZE, 0), 0);
+    assert_eq!(d.rd64(PQT), 3 * 32, "three descriptors queued");
+    assert_eq!(
+        delta(&d, &pmu, 0, p0),
+        3,
+        "one PASID-cache lookup per request"
+    );
+    assert!(delta(&d, &pmu, 1, p1) >= 1, "first-level walk on the miss");
+    assert_eq!(delta(&d, &pmu, 2, p2), 3, "page requests posted");
 }
