@@ -87,7 +87,7 @@ fn pasid_boot_three_kernels_device_flows() {
             "6.1" => expect.extend([
                 ("unmanaged_attach", "PASS"),
                 ("unmanaged_dma", "PASS"),
-                ("sva_bind", "SKIP"),
+                ("sva_bind_supervisor", "PASS"),
             ]),
             _ => expect.extend([
                 ("aux_enable", "PASS"),
