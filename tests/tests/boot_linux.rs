@@ -211,7 +211,9 @@ const MODES: &[Mode] = &[
     },
     Mode {
         name: "garbage",
-        iommu: "intel-iommu",
+        // Interrupt remapping off: the garbage switches IRE off and latches random tables, so
+        // the console's interrupts (the markers' only way out) would be lost with it on.
+        iommu: "intel-iommu,intremap=off",
         append: "intel_iommu=on iommu.strict=1 iomem=relaxed",
         stats: garbage_stats,
         dmesg: Some("DMAR: IOMMU enabled"),
