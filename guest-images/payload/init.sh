@@ -152,6 +152,48 @@ else
 	report kmod_report SKIP "payload module not loaded or debugfs missing"
 fi
 
+# mdevs of the PASID test device (5.10, 6.12): the module registered the function as an mdev
+# parent and made debugfs/iommutest/mdev. Create two mdevs of its type through sysfs (each gets
+# a work queue, a domain and a PASID), run the module's mdev tests, remove them.
+if [ -e /sys/kernel/debug/iommutest/mdev ]; then
+	type=""
+	for t in /sys/bus/pci/devices/*/mdev_supported_types/*iommutest_wq; do
+		[ -w "$t/create" ] && type=$t && break
+	done
+	made=""
+	why="no mdev_supported_types/*iommutest_wq/create in sysfs"
+	if [ -n "$type" ]; then
+		why=""
+		for u in 6d0f6a2e-8b1c-4e57-9a3d-000000000001 6d0f6a2e-8b1c-4e57-9a3d-000000000002; do
+			if echo "$u" >"$type/create" 2>/tmp/mdev.err; then
+				made="$made $u"
+			else
+				why="$why $u: $(head -n1 /tmp/mdev.err)"
+			fi
+		done
+	fi
+	if [ -z "$why" ]; then
+		report mdev_create PASS "${type##*/}:$made"
+	else
+		report mdev_create FAIL "$why (dmesg: $(dmesg | grep iommutest | tail -n1))"
+	fi
+	while read -r tag name result detail; do
+		[ "$tag" = IOMMUTEST ] && report "$name" "$result" "$detail"
+	done </sys/kernel/debug/iommutest/mdev
+	gone=0
+	for u in $made; do
+		echo 1 >"/sys/bus/mdev/devices/$u/remove" 2>/dev/null
+		[ -e "/sys/bus/mdev/devices/$u" ] || gone=$((gone + 1))
+	done
+	if [ -n "$made" ]; then
+		if [ "$gone" -eq "$(echo $made | wc -w)" ]; then
+			report mdev_remove PASS "$gone mdevs removed through sysfs"
+		else
+			report mdev_remove FAIL "$gone of$(echo $made | wc -w) mdevs gone after sysfs remove"
+		fi
+	fi
+fi
+
 # Shared virtual addressing from a user process (6.1) and the IOMMU perf counters (6.3+): the
 # programs print IOMMUTEST lines, none where they do not apply (progs/sva_user.c, perfcount.c).
 for prog in sva_user perfcount; do

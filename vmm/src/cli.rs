@@ -3,6 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use clap::builder::ArgPredicate;
+
+/// `--device` of `--guest` runs: the PASID test device the payload drives.
+pub const GUEST_DEVICE: &str = "pasid-test";
 
 /// `iommu-vmm`: boot a Linux guest under KVM against an emulated IOMMU.
 #[derive(Clone, Debug, Parser)]
@@ -17,7 +21,8 @@ pub struct Args {
     /// Kernel command line (the VMM adds the console and its own devices).
     #[arg(long, value_name = "STR")]
     pub append: Option<String>,
-    /// IOMMU: `intel-iommu[,prop=value,...]` or `none`.
+    /// IOMMU: `intel-iommu[,prop=value,...]` or `none`. With `--guest` the default is scalable
+    /// mode plus what the payload's tests need (`vmm::guest_default_iommu`).
     #[arg(long, value_name = "SPEC", value_parser = parse_iommu)]
     pub iommu: Option<IommuSpec>,
     /// Raw disk image for virtio-blk: `PATH[,readonly=on]`.
@@ -41,8 +46,10 @@ pub struct Args {
     /// Run inside a QEMU TCG L1 machine when the host KVM cannot boot stock kernels.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "on", "off"])]
     pub nested: String,
-    /// Extra test device: `pasid-test` (PASID/ATS/PRI DMA engine, vmm/docs/pasid-device.md).
-    #[arg(long = "device", value_name = "NAME", value_parser = ["pasid-test"])]
+    /// Extra test device: `pasid-test` (PASID/ATS/PRI DMA engine, vmm/docs/pasid-device.md),
+    /// or `none`. With `--guest` the default is `pasid-test`; `--device none` leaves it out.
+    #[arg(long = "device", value_name = "NAME", value_parser = ["pasid-test", "none"],
+          default_value_if("guest", ArgPredicate::IsPresent, Some(GUEST_DEVICE)))]
     pub device: Vec<String>,
 }
 
@@ -214,6 +221,37 @@ mod tests {
         assert_eq!(parse_size("256"), Ok(256 << 20));
         assert!(parse_size("1k").is_err());
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn cli_guest_defaults_to_the_pasid_device() {
+        let a = Args::try_parse_from(["iommu-vmm", "--guest", "6.1"]).expect("parses");
+        assert_eq!(a.device, vec!["pasid-test".to_string()]);
+        assert_eq!(a.iommu, None, "--guest's IOMMU default is resolve_guest's");
+    }
+
+    #[test]
+    fn cli_guest_device_none_and_explicit_iommu_override_the_defaults() {
+        let a = Args::try_parse_from([
+            "iommu-vmm",
+            "--guest",
+            "6.1",
+            "--device",
+            "none",
+            "--iommu",
+            "intel-iommu",
+        ])
+        .expect("parses");
+        assert_eq!(a.device, vec!["none".to_string()]);
+        assert_eq!(a.iommu, Some(IommuSpec::IntelIommu { props: "".into() }));
+    }
+
+    #[test]
+    fn cli_without_guest_has_no_device_and_no_iommu_default() {
+        let a = Args::try_parse_from(["iommu-vmm", "--kernel", "/k"]).expect("parses");
+        assert!(a.device.is_empty());
+        assert_eq!(a.iommu, None);
+        assert!(Args::try_parse_from(["iommu-vmm", "--device", "bogus"]).is_err());
     }
 
     #[test]

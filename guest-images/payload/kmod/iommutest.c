@@ -22,8 +22,15 @@
 #include <linux/delay.h>
 #include <linux/pci-ats.h>
 #include <linux/err.h>
+#include <linux/jiffies.h>
+#include <linux/kmsg_dump.h>
+#include <linux/mutex.h>
+#include <linux/slab.h>
 
 #include "iommutest.h"
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0) || LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+#include <linux/mdev.h>
+#endif
 
 #define IOMMUTEST_EXIT_PORT 0xf4
 
@@ -197,8 +204,11 @@ static void test_dmar_registers(struct seq_file *m)
 
 /*
  * The PASID test device (vmm/docs/pasid-device.md): 1af4:10f7, BAR0 with eight work queues.
- * The module drives it without binding a driver: the function has its own IOMMU group and no
- * other user. Every wait is bounded; a timeout is a FAIL.
+ * The module does not bind a PCI driver to it: at load it enables the function, maps BAR0 and
+ * (5.10 and 6.12) registers it as an mdev parent whose mdevs each wrap one work queue with its
+ * own PASID and IOMMU domain. The report runs the RID-level tests; /init then creates two
+ * mdevs through sysfs and reads /sys/kernel/debug/iommutest/mdev, which runs the mdev tests.
+ * Every wait is bounded; a timeout is a FAIL.
  */
 #define PT_VENDOR 0x1af4
 #define PT_DEVICE 0x10f7
@@ -221,6 +231,18 @@ static void test_dmar_registers(struct seq_file *m)
 #define PT_ST_SUCCESS 1
 #define PT_ERR_TRANSLATION 1
 #define PT_ERR_RING_READ 4
+/* Queue 0: DMA API tests; queues 1..PT_MDEV_MAX: one per mdev; queue 7: a PASID nobody attached. */
+#define PT_MDEV_MAX 4
+#define PT_WQ_STRAY 7
+
+/* VT-d fault reasons (VT-d spec 7.1.3, tables of non-recoverable fault conditions). */
+#define VTD_FR_WRITE 0x05		/* legacy: write to a page without W (or not present) */
+#define VTD_FR_READ 0x06		/* legacy: read from a page without R (or not present) */
+#define VTD_FR_SM_PASID_NP 0x59		/* SM: PASID table entry not present */
+#define VTD_FR_SM_FL_NP 0x71		/* SM: first-level paging entry not present */
+#define VTD_FR_SM_SL_NP 0x79		/* SM: second-level paging entry not present (R=W=0) */
+#define VTD_FR_SM_WRITE 0x85		/* SM: write without write permission */
+#define ECAP_FLTS (1ULL << 47)		/* 11.4.3 First Level Translation Support */
 
 struct pt_desc {
 	u8 op, flags;
@@ -238,14 +260,24 @@ struct pt_cpl {
 
 /* Memory one queue uses: ring (2 slots), completion record, 2 data pages; CPU view + IOVAs. */
 struct pt_mem {
-	void *ring, *cpl, *src, *dst;
+	void *ring, *cpl, *src, *dst, *priv;
 	u64 ring_iova, cpl_iova, src_iova, dst_iova;
 };
 
 struct pt_dev {
 	struct pci_dev *pdev;
 	void __iomem *bar;
+	bool scalable;		/* RTADDR.TTM = scalable */
+	bool first_level;	/* ECAP.FLTS: the kernels here then use first-level tables */
+	int setup_err;		/* enabling the function at load */
+	int aux_ret;		/* 5.10: iommu_dev_enable_feature(AUX) at load */
+	int mdev_ret;		/* mdev parent registration at load (1: not tried) */
+	unsigned long last_fault;	/* jiffies of the last fault a test provoked */
 };
+
+static struct pt_dev pt = { .mdev_ret = 1, .aux_ret = 1 };
+/* Serialises the tests with mdev create/remove (all of them program queues). */
+static DEFINE_MUTEX(pt_lock);
 
 static void pt_wq_setup(struct pt_dev *p, int n, u32 pasid_reg, u64 ring_iova)
 {
@@ -317,29 +349,202 @@ static const char *pt_flow(struct pt_dev *p, int n, struct pt_mem *mm, u64 seed)
 	return NULL;
 }
 
-/* A DMA that must fault: TRANSLATION_FAULT (or RING_READ_FAULT) with the error bit. */
-static void pt_expect_fault(struct seq_file *m, struct pt_dev *p, const char *name, int n,
-			    struct pt_mem *mm, u64 dst, u32 want_err)
+/*
+ * The kernel log, read from the module (kmsg_dump iterator): the DMAR fault lines that
+ * dmar_fault() prints. 5.10 iterates with a struct kmsg_dumper (whose reads need .active),
+ * later kernels with a struct kmsg_dump_iter.
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 13, 0)
+typedef struct kmsg_dump_iter pt_kmsg_iter;
+static void pt_kmsg_start(pt_kmsg_iter *it)
 {
-	u32 err = 0, es;
-	int st = pt_exec(p, n, mm, PT_OP_FILL, 8, 0, dst, 0x5a, &err);
+	memset(it, 0, sizeof(*it));
+	kmsg_dump_rewind(it);
+}
+#else
+typedef struct kmsg_dumper pt_kmsg_iter;
+static void pt_kmsg_start(pt_kmsg_iter *it)
+{
+	memset(it, 0, sizeof(*it));
+	it->active = true;
+	kmsg_dump_rewind(it);
+}
+#endif
 
-	es = readl(p->bar + PT_ERR_STATUS);
-	if (st == -ETIMEDOUT && !(readl(p->bar + PT_WQ(n, PT_WQ_STATUS)) & 2))
-		seq_printf(m, "IOMMUTEST %s FAIL no completion and no error within 10 ms\n", name);
-	else if (err == want_err && (es & BIT(n)))
-		seq_printf(m, "IOMMUTEST %s PASS WQ%d error=%u fault_addr=%#llx err_status=%#x\n", name,
-			   n, err, readq(p->bar + PT_WQ(n, PT_WQ_FAULT_ADDR)), es);
+static char pt_klog_line[512];
+static char pt_klog_other[256];
+
+/* Lines in the kernel log now (a mark: later searches skip them). */
+static u64 pt_klog_mark(void)
+{
+	pt_kmsg_iter it;
+	size_t len;
+	u64 n = 0;
+
+	pt_kmsg_start(&it);
+	while (kmsg_dump_get_line(&it, false, pt_klog_line, sizeof(pt_klog_line) - 1, &len))
+		n++;
+	return n;
+}
+
+/*
+ * Whether a line after the first `skip` lines contains `needle`; when none does, `last` (if
+ * given) gets the last of those lines that contains "DMAR" (for the FAIL detail).
+ */
+static bool pt_klog_find(u64 skip, const char *needle, char *last, size_t last_len)
+{
+	pt_kmsg_iter it;
+	size_t len;
+	u64 n = 0;
+
+	pt_kmsg_start(&it);
+	while (kmsg_dump_get_line(&it, false, pt_klog_line, sizeof(pt_klog_line) - 1, &len)) {
+		if (n++ < skip)
+			continue;
+		pt_klog_line[min(len, sizeof(pt_klog_line) - 1)] = 0;
+		strim(pt_klog_line);
+		if (strstr(pt_klog_line, needle))
+			return true;
+		if (last && strstr(pt_klog_line, "DMAR"))
+			strscpy(last, pt_klog_line, last_len);
+	}
+	return false;
+}
+
+/* What a provoked fault must look like: at the device and in the DMAR fault line. */
+struct pt_fault_want {
+	u32 wq_err;	/* WQ_ERROR */
+	u8 reason;	/* VT-d fault reason */
+	bool read;	/* DMA Read (ring fetch) or DMA Write (FILL) */
+	u64 addr;	/* faulting IOVA */
+	int pasid;	/* -1: request without PASID */
+};
+
+/*
+ * The part of the DMAR fault line the kernel prints for `w` (drivers/iommu/intel/dmar.c,
+ * dmar_fault_do_one): 5.10 prints the reason in decimal and "PASID ffffffff" for none; 6.x
+ * prints it in hex and "NO_PASID". The address is the page the fault record holds.
+ */
+static void pt_fault_needle(char *buf, size_t len, const struct pt_fault_want *w)
+{
+	unsigned int bus = pt.pdev->bus->number, devfn = pt.pdev->devfn;
+	u64 page = w->addr & ~0xfffULL;
+	const char *t = w->read ? "Read" : "Write";
+
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 0, 0)
+	snprintf(buf, len, "[DMA %s] Request device [%02x:%02x.%d] PASID %x fault addr %llx [fault reason %02d]",
+		 t, bus, PCI_SLOT(devfn), PCI_FUNC(devfn), w->pasid < 0 ? 0xffffffffU : (u32)w->pasid,
+		 page, w->reason);
+#else
+	if (w->pasid < 0)
+		snprintf(buf, len, "[DMA %s NO_PASID] Request device [%02x:%02x.%d] fault addr 0x%llx [fault reason 0x%02x]",
+			 t, bus, PCI_SLOT(devfn), PCI_FUNC(devfn), page, w->reason);
 	else
-		seq_printf(m, "IOMMUTEST %s FAIL WQ%d status=%d error=%u (want %u) err_status=%#x\n",
-			   name, n, st, err, want_err, es);
+		snprintf(buf, len, "[DMA %s PASID 0x%x] Request device [%02x:%02x.%d] fault addr 0x%llx [fault reason 0x%02x]",
+			 t, w->pasid, bus, PCI_SLOT(devfn), PCI_FUNC(devfn), page, w->reason);
+#endif
+}
+
+/*
+ * The fault reason for a DMA to an IOVA the domain does not map. In scalable mode with
+ * ECAP.FLTS, 5.10 builds first-level tables for every domain; 6.1 and 6.12 build them for
+ * DMA-API domains and second-level tables for unmanaged / paging domains (measured: 6.12's
+ * iommu_paging_domain_alloc gives reason 0x79). Legacy mode reports not-present as a
+ * permission fault (VT-d 3.7).
+ */
+static u8 pt_np_reason(bool unmanaged, bool read)
+{
+	bool fl = pt.first_level;
+
+	if (!pt.scalable)
+		return read ? VTD_FR_READ : VTD_FR_WRITE;
+	if (LINUX_VERSION_CODE >= KERNEL_VERSION(6, 1, 0) && unmanaged)
+		fl = false;
+	return fl ? VTD_FR_SM_FL_NP : VTD_FR_SM_SL_NP;
+}
+
+static u8 pt_ro_reason(void)
+{
+	return pt.scalable ? VTD_FR_SM_WRITE : VTD_FR_WRITE;
+}
+
+/*
+ * dmar_fault() prints through one ratelimit state (DEFAULT_RATELIMIT_*: 10 calls per 5 s) and
+ * spends two calls per fault (the status line and the record). With faults 1.3 s apart the
+ * record line of the fourth one in a window was still dropped (measured on 6.12: the status
+ * line printed, the record cleared, no record line), so at most two provoked faults share a
+ * window: 2.6 s apart.
+ */
+static void pt_pace_fault(void)
+{
+	unsigned long next = pt.last_fault + msecs_to_jiffies(2600);
+
+	if (pt.last_fault && time_before(jiffies, next))
+		msleep(jiffies_to_msecs(next - jiffies));
+}
+
+/*
+ * A DMA that must fault: run `op` on queue n (a FILL of 8 bytes at dst, or anything when the
+ * ring read itself faults), then check the device's WQ_ERROR, WQ_FAULT_ADDR and ERR_STATUS bit
+ * and wait (2 s at most) for the DMAR fault line with the expected reason in the kernel log.
+ */
+static void pt_expect_fault(struct seq_file *m, struct pt_dev *p, const char *name, int n,
+			    struct pt_mem *mm, u64 dst, const struct pt_fault_want *w)
+{
+	char needle[160];
+	u32 err = 0, es, wst;
+	u64 fa, mark;
+	int st, i;
+	bool logged = false;
+
+	pt_fault_needle(needle, sizeof(needle), w);
+	pt_pace_fault();
+	mark = pt_klog_mark();
+	st = pt_exec(p, n, mm, PT_OP_FILL, 8, 0, dst, 0x5a, &err);
+	p->last_fault = jiffies;
+	es = readl(p->bar + PT_ERR_STATUS);
+	wst = readl(p->bar + PT_WQ(n, PT_WQ_STATUS));
+	fa = readq(p->bar + PT_WQ(n, PT_WQ_FAULT_ADDR));
 	writel(BIT(n), p->bar + PT_ERR_STATUS);
+	if (st == -ETIMEDOUT && !(wst & 2)) {
+		seq_printf(m, "IOMMUTEST %s FAIL WQ%d: no completion and no error within the timeout\n", name, n);
+		return;
+	}
+	if (err != w->wq_err || !(es & BIT(n)) || (fa & ~0xfffULL) != (w->addr & ~0xfffULL)) {
+		seq_printf(m, "IOMMUTEST %s FAIL WQ%d status=%d error=%u (want %u) fault_addr=%#llx (want %#llx) err_status=%#x\n",
+			   name, n, st, err, w->wq_err, fa, w->addr, es);
+		return;
+	}
+	for (i = 0; i < 200 && !logged; i++) {
+		logged = pt_klog_find(mark, needle, NULL, 0);
+		if (!logged)
+			msleep(10);
+	}
+	if (logged) {
+		seq_printf(m, "IOMMUTEST %s PASS WQ%d error=%u fault_addr=%#llx err_status=%#x; kernel log: DMAR: %s\n",
+			   name, n, err, fa, es, needle);
+	} else {
+		void __iomem *regs = dmar_base ? ioremap(dmar_base, PAGE_SIZE) : NULL;
+		u32 fsts = 0, fectl = 0;
+
+		/* 11.4.7: FSTS at 0x34, FECTL at 0x38 show whether the fault event is stuck. */
+		if (regs) {
+			fsts = readl(regs + 0x34);
+			fectl = readl(regs + 0x38);
+			iounmap(regs);
+		}
+		pt_klog_other[0] = 0;
+		pt_klog_find(mark, needle, pt_klog_other, sizeof(pt_klog_other));
+		seq_printf(m, "IOMMUTEST %s FAIL WQ%d error=%u fault_addr=%#llx, but no \"%s\" in the kernel log within 2 s (FSTS=%#x FECTL=%#x; last DMAR line: \"%s\")\n",
+			   name, n, err, fa, needle, fsts, fectl, pt_klog_other);
+	}
 }
 
 /* Through the DMA API at RID level (queue without PASID). */
 static void pt_test_dma_api(struct seq_file *m, struct pt_dev *p)
 {
 	struct device *dev = &p->pdev->dev;
+	struct pt_fault_want w = { .wq_err = PT_ERR_TRANSLATION, .pasid = -1, .addr = 0x7f0000000000ULL };
 	struct pt_mem mm;
 	dma_addr_t a, b, c, d;
 	const char *why;
@@ -368,7 +573,8 @@ static void pt_test_dma_api(struct seq_file *m, struct pt_dev *p)
 		seq_printf(m, "IOMMUTEST pasid_dev_dma_api PASS fill/copy/compare 4 KiB via DMA API (ring iova %#llx)\n",
 			   (u64)a);
 	/* Negative: an IOVA the DMA API never mapped (far above the allocations). */
-	pt_expect_fault(m, p, "pasid_neg_unmapped_iova", 0, &mm, 0x7f0000000000ULL, PT_ERR_TRANSLATION);
+	w.reason = pt_np_reason(false, false);
+	pt_expect_fault(m, p, "pasid_neg_unmapped_iova", 0, &mm, w.addr, &w);
 	writel(0, p->bar + PT_WQ(0, PT_WQ_CTL));
 out:
 	if (mm.ring)
@@ -381,18 +587,24 @@ out:
 		dma_free_coherent(dev, PAGE_SIZE, mm.dst, d);
 }
 
-/* Pages for a queue whose IOVAs are chosen here and mapped into an unmanaged domain. */
+/*
+ * Pages for a queue whose IOVAs are chosen here and mapped into an unmanaged domain: ring,
+ * completion, src, dst, a read-only page, and a page private to the queue's domain at an IOVA
+ * no other domain maps (PT_IOVA_PRIV(wq)).
+ */
+#define PT_PAGES 6
 #define PT_IOVA_RING 0x100000UL
 #define PT_IOVA_CPL 0x101000UL
 #define PT_IOVA_SRC 0x102000UL
 #define PT_IOVA_DST 0x103000UL
 #define PT_IOVA_RO 0x104000UL
+#define PT_IOVA_PRIV(wq) (0x200000UL + (unsigned long)(wq) * 0x1000UL)
 
 static int pt_mem_alloc(struct pt_mem *mm, struct page **pages)
 {
 	int i;
 
-	for (i = 0; i < 5; i++) {
+	for (i = 0; i < PT_PAGES; i++) {
 		pages[i] = alloc_page(GFP_KERNEL | __GFP_ZERO);
 		if (!pages[i])
 			return -ENOMEM;
@@ -401,6 +613,7 @@ static int pt_mem_alloc(struct pt_mem *mm, struct page **pages)
 	mm->cpl = page_address(pages[1]);
 	mm->src = page_address(pages[2]);
 	mm->dst = page_address(pages[3]);
+	mm->priv = page_address(pages[5]);
 	mm->ring_iova = PT_IOVA_RING;
 	mm->cpl_iova = PT_IOVA_CPL;
 	mm->src_iova = PT_IOVA_SRC;
@@ -412,17 +625,18 @@ static void pt_mem_free(struct page **pages)
 {
 	int i;
 
-	for (i = 0; i < 5; i++)
+	for (i = 0; i < PT_PAGES; i++)
 		if (pages[i])
 			__free_page(pages[i]);
 }
 
-static int pt_map(struct iommu_domain *dom, struct page **pages)
+static int pt_map(struct iommu_domain *dom, struct page **pages, int wq)
 {
-	static const unsigned long iovas[] = { PT_IOVA_RING, PT_IOVA_CPL, PT_IOVA_SRC, PT_IOVA_DST, PT_IOVA_RO };
+	const unsigned long iovas[PT_PAGES] = { PT_IOVA_RING, PT_IOVA_CPL, PT_IOVA_SRC, PT_IOVA_DST,
+						PT_IOVA_RO, PT_IOVA_PRIV(wq) };
 	int i, ret;
 
-	for (i = 0; i < 5; i++) {
+	for (i = 0; i < PT_PAGES; i++) {
 		int prot = i == 4 ? IOMMU_READ : IOMMU_READ | IOMMU_WRITE;
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
 		ret = iommu_map(dom, iovas[i], page_to_phys(pages[i]), PAGE_SIZE, prot, GFP_KERNEL);
@@ -435,88 +649,453 @@ static int pt_map(struct iommu_domain *dom, struct page **pages)
 	return 0;
 }
 
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
-/* 6.12: a paging domain per queue attached at the queue's PASID. */
-static void pt_test_pasid_attach(struct seq_file *m, struct pt_dev *p)
-{
-	struct device *dev = &p->pdev->dev;
-	struct iommu_domain *dom[2] = { NULL, NULL };
-	struct page *pages[2][5] = { { NULL } };
-	struct pt_mem mm[2];
-	const ioasid_t pasid[2] = { 0x100, 0x101 };
-	bool attached[2] = { false, false };
-	const char *why;
-	int i, ret;
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0) || LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+#define PT_MDEV 1
+/*
+ * mdevs: each wraps one work queue (1 + slot) with its own domain attached at a PASID of the
+ * parent. 5.10 (the 2020 aux-domain API): iommu_domain_alloc, iommu_aux_attach_device(domain,
+ * parent), iommu_aux_get_pasid, mdev_set_iommu_device, iommu_map; 6.12:
+ * iommu_paging_domain_alloc, iommu_alloc_global_pasid, iommu_attach_device_pasid, iommu_map.
+ */
+struct pt_mdev {
+	struct mdev_device *mdev;
+	int wq;
+	struct iommu_domain *dom;
+	int pasid;
+	bool attached;
+	struct page *pages[PT_PAGES];
+	struct pt_mem mm;
+};
 
-	for (i = 0; i < 2; i++) {
-		dom[i] = iommu_paging_domain_alloc(dev);
-		if (IS_ERR(dom[i])) {
-			seq_printf(m, "IOMMUTEST pasid_attach FAIL iommu_paging_domain_alloc: %ld\n", PTR_ERR(dom[i]));
-			dom[i] = NULL;
-			goto out;
-		}
-		if (pt_mem_alloc(&mm[i], pages[i]) || pt_map(dom[i], pages[i])) {
-			seq_printf(m, "IOMMUTEST pasid_attach FAIL allocating or mapping test pages\n");
-			goto out;
-		}
-		ret = iommu_attach_device_pasid(dom[i], dev, pasid[i], NULL);
-		if (ret) {
-			seq_printf(m, "IOMMUTEST pasid_attach FAIL iommu_attach_device_pasid(%#x): %d\n", pasid[i], ret);
-			goto out;
-		}
-		attached[i] = true;
-		pt_wq_setup(p, 1 + i, PT_PASID_EN | pasid[i], PT_IOVA_RING);
-	}
-	seq_printf(m, "IOMMUTEST pasid_attach PASS two paging domains at PASIDs %#x and %#x\n", pasid[0], pasid[1]);
-	for (i = 0; i < 2; i++) {
-		why = pt_flow(p, 1 + i, &mm[i], 0xa0a0a0a000000000ULL | pasid[i]);
-		if (why)
-			seq_printf(m, "IOMMUTEST pasid_dma_%d FAIL PASID %#x: %s\n", i, pasid[i], why);
-		else
-			seq_printf(m, "IOMMUTEST pasid_dma_%d PASS fill/copy/compare through PASID %#x\n", i, pasid[i]);
-	}
-	/* Isolation: unmap DST in domain 1 only; queue 2 cannot reach it though domain 0 maps it. */
-	iommu_unmap(dom[1], PT_IOVA_DST, PAGE_SIZE);
-	pt_expect_fault(m, p, "pasid_isolation", 2, &mm[1], PT_IOVA_DST, PT_ERR_TRANSLATION);
-	pt_wq_setup(p, 1, PT_PASID_EN | pasid[0], PT_IOVA_RING);
-	pt_expect_fault(m, p, "pasid_neg_readonly", 1, &mm[0], PT_IOVA_RO, PT_ERR_TRANSLATION);
-	/* A PASID nothing is attached to: the ring read faults. */
-	pt_wq_setup(p, 3, PT_PASID_EN | 0x1ff, PT_IOVA_RING);
-	pt_expect_fault(m, p, "pasid_neg_not_attached", 3, &mm[0], PT_IOVA_DST, PT_ERR_RING_READ);
-	/* Detach queue 1's domain: its next DMA faults. */
-	iommu_detach_device_pasid(dom[0], dev, pasid[0]);
-	attached[0] = false;
-	pt_wq_setup(p, 1, PT_PASID_EN | pasid[0], PT_IOVA_RING);
-	pt_expect_fault(m, p, "pasid_detach_faults", 1, &mm[0], PT_IOVA_DST, PT_ERR_RING_READ);
-out:
-	for (i = 0; i < 2; i++) {
-		writel(0, p->bar + PT_WQ(1 + i, PT_WQ_CTL));
-		if (attached[i])
-			iommu_detach_device_pasid(dom[i], dev, pasid[i]);
-		if (dom[i])
-			iommu_domain_free(dom[i]);
-		pt_mem_free(pages[i]);
-	}
-	writel(0, p->bar + PT_WQ(3, PT_WQ_CTL));
-	seq_printf(m, "IOMMUTEST pasid_mdev SKIP mdev parent registration not written yet (PASID flow above covers the domain side)\n");
+static struct pt_mdev *pt_mdevs[PT_MDEV_MAX];
+static char pt_mdev_err[160];
+static struct dentry *pt_mdev_file;
+
+static void pt_mdev_detach(struct pt_mdev *s)
+{
+	struct device *parent = &pt.pdev->dev;
+
+	writel(0, pt.bar + PT_WQ(s->wq, PT_WQ_CTL));
+	if (!s->attached)
+		return;
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0)
+	iommu_aux_detach_device(s->dom, parent);
+#else
+	iommu_detach_device_pasid(s->dom, parent, s->pasid);
+#endif
+	s->attached = false;
 }
-#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 1, 0)
+
+static void pt_mdev_free(struct pt_mdev *s)
+{
+	pt_mdev_detach(s);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+	if (s->pasid >= 0)
+		iommu_free_global_pasid(s->pasid);
+#endif
+	if (s->dom)
+		iommu_domain_free(s->dom);
+	pt_mem_free(s->pages);
+	kfree(s);
+}
+
+/* Called for each mdev /init creates: its domain, PASID, mappings and queue. */
+static int pt_mdev_attach(struct mdev_device *mdev)
+{
+	struct device *parent = &pt.pdev->dev;
+	struct pt_mdev *s;
+	int i, ret;
+	u32 wst;
+
+	mutex_lock(&pt_lock);
+	for (i = 0; i < PT_MDEV_MAX && pt_mdevs[i]; i++)
+		;
+	if (i == PT_MDEV_MAX) {
+		mutex_unlock(&pt_lock);
+		return -ENOSPC;
+	}
+	s = kzalloc(sizeof(*s), GFP_KERNEL);
+	if (!s) {
+		mutex_unlock(&pt_lock);
+		return -ENOMEM;
+	}
+	s->wq = 1 + i;
+	s->pasid = -1;
+	ret = -ENOMEM;
+	if (pt_mem_alloc(&s->mm, s->pages)) {
+		snprintf(pt_mdev_err, sizeof(pt_mdev_err), "no memory for the test pages");
+		goto fail;
+	}
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0)
+	s->dom = iommu_domain_alloc(&pci_bus_type);
+	if (!s->dom) {
+		snprintf(pt_mdev_err, sizeof(pt_mdev_err), "iommu_domain_alloc failed");
+		goto fail;
+	}
+	ret = iommu_aux_attach_device(s->dom, parent);
+	if (ret) {
+		snprintf(pt_mdev_err, sizeof(pt_mdev_err), "iommu_aux_attach_device: %d", ret);
+		goto fail;
+	}
+	s->attached = true;
+	s->pasid = iommu_aux_get_pasid(s->dom, parent);
+	if (s->pasid < 0) {
+		ret = s->pasid;
+		snprintf(pt_mdev_err, sizeof(pt_mdev_err), "iommu_aux_get_pasid: %d", ret);
+		goto fail;
+	}
+	ret = mdev_set_iommu_device(mdev_dev(mdev), parent);
+	if (ret) {
+		snprintf(pt_mdev_err, sizeof(pt_mdev_err), "mdev_set_iommu_device: %d", ret);
+		goto fail;
+	}
+#else
+	s->dom = iommu_paging_domain_alloc(parent);
+	if (IS_ERR(s->dom)) {
+		ret = PTR_ERR(s->dom);
+		s->dom = NULL;
+		snprintf(pt_mdev_err, sizeof(pt_mdev_err), "iommu_paging_domain_alloc: %d", ret);
+		goto fail;
+	}
+	{
+		ioasid_t pasid = iommu_alloc_global_pasid(parent);
+
+		if (pasid == IOMMU_PASID_INVALID) {
+			ret = -ENOSPC;
+			snprintf(pt_mdev_err, sizeof(pt_mdev_err), "iommu_alloc_global_pasid failed");
+			goto fail;
+		}
+		s->pasid = pasid;
+	}
+	ret = iommu_attach_device_pasid(s->dom, parent, s->pasid, NULL);
+	if (ret) {
+		snprintf(pt_mdev_err, sizeof(pt_mdev_err), "iommu_attach_device_pasid(%#x): %d", s->pasid, ret);
+		goto fail;
+	}
+	s->attached = true;
+#endif
+	ret = pt_map(s->dom, s->pages, s->wq);
+	if (ret) {
+		snprintf(pt_mdev_err, sizeof(pt_mdev_err), "iommu_map: %d", ret);
+		goto fail;
+	}
+	pt_wq_setup(&pt, s->wq, PT_PASID_EN | s->pasid, PT_IOVA_RING);
+	wst = readl(pt.bar + PT_WQ(s->wq, PT_WQ_STATUS));
+	if ((wst & 3) != 1) {
+		ret = -EIO;
+		snprintf(pt_mdev_err, sizeof(pt_mdev_err), "WQ%d did not enable with PASID %#x (status %#x error %u)",
+			 s->wq, s->pasid, wst, readl(pt.bar + PT_WQ(s->wq, PT_WQ_ERROR)));
+		goto fail;
+	}
+	s->mdev = mdev;
+	pt_mdevs[i] = s;
+	mutex_unlock(&pt_lock);
+	dev_info(parent, "iommutest: mdev %s on WQ%d, PASID %#x\n", dev_name(mdev_dev(mdev)), s->wq, s->pasid);
+	return 0;
+fail:
+	dev_err(parent, "iommutest: mdev %s: %s\n", dev_name(mdev_dev(mdev)), pt_mdev_err);
+	pt_mdev_free(s);
+	mutex_unlock(&pt_lock);
+	return ret;
+}
+
+static void pt_mdev_release(struct mdev_device *mdev)
+{
+	int i;
+
+	mutex_lock(&pt_lock);
+	for (i = 0; i < PT_MDEV_MAX; i++) {
+		if (pt_mdevs[i] && pt_mdevs[i]->mdev == mdev) {
+			pt_mdev_free(pt_mdevs[i]);
+			pt_mdevs[i] = NULL;
+		}
+	}
+	mutex_unlock(&pt_lock);
+}
+
+static unsigned int pt_mdev_available(void)
+{
+	unsigned int i, n = 0;
+
+	for (i = 0; i < PT_MDEV_MAX; i++)
+		n += !pt_mdevs[i];
+	return n;
+}
+
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0)
+/* 5.10: mdev_register_device with mdev_parent_ops; the type's sysfs attributes are ours. */
+static ssize_t name_show(struct kobject *kobj, struct device *dev, char *buf)
+{
+	return sprintf(buf, "iommutest work queue\n");
+}
+static MDEV_TYPE_ATTR_RO(name);
+
+static ssize_t available_instances_show(struct kobject *kobj, struct device *dev, char *buf)
+{
+	return sprintf(buf, "%u\n", pt_mdev_available());
+}
+static MDEV_TYPE_ATTR_RO(available_instances);
+
+static ssize_t device_api_show(struct kobject *kobj, struct device *dev, char *buf)
+{
+	return sprintf(buf, "vfio-pci\n");
+}
+static MDEV_TYPE_ATTR_RO(device_api);
+
+static struct attribute *pt_type_attrs[] = {
+	&mdev_type_attr_name.attr,
+	&mdev_type_attr_available_instances.attr,
+	&mdev_type_attr_device_api.attr,
+	NULL,
+};
+
+static struct attribute_group pt_type_group = {
+	.name = "iommutest_wq",
+	.attrs = pt_type_attrs,
+};
+
+static struct attribute_group *pt_type_groups[] = { &pt_type_group, NULL };
+
+static int pt_mdev_create(struct kobject *kobj, struct mdev_device *mdev)
+{
+	return pt_mdev_attach(mdev);
+}
+
+static int pt_mdev_remove(struct mdev_device *mdev)
+{
+	pt_mdev_release(mdev);
+	return 0;
+}
+
+static const struct mdev_parent_ops pt_mdev_ops = {
+	.owner = THIS_MODULE,
+	.supported_type_groups = pt_type_groups,
+	.create = pt_mdev_create,
+	.remove = pt_mdev_remove,
+};
+
+static int pt_mdev_register(void)
+{
+	return mdev_register_device(&pt.pdev->dev, &pt_mdev_ops);
+}
+
+static void pt_mdev_unregister(void)
+{
+	mdev_unregister_device(&pt.pdev->dev);
+}
+#else
+/* 6.12: mdev_register_parent with an mdev_driver whose probe/remove attach and detach. */
+static int pt_mdev_probe(struct mdev_device *mdev)
+{
+	return pt_mdev_attach(mdev);
+}
+
+static void pt_mdev_remove(struct mdev_device *mdev)
+{
+	pt_mdev_release(mdev);
+}
+
+static unsigned int pt_mdev_get_available(struct mdev_type *mtype)
+{
+	return pt_mdev_available();
+}
+
+static struct mdev_driver pt_mdev_driver = {
+	.device_api = "vfio-pci",
+	.max_instances = PT_MDEV_MAX,
+	.probe = pt_mdev_probe,
+	.remove = pt_mdev_remove,
+	.get_available = pt_mdev_get_available,
+	.driver = {
+		.name = "iommutest_mdev",
+		.owner = THIS_MODULE,
+		.mod_name = KBUILD_MODNAME,
+	},
+};
+
+static struct mdev_type pt_mdev_type = {
+	.sysfs_name = "iommutest_wq",
+	.pretty_name = "iommutest work queue",
+};
+
+static struct mdev_type *pt_mdev_types[] = { &pt_mdev_type };
+static struct mdev_parent pt_mdev_parent;
+
+static int pt_mdev_register(void)
+{
+	int ret = mdev_register_driver(&pt_mdev_driver);
+
+	if (ret)
+		return ret;
+	ret = mdev_register_parent(&pt_mdev_parent, &pt.pdev->dev, &pt_mdev_driver, pt_mdev_types,
+				   ARRAY_SIZE(pt_mdev_types));
+	if (ret)
+		mdev_unregister_driver(&pt_mdev_driver);
+	return ret;
+}
+
+static void pt_mdev_unregister(void)
+{
+	mdev_unregister_parent(&pt_mdev_parent);
+	mdev_unregister_driver(&pt_mdev_driver);
+}
+#endif
+
+static const char *pt_domain_desc(struct iommu_domain *d, char *buf, size_t len)
+{
+	if (!d)
+		snprintf(buf, len, "NULL");
+	else
+		snprintf(buf, len, "%s(%#x)", domain_type_name(d->type), d->type);
+	return buf;
+}
+
+/* The mdev tests, run when /init reads /sys/kernel/debug/iommutest/mdev after creating two. */
+static void pt_mdev_tests(struct seq_file *m)
+{
+	struct device *parent = &pt.pdev->dev;
+	struct pt_fault_want w;
+	struct pt_mdev *s[2] = { NULL, NULL };
+	struct iommu_domain *dm, *dp;
+	struct iommu_group *grp;
+	char b1[32], b2[32];
+	const char *why;
+	u64 seed[2];
+	u32 err;
+	int i, n = 0, stray, st;
+
+	for (i = 0; i < PT_MDEV_MAX && n < 2; i++)
+		if (pt_mdevs[i])
+			s[n++] = pt_mdevs[i];
+	if (n < 2) {
+		seq_printf(m, "IOMMUTEST mdev_attach FAIL %d mdev(s) attached, the tests need 2 (last error: %s)\n",
+			   n, pt_mdev_err[0] ? pt_mdev_err : "none");
+		return;
+	}
+	if (s[0]->pasid == s[1]->pasid) {
+		seq_printf(m, "IOMMUTEST mdev_attach FAIL both mdevs got PASID %#x\n", s[0]->pasid);
+		return;
+	}
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0)
+	seq_printf(m, "IOMMUTEST mdev_attach PASS mdevs %s (WQ%d) and %s (WQ%d): iommu_domain_alloc + iommu_aux_attach_device(parent) + iommu_aux_get_pasid = %d and %d + mdev_set_iommu_device + iommu_map\n",
+		   dev_name(mdev_dev(s[0]->mdev)), s[0]->wq, dev_name(mdev_dev(s[1]->mdev)), s[1]->wq,
+		   s[0]->pasid, s[1]->pasid);
+#else
+	seq_printf(m, "IOMMUTEST mdev_attach PASS mdevs %s (WQ%d) and %s (WQ%d): iommu_paging_domain_alloc + iommu_attach_device_pasid(parent, %d and %d) + iommu_map\n",
+		   dev_name(mdev_dev(s[0]->mdev)), s[0]->wq, dev_name(mdev_dev(s[1]->mdev)), s[1]->wq,
+		   s[0]->pasid, s[1]->pasid);
+#endif
+
+	/* What the core answers for the mdev and for the parent (the 2020 discussion). */
+	dm = iommu_get_domain_for_dev(mdev_dev(s[0]->mdev));
+	grp = iommu_group_get(mdev_dev(s[0]->mdev));
+	if (dm && dm != s[0]->dom)
+		seq_printf(m, "IOMMUTEST mdev_domain_for_mdev FAIL iommu_get_domain_for_dev(mdev)=%s is neither NULL nor the mdev's domain\n",
+			   pt_domain_desc(dm, b1, sizeof(b1)));
+	else
+		seq_printf(m, "IOMMUTEST mdev_domain_for_mdev PASS iommu_get_domain_for_dev(mdev)=%s (%s); mdev iommu group %d\n",
+			   pt_domain_desc(dm, b1, sizeof(b1)),
+			   dm ? "the mdev's own domain" : "the mdev's domain is reachable only as the parent's PASID domain",
+			   grp ? iommu_group_id(grp) : -1);
+	if (grp)
+		iommu_group_put(grp);
+	dp = iommu_get_domain_for_dev(parent);
+	if (!dp || dp == s[0]->dom || dp == s[1]->dom)
+		seq_printf(m, "IOMMUTEST mdev_domain_for_parent FAIL iommu_get_domain_for_dev(parent)=%s%s\n",
+			   pt_domain_desc(dp, b2, sizeof(b2)), dp ? " is an mdev's domain" : "");
+	else
+		seq_printf(m, "IOMMUTEST mdev_domain_for_parent PASS iommu_get_domain_for_dev(parent)=%s: the RID's domain, not an mdev's\n",
+			   pt_domain_desc(dp, b2, sizeof(b2)));
+
+	/* DMA through each mdev's PASID; the same IOVAs lead to each domain's own pages. */
+	for (i = 0; i < 2; i++) {
+		seed[i] = 0x3d3d000000000000ULL | ((u64)s[i]->wq << 32) | (u32)s[i]->pasid;
+		why = pt_flow(&pt, s[i]->wq, &s[i]->mm, seed[i]);
+		if (why)
+			seq_printf(m, "IOMMUTEST mdev_dma_%d FAIL WQ%d PASID %#x: %s\n", i, s[i]->wq, s[i]->pasid, why);
+		else if (*(u64 *)s[0]->mm.src != seed[0])
+			seq_printf(m, "IOMMUTEST mdev_dma_%d FAIL mdev 0's source page changed to %#llx\n", i,
+				   *(u64 *)s[0]->mm.src);
+		else
+			seq_printf(m, "IOMMUTEST mdev_dma_%d PASS fill/copy/compare 4 KiB on WQ%d through PASID %#x, bytes verified\n",
+				   i, s[i]->wq, s[i]->pasid);
+	}
+
+	/* Isolation: mdev 1 writes the IOVA only mdev 0's domain maps. */
+	memset(s[0]->mm.priv, 0, PAGE_SIZE);
+	st = pt_exec(&pt, s[0]->wq, &s[0]->mm, PT_OP_FILL, 8, 0, PT_IOVA_PRIV(s[0]->wq), seed[0], &err);
+	if (st != PT_ST_SUCCESS || *(u64 *)s[0]->mm.priv != seed[0]) {
+		seq_printf(m, "IOMMUTEST mdev_isolation FAIL mdev 0 cannot write its own IOVA %#lx (status %d error %u)\n",
+			   PT_IOVA_PRIV(s[0]->wq), st, err);
+	} else {
+		w = (struct pt_fault_want){ .wq_err = PT_ERR_TRANSLATION, .reason = pt_np_reason(true, false),
+					    .addr = PT_IOVA_PRIV(s[0]->wq), .pasid = s[1]->pasid };
+		pt_expect_fault(m, &pt, "mdev_isolation", s[1]->wq, &s[1]->mm, w.addr, &w);
+		if (*(u64 *)s[0]->mm.priv != seed[0])
+			seq_printf(m, "IOMMUTEST mdev_isolation FAIL mdev 0's page changed to %#llx\n",
+				   *(u64 *)s[0]->mm.priv);
+	}
+	pt_wq_setup(&pt, s[1]->wq, PT_PASID_EN | s[1]->pasid, PT_IOVA_RING);
+
+	/* A write to a page mdev 0's domain maps read-only. */
+	w = (struct pt_fault_want){ .wq_err = PT_ERR_TRANSLATION, .reason = pt_ro_reason(),
+				    .addr = PT_IOVA_RO, .pasid = s[0]->pasid };
+	pt_expect_fault(m, &pt, "pasid_neg_readonly", s[0]->wq, &s[0]->mm, PT_IOVA_RO, &w);
+
+	/* A PASID nothing is attached to, next to the attached ones: its ring read faults. */
+	stray = (s[0]->pasid & ~0x3f) | 0x3f;
+	while (stray == s[0]->pasid || stray == s[1]->pasid)
+		stray--;
+	pt_wq_setup(&pt, PT_WQ_STRAY, PT_PASID_EN | stray, PT_IOVA_RING);
+	w = (struct pt_fault_want){ .wq_err = PT_ERR_RING_READ, .reason = VTD_FR_SM_PASID_NP, .read = true,
+				    .addr = PT_IOVA_RING, .pasid = stray };
+	pt_expect_fault(m, &pt, "pasid_neg_not_attached", PT_WQ_STRAY, &s[0]->mm, PT_IOVA_DST, &w);
+	writel(0, pt.bar + PT_WQ(PT_WQ_STRAY, PT_WQ_CTL));
+
+	/* Detach mdev 0's domain: its queue's next DMA faults; mdev 1 keeps working. */
+	pt_mdev_detach(s[0]);
+	pt_wq_setup(&pt, s[0]->wq, PT_PASID_EN | s[0]->pasid, PT_IOVA_RING);
+	w = (struct pt_fault_want){ .wq_err = PT_ERR_RING_READ, .reason = VTD_FR_SM_PASID_NP, .read = true,
+				    .addr = PT_IOVA_RING, .pasid = s[0]->pasid };
+	pt_expect_fault(m, &pt, "mdev_detach_faults", s[0]->wq, &s[0]->mm, PT_IOVA_DST, &w);
+	writel(0, pt.bar + PT_WQ(s[0]->wq, PT_WQ_CTL));
+	st = pt_exec(&pt, s[1]->wq, &s[1]->mm, PT_OP_FILL, PAGE_SIZE, 0, PT_IOVA_DST, ~seed[1], &err);
+	if (st != PT_ST_SUCCESS || *(u64 *)s[1]->mm.dst != ~seed[1])
+		seq_printf(m, "IOMMUTEST mdev_other_after_detach FAIL mdev 1 (PASID %#x): status %d error %u\n",
+			   s[1]->pasid, st, err);
+	else
+		seq_printf(m, "IOMMUTEST mdev_other_after_detach PASS mdev 1 (PASID %#x) still runs after mdev 0's detach\n",
+			   s[1]->pasid);
+}
+
+static int pt_mdev_report_show(struct seq_file *m, void *unused)
+{
+	mutex_lock(&pt_lock);
+	pt_mdev_tests(m);
+	mutex_unlock(&pt_lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(pt_mdev_report);
+#endif /* PT_MDEV */
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 1, 0) && LINUX_VERSION_CODE < KERNEL_VERSION(6, 12, 0)
 /* 6.1: an unmanaged domain attached at RID level. */
 static void pt_test_pasid_attach(struct seq_file *m, struct pt_dev *p)
 {
 	struct device *dev = &p->pdev->dev;
 	struct iommu_domain *dom;
-	struct page *pages[5] = { NULL };
+	struct page *pages[PT_PAGES] = { NULL };
+	struct pt_fault_want w;
 	struct pt_mem mm;
 	const char *why;
-	int ret;
+	int ret, stray = 0x3f;
 
 	dom = iommu_domain_alloc(&pci_bus_type);
 	if (!dom) {
 		seq_printf(m, "IOMMUTEST unmanaged_attach FAIL iommu_domain_alloc\n");
 		return;
 	}
-	if (pt_mem_alloc(&mm, pages) || pt_map(dom, pages)) {
+	if (pt_mem_alloc(&mm, pages) || pt_map(dom, pages, 1)) {
 		seq_printf(m, "IOMMUTEST unmanaged_attach FAIL allocating or mapping test pages\n");
 		goto out;
 	}
@@ -532,11 +1111,15 @@ static void pt_test_pasid_attach(struct seq_file *m, struct pt_dev *p)
 		seq_printf(m, "IOMMUTEST unmanaged_dma FAIL %s\n", why);
 	else
 		seq_printf(m, "IOMMUTEST unmanaged_dma PASS fill/copy/compare through iommu_map'ed IOVAs\n");
-	pt_expect_fault(m, p, "pasid_neg_readonly", 1, &mm, PT_IOVA_RO, PT_ERR_TRANSLATION);
-	pt_wq_setup(p, 3, PT_PASID_EN | 0x1ff, PT_IOVA_RING);
-	pt_expect_fault(m, p, "pasid_neg_not_attached", 3, &mm, PT_IOVA_DST, PT_ERR_RING_READ);
+	w = (struct pt_fault_want){ .wq_err = PT_ERR_TRANSLATION, .reason = pt_ro_reason(),
+				    .addr = PT_IOVA_RO, .pasid = -1 };
+	pt_expect_fault(m, p, "pasid_neg_readonly", 1, &mm, PT_IOVA_RO, &w);
+	pt_wq_setup(p, PT_WQ_STRAY, PT_PASID_EN | stray, PT_IOVA_RING);
+	w = (struct pt_fault_want){ .wq_err = PT_ERR_RING_READ, .reason = VTD_FR_SM_PASID_NP, .read = true,
+				    .addr = PT_IOVA_RING, .pasid = stray };
+	pt_expect_fault(m, p, "pasid_neg_not_attached", PT_WQ_STRAY, &mm, PT_IOVA_DST, &w);
 	writel(0, p->bar + PT_WQ(1, PT_WQ_CTL));
-	writel(0, p->bar + PT_WQ(3, PT_WQ_CTL));
+	writel(0, p->bar + PT_WQ(PT_WQ_STRAY, PT_WQ_CTL));
 	iommu_detach_device(dom, dev);
 out:
 	iommu_domain_free(dom);
@@ -544,90 +1127,79 @@ out:
 	/* Shared virtual addressing through the driver's sva_bind (sva.c). */
 	iommutest_sva_kernel(m, p->pdev, p->bar);
 }
-#else
-/* 5.10: aux domains (IOMMU_DEV_FEAT_AUX, iommu_aux_attach_device, iommu_aux_get_pasid). */
-static void pt_test_pasid_attach(struct seq_file *m, struct pt_dev *p)
-{
-	struct device *dev = &p->pdev->dev;
-	struct iommu_domain *dom[2] = { NULL, NULL }, *rid_dom;
-	struct page *pages[2][5] = { { NULL } };
-	struct pt_mem mm[2];
-	bool attached[2] = { false, false };
-	int pasid[2] = { -1, -1 };
-	const char *why;
-	int i, ret;
+#endif
 
-	ret = iommu_dev_enable_feature(dev, IOMMU_DEV_FEAT_AUX);
-	if (ret) {
-		seq_printf(m, "IOMMUTEST aux_enable FAIL iommu_dev_enable_feature(AUX): %d\n", ret);
+/* At load: find the device, enable it, map BAR0, register the mdev parent. */
+static void pt_probe(void)
+{
+	struct pci_dev *pdev = pci_get_device(PT_VENDOR, PT_DEVICE, NULL);
+	void __iomem *regs;
+
+	if (!pdev)
+		return;
+	pt.pdev = pdev;
+	if (dmar_base) {
+		regs = ioremap(dmar_base, PAGE_SIZE);
+		if (regs) {
+			pt.first_level = readq(regs + DMAR_ECAP_REG) & ECAP_FLTS;
+			pt.scalable = ((readq(regs + DMAR_RTADDR_REG) >> RTADDR_TTM_SHIFT) & 3) == 1;
+			iounmap(regs);
+		}
+	}
+	pt.setup_err = pci_enable_device_mem(pdev);
+	if (pt.setup_err)
+		return;
+	pci_set_master(pdev);
+	pt.bar = pci_iomap(pdev, 0, 0);
+	if (!pt.bar) {
+		pt.setup_err = -ENOMEM;
+		pci_clear_master(pdev);
+		pci_disable_device(pdev);
 		return;
 	}
-	seq_printf(m, "IOMMUTEST aux_enable PASS IOMMU_DEV_FEAT_AUX on %s\n", pci_name(p->pdev));
-	for (i = 0; i < 2; i++) {
-		dom[i] = iommu_domain_alloc(&pci_bus_type);
-		if (!dom[i]) {
-			seq_printf(m, "IOMMUTEST aux_attach FAIL iommu_domain_alloc\n");
-			goto out;
-		}
-		if (pt_mem_alloc(&mm[i], pages[i]) || pt_map(dom[i], pages[i])) {
-			seq_printf(m, "IOMMUTEST aux_attach FAIL allocating or mapping test pages\n");
-			goto out;
-		}
-		ret = iommu_aux_attach_device(dom[i], dev);
-		if (ret) {
-			seq_printf(m, "IOMMUTEST aux_attach FAIL iommu_aux_attach_device: %d\n", ret);
-			goto out;
-		}
-		attached[i] = true;
-		pasid[i] = iommu_aux_get_pasid(dom[i], dev);
-		if (pasid[i] < 0) {
-			seq_printf(m, "IOMMUTEST aux_attach FAIL iommu_aux_get_pasid: %d\n", pasid[i]);
-			goto out;
-		}
-		pt_wq_setup(p, 1 + i, PT_PASID_EN | pasid[i], PT_IOVA_RING);
-	}
-	seq_printf(m, "IOMMUTEST aux_attach PASS two aux domains, PASIDs %d and %d\n", pasid[0], pasid[1]);
-	rid_dom = iommu_get_domain_for_dev(dev);
-	seq_printf(m, "IOMMUTEST aux_domain_for_parent PASS iommu_get_domain_for_dev(parent)=%s (aux domains %s)\n",
-		   rid_dom ? domain_type_name(rid_dom->type) : "NULL",
-		   rid_dom == dom[0] || rid_dom == dom[1] ? "returned" : "not returned");
-	for (i = 0; i < 2; i++) {
-		why = pt_flow(p, 1 + i, &mm[i], 0x510051005100000ULL | pasid[i]);
-		if (why)
-			seq_printf(m, "IOMMUTEST aux_dma_%d FAIL PASID %d: %s\n", i, pasid[i], why);
-		else
-			seq_printf(m, "IOMMUTEST aux_dma_%d PASS fill/copy/compare through PASID %d\n", i, pasid[i]);
-	}
-	iommu_unmap(dom[1], PT_IOVA_DST, PAGE_SIZE);
-	pt_expect_fault(m, p, "pasid_isolation", 2, &mm[1], PT_IOVA_DST, PT_ERR_TRANSLATION);
-	pt_wq_setup(p, 1, PT_PASID_EN | pasid[0], PT_IOVA_RING);
-	pt_expect_fault(m, p, "pasid_neg_readonly", 1, &mm[0], PT_IOVA_RO, PT_ERR_TRANSLATION);
-	pt_wq_setup(p, 3, PT_PASID_EN | 0xffff, PT_IOVA_RING);
-	pt_expect_fault(m, p, "pasid_neg_not_attached", 3, &mm[0], PT_IOVA_DST, PT_ERR_RING_READ);
-	iommu_aux_detach_device(dom[0], dev);
-	attached[0] = false;
-	pt_wq_setup(p, 1, PT_PASID_EN | pasid[0], PT_IOVA_RING);
-	pt_expect_fault(m, p, "pasid_detach_faults", 1, &mm[0], PT_IOVA_DST, PT_ERR_RING_READ);
-out:
-	for (i = 0; i < 2; i++) {
-		writel(0, p->bar + PT_WQ(1 + i, PT_WQ_CTL));
-		if (attached[i])
-			iommu_aux_detach_device(dom[i], dev);
-		if (dom[i])
-			iommu_domain_free(dom[i]);
-		pt_mem_free(pages[i]);
-	}
-	writel(0, p->bar + PT_WQ(3, PT_WQ_CTL));
-	iommu_dev_disable_feature(dev, IOMMU_DEV_FEAT_AUX);
-	seq_printf(m, "IOMMUTEST aux_mdev SKIP mdev parent registration not written yet\n");
-}
+	writel(2, pt.bar + PT_GCTL);
+	writel(1, pt.bar + PT_GCTL);
+	if (dma_set_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(64)))
+		dev_warn(&pdev->dev, "iommutest: dma_set_mask failed\n");
+#ifdef PT_MDEV
+	if (!pt.scalable)
+		return;
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0)
+	pt.aux_ret = iommu_dev_enable_feature(&pdev->dev, IOMMU_DEV_FEAT_AUX);
+	if (pt.aux_ret)
+		return;
 #endif
+	pt.mdev_ret = pt_mdev_register();
+	if (!pt.mdev_ret)
+		pt_mdev_file = debugfs_create_file("mdev", 0444, iommutest_dir, NULL, &pt_mdev_report_fops);
+#endif
+}
+
+static void pt_remove(void)
+{
+	if (!pt.pdev)
+		return;
+#ifdef PT_MDEV
+	if (!pt.mdev_ret)
+		pt_mdev_unregister();
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0)
+	if (!pt.aux_ret)
+		iommu_dev_disable_feature(&pt.pdev->dev, IOMMU_DEV_FEAT_AUX);
+#endif
+#endif
+	if (pt.bar) {
+		writel(2, pt.bar + PT_GCTL);
+		pci_iounmap(pt.pdev, pt.bar);
+		pci_clear_master(pt.pdev);
+		pci_disable_device(pt.pdev);
+	}
+	pci_dev_put(pt.pdev);
+}
 
 static void test_pasid_device(struct seq_file *m)
 {
-	struct pci_dev *pdev = pci_get_device(PT_VENDOR, PT_DEVICE, NULL);
+	struct pci_dev *pdev = pt.pdev;
 	struct iommu_group *grp;
-	struct pt_dev p;
 	int pasid_cap, ats_cap, pri_cap;
 
 	/* No line at all without the device: image tests on other VMMs expect skip=0. */
@@ -650,32 +1222,50 @@ static void test_pasid_device(struct seq_file *m)
 	} else {
 		seq_printf(m, "IOMMUTEST pasid_dev_group FAIL no IOMMU group\n");
 	}
-	if (pci_enable_device_mem(pdev)) {
-		seq_printf(m, "IOMMUTEST pasid_dev_dma_api FAIL pci_enable_device_mem\n");
-		goto put;
+	if (pt.setup_err) {
+		seq_printf(m, "IOMMUTEST pasid_dev_dma_api FAIL enabling the function or mapping BAR0: %d\n",
+			   pt.setup_err);
+		return;
 	}
-	pci_set_master(pdev);
-	p.pdev = pdev;
-	p.bar = pci_iomap(pdev, 0, 0);
-	if (!p.bar) {
-		seq_printf(m, "IOMMUTEST pasid_dev_dma_api FAIL cannot map BAR0\n");
-		goto disable;
+	mutex_lock(&pt_lock);
+	pt_test_dma_api(m, &pt);
+	mutex_unlock(&pt_lock);
+	if (!pt.scalable) {
+		seq_printf(m, "IOMMUTEST pasid_flows SKIP the IOMMU is not in scalable mode: no requests with PASID\n");
+		return;
 	}
-	writel(2, p.bar + PT_GCTL);
-	writel(1, p.bar + PT_GCTL);
-	pt_test_dma_api(m, &p);
+#ifdef PT_MDEV
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0)
 	/* 5.10 enables PASID on the function when the aux feature is turned on. */
-	if (pdev->pasid_enabled || LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0))
-		pt_test_pasid_attach(m, &p);
+	if (pt.aux_ret) {
+		seq_printf(m, "IOMMUTEST aux_enable FAIL iommu_dev_enable_feature(AUX): %d\n", pt.aux_ret);
+		return;
+	}
+	seq_printf(m, "IOMMUTEST aux_enable PASS IOMMU_DEV_FEAT_AUX on %s (pasid_enabled=%d)\n", pci_name(pdev),
+		   pdev->pasid_enabled);
+	if (pt.mdev_ret)
+		seq_printf(m, "IOMMUTEST mdev_parent FAIL mdev_register_device: %d\n", pt.mdev_ret);
 	else
-		seq_printf(m, "IOMMUTEST pasid_attach FAIL the kernel did not enable PASID on %s\n", pci_name(pdev));
-	writel(2, p.bar + PT_GCTL);
-	pci_iounmap(pdev, p.bar);
-disable:
-	pci_clear_master(pdev);
-	pci_disable_device(pdev);
-put:
-	pci_dev_put(pdev);
+		seq_printf(m, "IOMMUTEST mdev_parent PASS mdev_register_device(%s), type iommutest_wq, %d instances\n",
+			   pci_name(pdev), PT_MDEV_MAX);
+#else
+	if (!pdev->pasid_enabled)
+		seq_printf(m, "IOMMUTEST mdev_parent FAIL the kernel did not enable PASID on %s\n", pci_name(pdev));
+	else if (pt.mdev_ret)
+		seq_printf(m, "IOMMUTEST mdev_parent FAIL mdev_register_parent: %d\n", pt.mdev_ret);
+	else
+		seq_printf(m, "IOMMUTEST mdev_parent PASS mdev_register_parent(%s), type iommutest_wq, %d instances\n",
+			   pci_name(pdev), PT_MDEV_MAX);
+#endif
+#else
+	if (!pdev->pasid_enabled) {
+		seq_printf(m, "IOMMUTEST unmanaged_attach FAIL the kernel did not enable PASID on %s\n", pci_name(pdev));
+		return;
+	}
+	mutex_lock(&pt_lock);
+	pt_test_pasid_attach(m, &pt);
+	mutex_unlock(&pt_lock);
+#endif
 }
 
 static int report_show(struct seq_file *m, void *unused)
@@ -710,6 +1300,7 @@ static int __init iommutest_init(void)
 	iommutest_dir = debugfs_create_dir("iommutest", NULL);
 	debugfs_create_file("report", 0444, iommutest_dir, NULL, &report_fops);
 	iommutest_sva_init(iommutest_dir);
+	pt_probe();
 	return 0;
 }
 
@@ -717,6 +1308,7 @@ static void __exit iommutest_exit(void)
 {
 	debugfs_remove_recursive(iommutest_dir);
 	iommutest_sva_exit();
+	pt_remove();
 }
 
 module_init(iommutest_init);
