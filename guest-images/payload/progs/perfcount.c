@@ -221,6 +221,8 @@ int main(void)
 	struct count b2[] = { { .name = "ctxt_cache_lookup" }, { .name = "pasid_cache_lookup" },
 			      { .name = "fs_nonleaf_lookup" } };
 	struct count b3[] = { { .name = "ss_nonleaf_lookup" }, { .name = "ctxt_cache_hit" }, { .name = "pasid_cache_hit" } };
+	struct count b4[] = { { .name = "pg_req_posted" }, { .name = "fs_nonleaf_hit" },
+			      { .name = "int_cache_lookup" } };
 	unsigned long long lk, hit, req, miss;
 	size_t off = 0;
 
@@ -303,5 +305,18 @@ int main(void)
 			printf("IOMMUTEST perf_caches PASS ctxt_cache_lookup=%llu hit=%llu pasid_cache_lookup=%llu hit=%llu fs_nonleaf_lookup=%llu ss_nonleaf_lookup=%llu\n",
 			       cl, ch, pl, ph, fl, sl);
 	}
+
+	/*
+	 * Events the workload must not move: no page requests (DMA-API mappings never fault).
+	 * The paging-structure cache hits and interrupt-entry cache lookups are reported.
+	 */
+	if (measure(type, b4, 3, why, sizeof(why)))
+		printf("IOMMUTEST perf_quiet_events FAIL %s\n", why);
+	else if (!b4[0].exported || val(b4, 3, "pg_req_posted"))
+		printf("IOMMUTEST perf_quiet_events FAIL pg_req_posted=%llu (exported %d) around a workload without page requests\n",
+		       val(b4, 3, "pg_req_posted"), b4[0].exported);
+	else
+		printf("IOMMUTEST perf_quiet_events PASS pg_req_posted=0 fs_nonleaf_hit=%llu int_cache_lookup=%llu\n",
+		       val(b4, 3, "fs_nonleaf_hit"), val(b4, 3, "int_cache_lookup"));
 	return 0;
 }
