@@ -894,3 +894,61 @@ fn smmu_priq_overflow_inhibits_and_auto_responds() {
     assert_eq!(d.rd(PRIQ_PROD), 3 | (1 << 31));
     assert_eq!(d.smmu.stats().pri_dropped, 4);
 }
+
+// IHI 0070 7.2.1 / 7.2.2: an abort writing the event queue raises
+// GERROR.EVENTQ_ABT_ERR; until software acknowledges it the queue is not
+// writable and events are discarded (counted), without an overflow.
+#[test]
+fn smmu_eventq_abort_error_blocks_queue_until_gerrorn() {
+    let mut d = Driver::new("");
+    d.reset();
+    let cr0 = d.rd(CR0);
+    d.write_sync(CR0, CR0ACK, cr0 & !CR0_EVTQEN);
+    d.wr64(EVTQ_BASE, (RAM + 0x10_0000) | 7); // outside guest RAM
+    d.write_sync(CR0, CR0ACK, cr0);
+    let f = dma(&d, pci(0x40, 1), None, 0, Perm::R).unwrap_err();
+    assert!(!f.recorded);
+    let gerror = d.rd(GERROR);
+    assert_ne!((gerror ^ d.rd(GERRORN)) & (1 << 2), 0, "EVENTQ_ABT_ERR");
+    assert_eq!(
+        d.msi
+            .take()
+            .iter()
+            .map(|m| (m.addr, m.data))
+            .collect::<Vec<_>>(),
+        vec![(GERROR_MSI, 0x100)]
+    );
+    // Point the queue back at RAM: still not writable while unacknowledged.
+    d.write_sync(CR0, CR0ACK, cr0 & !CR0_EVTQEN);
+    d.wr64(EVTQ_BASE, (1 << 62) | d.evtq | 7);
+    d.write_sync(CR0, CR0ACK, cr0);
+    assert!(
+        !dma(&d, pci(0x40, 2), None, 0, Perm::R)
+            .unwrap_err()
+            .recorded
+    );
+    assert_eq!(d.rd(EVTQ_PROD) & (1 << 31), 0, "no overflow");
+    d.wr(GERRORN, gerror);
+    assert!(
+        dma(&d, pci(0x40, 3), None, 0, Perm::R)
+            .unwrap_err()
+            .recorded
+    );
+    assert_eq!(d.take_event().unwrap()[0], 0x02 | (0x4018u64 << 32));
+    let s = d.smmu.stats();
+    assert_eq!((s.events_dropped_abort, s.events_written), (2, 1));
+}
+
+// IHI 0070 6.3.9.6: with SMMUEN = 0, ATS translated transactions are
+// terminated with an abort whatever GBPA says; untranslated ones bypass.
+#[test]
+fn smmu_disabled_aborts_translated_traffic() {
+    let d = Driver::new("");
+    let tr = DmaRequest::new(pci(0, 1), 0x4000, 8, Perm::R).with_kind(RequestKind::Translated);
+    let f = d.smmu.translate(d.ram.as_ref(), &tr).unwrap_err();
+    assert_eq!((f.kind, f.recorded), (FaultKind::Blocked, false));
+    assert_eq!(
+        dma(&d, pci(0, 1), None, 0x4000, Perm::R).unwrap().output,
+        Gpa(0x4000)
+    );
+}
