@@ -101,7 +101,7 @@ pub mod cr0 {
     pub const CMDQEN: u64 = 1 << 3;
     /// ATSCHK.
     pub const ATSCHK: u64 = 1 << 4;
-    /// VMW[8:6].
+    /// VMW\[8:6\].
     pub const VMW: u64 = 0x7 << 6;
 }
 
@@ -161,19 +161,19 @@ pub mod gerror {
 
 /// STRTAB_BASE_CFG fields (6.3.24).
 pub mod strtab_cfg {
-    /// LOG2SIZE[5:0].
+    /// LOG2SIZE\[5:0\].
     pub const LOG2SIZE: u64 = 0x3f;
-    /// SPLIT[10:6].
+    /// SPLIT\[10:6\].
     pub const SPLIT_SHIFT: u32 = 6;
-    /// FMT[17:16].
+    /// FMT\[17:16\].
     pub const FMT_SHIFT: u32 = 16;
 }
 
 /// Queue base and pointer fields (6.3.25-6.3.36).
 pub mod queue {
-    /// Q_BASE.ADDR[51:5].
+    /// Q_BASE.ADDR\[51:5\].
     pub const BASE_ADDR: u64 = ((1 << 52) - 1) & !0x1f;
-    /// Q_BASE.LOG2SIZE[4:0].
+    /// Q_BASE.LOG2SIZE\[4:0\].
     pub const LOG2SIZE: u64 = 0x1f;
     /// Q_BASE.RA (read/write allocate hint).
     pub const RA: u64 = 1 << 62;
@@ -181,13 +181,13 @@ pub mod queue {
     pub const PTR: u64 = 0x000f_ffff;
     /// EVENTQ/PRIQ_PROD.OVFLG, EVENTQ/PRIQ_CONS.OVACKFLG.
     pub const OVF: u64 = 1 << 31;
-    /// CMDQ_CONS.ERR[30:24].
+    /// CMDQ_CONS.ERR\[30:24\].
     pub const ERR_SHIFT: u32 = 24;
     /// CMDQ_CONS.ERR mask.
     pub const ERR: u64 = 0x7f << 24;
 }
 
-/// MSI configuration: IRQ_CFG0.ADDR[51:2] (6.3.20).
+/// MSI configuration: IRQ_CFG0.ADDR\[51:2\] (6.3.20).
 pub const MSI_ADDR: u64 = ((1 << 52) - 1) & !0x3;
 
 const fn q_base(name: &'static str, offset: u64) -> RegSpec {

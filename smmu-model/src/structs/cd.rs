@@ -11,7 +11,7 @@ use crate::regs::field;
 /// Size of a CD in bytes.
 pub const CD_BYTES: u64 = 64;
 
-/// A level-1 CD descriptor (5.3.1): V and L2Ptr[51:12].
+/// A level-1 CD descriptor (5.3.1): V and L2Ptr\[51:12\].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L1Cd {
     /// V.
@@ -75,7 +75,7 @@ pub enum CdError {
     /// HA or HD set without HTTU.
     #[error("HA/HD without HTTU")]
     Httu,
-    /// ASID[15:8] non-zero with 8-bit ASIDs.
+    /// ASID\[15:8\] non-zero with 8-bit ASIDs.
     #[error("ASID {0:#x} needs 16-bit ASIDs")]
     WideAsid(u64),
     /// TTB0 outside the effective IPS.

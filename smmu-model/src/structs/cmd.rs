@@ -1,5 +1,5 @@
 //! Command queue entries (IHI 0070 4.1-4.7): 16 bytes, opcode in bits
-//! [7:0]. Decoding checks only the encoding; whether a command is legal on
+//! \[7:0\]. Decoding checks only the encoding; whether a command is legal on
 //! this implementation (stage 2 present, HYP, ATS, PRI) is decided by
 //! `cmdq`.
 
@@ -66,17 +66,17 @@ pub mod op {
 /// IDR3.RIL and TG != 0, a range of `(NUM+1) * 2^SCALE` granules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TlbiAddr {
-    /// Address (VA[63:12] or IPA[51:12]).
+    /// Address (VA\[63:12\] or IPA\[51:12\]).
     pub addr: u64,
     /// Leaf: only leaf entries need go.
     pub leaf: bool,
-    /// TG[1:0]: 0 = no range, 1 = 4K, 2 = 16K, 3 = 64K.
+    /// TG\[1:0\]: 0 = no range, 1 = 4K, 2 = 16K, 3 = 64K.
     pub tg: u8,
-    /// TTL[1:0]: level hint.
+    /// TTL\[1:0\]: level hint.
     pub ttl: u8,
-    /// NUM[4:0].
+    /// NUM\[4:0\].
     pub num: u8,
-    /// SCALE[4:0].
+    /// SCALE\[4:0\].
     pub scale: u8,
 }
 

@@ -317,7 +317,7 @@ pub struct PageRequest {
     pub sid: u32,
     /// PASID, when the request had one.
     pub ssid: Option<u32>,
-    /// Page address (bits [63:12]).
+    /// Page address (bits \[63:12\]).
     pub addr: u64,
     /// Read access requested.
     pub read: bool,

@@ -14,9 +14,9 @@ pub const STE_BYTES: u64 = 64;
 /// A level-1 stream table descriptor (5.1.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L1Std {
-    /// SPAN[4:0]: the level-2 table holds `2^(SPAN-1)` STEs; 0 = invalid.
+    /// SPAN\[4:0\]: the level-2 table holds `2^(SPAN-1)` STEs; 0 = invalid.
     pub span: u8,
-    /// L2Ptr[51:6].
+    /// L2Ptr\[51:6\].
     pub l2ptr: u64,
 }
 
@@ -88,7 +88,7 @@ pub enum StreamWorld {
 /// Stage-1 part of an STE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct S1Ste {
-    /// S1ContextPtr[51:6] (an IPA when stage 2 is also enabled).
+    /// S1ContextPtr\[51:6\] (an IPA when stage 2 is also enabled).
     pub ctx_ptr: u64,
     /// S1FMT.
     pub fmt: CdFmt,
@@ -138,9 +138,9 @@ pub struct Ste {
     pub strw: StreamWorld,
     /// S2VMID (tags stage-1-only TLB entries too when stage 2 exists).
     pub vmid: u16,
-    /// PRIVCFG[49:48]: 0b0x use incoming, 0b10 unprivileged, 0b11 privileged.
+    /// PRIVCFG\[49:48\]: 0b0x use incoming, 0b10 unprivileged, 0b11 privileged.
     pub privcfg: u8,
-    /// INSTCFG[51:50]: 0b0x use incoming, 0b10 data, 0b11 instruction.
+    /// INSTCFG\[51:50\]: 0b0x use incoming, 0b10 data, 0b11 instruction.
     pub instcfg: u8,
     /// PPAR (bit 82): automatic PRI responses carry the PASID (8.1).
     pub ppar: bool,
@@ -161,7 +161,7 @@ pub enum SteError {
     /// S1CDMAX above IDR1.SSIDSIZE.
     #[error("S1CDMAX {0} above SSIDSIZE")]
     BadS1CdMax(u64),
-    /// S2VMID[15:8] non-zero with 8-bit VMIDs.
+    /// S2VMID\[15:8\] non-zero with 8-bit VMIDs.
     #[error("S2VMID {0:#x} needs 16-bit VMIDs")]
     BadVmid(u64),
     /// EATS = 0b10 (split-stage) without nesting.
