@@ -75,7 +75,8 @@ struct HostOpts {
     timeout: u64,
 }
 
-/// A parsed mode list (a newtype so clap takes the whole comma-separated list at once).
+/// A parsed mode list: an alias, so clap hands the whole comma-separated value to `parse_modes`
+/// instead of treating `Vec` as a repeated option.
 type Modes = Vec<Mode>;
 
 #[derive(ClapArgs, Debug, Clone)]
