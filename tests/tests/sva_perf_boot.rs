@@ -100,6 +100,7 @@ fn sva_perf_boot_61_sva_with_page_requests_and_612_dmar_pmu() {
     want("6.1", c61, "sva_user_bind", "PASS");
     want("6.1", c61, "sva_user_dma", "PASS");
     let pri = want("6.1", c61, "sva_user_pri", "PASS");
+    want("6.1", c61, "sva_user_unbind", "PASS");
     let sva_skip = line(c61, "sva_bind").map(str::to_string);
 
     let c612 = &report.jobs[1].console;

@@ -40,7 +40,8 @@ struct iommutest_cpl {
  * space to the PASID test device through the IOMMU driver's SVA operation, points one work
  * queue (PASID-tagged, USE_PRI) at the caller's descriptor ring and runs `count` descriptors
  * (ring addresses, buffers and completion records are the caller's virtual addresses), waits
- * up to 10 s, unbinds. Returns 0 when the queue was run (look at the result fields), or -errno
+ * up to 10 s, unbinds, and runs the queue once more on the same PASID without USE_PRI (its
+ * PASID entry is gone, so the ring read must fault). Returns 0 when the queue was run (look at the result fields), or -errno
  * when it could not be set up (the kernel log says why).
  */
 struct iommutest_sva_run {
@@ -57,6 +58,8 @@ struct iommutest_sva_run {
 	__u32 completed;	/* out: WQ_COMPLETED */
 	__u32 timed_out;	/* out: 1 when the 10 s wait ran out */
 	__u64 usecs;		/* out: wall time of the run */
+	__u32 unbind_status;	/* out: WQ_STATUS of a run on the PASID after unbind */
+	__u32 unbind_error;	/* out: its WQ_ERROR (the ring read must fault) */
 };
 
 #define IOMMUTEST_SVA_RUN _IOWR('i', 0x51, struct iommutest_sva_run)

@@ -357,7 +357,15 @@ static long sva_user_run(struct iommutest_sva_run *r)
 	r->page_responses = readl(s.bar + SVA_PAGE_RESPONSES) - rs0;
 	writel(0, s.bar + SVA_WQ(SVA_WQ_USER, SVA_WQ_CTL));
 	writel(BIT(SVA_WQ_USER), s.bar + SVA_ERR_STATUS);
+	/* Unbind tears the PASID entry down and drains page requests (VT-d 7.10). */
 	ops->sva_unbind(h);
+	sva_wq_setup(s.bar, SVA_WQ_USER, SVA_PASID_EN | r->pasid, r->ring, r->ring_size,
+		     SVA_CTL_ENABLE);
+	sva_ring(s.bar, SVA_WQ_USER, 1, &w);
+	r->unbind_status = w.status;
+	r->unbind_error = w.error;
+	writel(0, s.bar + SVA_WQ(SVA_WQ_USER, SVA_WQ_CTL));
+	writel(BIT(SVA_WQ_USER), s.bar + SVA_ERR_STATUS);
 	ret = 0;
 put:
 	sva_dev_put(&s);

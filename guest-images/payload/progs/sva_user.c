@@ -190,5 +190,13 @@ int main(void)
 	else
 		printf("IOMMUTEST sva_user_pri PASS %u page requests for %lu untouched pages, %u page group responses, prq interrupts %lld -> %lld\n",
 		       r.page_requests, want_pr, r.page_responses, irq0, irq1);
+
+	/* After unbind the PASID entry is gone: a run on it stops at the ring read. */
+	if ((r.unbind_status & 2) && r.unbind_error == 4)
+		printf("IOMMUTEST sva_user_unbind PASS after unbind, PASID %#x faults at the ring read (WQ error %u)\n",
+		       r.pasid, r.unbind_error);
+	else
+		printf("IOMMUTEST sva_user_unbind FAIL after unbind, PASID %#x: WQ status %#x error %u (want ERROR, RING_READ_FAULT)\n",
+		       r.pasid, r.unbind_status, r.unbind_error);
 	return 0;
 }
