@@ -210,7 +210,20 @@ fn inc(c: &mut u64) {
 }
 
 /// One way's entry: valid exactly when the way's key is non-zero.
-type Slot<T, E> = UnsafeCell<MaybeUninit<(T, E)>>;
+type Slot<T, E> = UnsafeCell<Words<T, E>>;
+
+/// An entry's storage, 8-byte aligned and a whole number of 8-byte words
+/// long, so that a reader copies it word by word into a local buffer the
+/// compiler can keep in registers (one volatile copy of the whole
+/// aggregate goes through the stack and stalls store forwarding when the
+/// fields are read back).
+#[repr(C, align(8))]
+struct Words<T, E>(MaybeUninit<(T, E)>);
+
+impl<T, E> Words<T, E> {
+    /// Length in 8-byte words.
+    const LEN: usize = std::mem::size_of::<Self>() / 8;
+}
 
 /// Per-way metadata, readable without the lock.
 struct WayMeta {
@@ -285,30 +298,40 @@ struct SetRef<'a, T, E> {
 impl<T: Copy, E: Copy> SetRef<'_, T, E> {
     /// Copy way `i` optimistically and keep the copy only if the set's
     /// sequence number is still `s1` (no writer ran meanwhile).
-    #[inline]
+    #[inline(always)]
     fn read_validated(&self, i: usize, s1: u64) -> Option<(T, E)> {
         let slot = self.slots.get(i)?;
-        // SAFETY: the pointer comes from a live `UnsafeCell` in the cache,
-        // valid and aligned for `MaybeUninit<(T, E)>`, which accepts any
-        // bytes (a never-written slot, or one a writer is rewriting). A
-        // writer may store to the slot concurrently (it holds the set's
-        // mutex, we do not): this is the seqlock's optimistic read, made
-        // volatile so it is performed as one copy and never re-read, as
-        // crossbeam's `AtomicCell` and the Linux seqlock do. The copy is
-        // only interpreted below after the sequence check shows that no
-        // writer ran while it was taken.
-        let copy = unsafe { std::ptr::read_volatile(slot.get()) };
+        let src = slot.get().cast::<MaybeUninit<u64>>();
+        let mut copy = MaybeUninit::<Words<T, E>>::uninit();
+        let dst = copy.as_mut_ptr().cast::<MaybeUninit<u64>>();
+        for k in 0..Words::<T, E>::LEN {
+            // SAFETY: `src` points to a live slot in the cache, 8-byte
+            // aligned and `Words::LEN` words long (`Words` is
+            // `repr(align(8))`, so its size is a multiple of 8), and `dst`
+            // to a local buffer of the same type, so word `k` is in bounds
+            // of both. `MaybeUninit<u64>` accepts any bytes (a
+            // never-written slot, padding, or a slot a writer is
+            // rewriting). A writer may store to the slot concurrently (it
+            // holds the set's mutex, we do not): this is the seqlock's
+            // optimistic read, made volatile so each word is read exactly
+            // once, as crossbeam's `AtomicCell` and the Linux seqlock do.
+            // The copy is only interpreted below, after the sequence check
+            // shows that no writer ran while it was taken.
+            unsafe { dst.add(k).write(std::ptr::read_volatile(src.add(k))) };
+        }
         fence(Ordering::Acquire);
         if self.head.seq.load(Ordering::Relaxed) != s1 {
             return None;
         }
-        // SAFETY: the sequence number was even (no writer active) when
-        // this read began, after the key of way `i` was published, and is
-        // unchanged after the copy, so the copy is exactly the entry a
+        // SAFETY: every word of `copy` was written above, so the buffer is
+        // initialised as a `Words` (whose only field is a `MaybeUninit`).
+        // The sequence number was even (no writer active) when this read
+        // began, after the key of way `i` was published, and is unchanged
+        // after the copy, so the words are exactly those of the entry a
         // writer stored, whole, before publishing the key: an initialised
         // `(T, E)`. `T` and `E` are `Copy`, so duplicating the bits is a
         // valid copy.
-        Some(unsafe { copy.assume_init() })
+        Some(unsafe { copy.assume_init().0.assume_init() })
     }
 
     /// The entry in way `i` with the set's mutex held (no writer can run).
@@ -323,7 +346,7 @@ impl<T: Copy, E: Copy> SetRef<'_, T, E> {
         // write races with this shared borrow while it lives; concurrent
         // optimistic readers only read. A non-zero key is stored only
         // after the slot was written, so the slot is initialised.
-        Some(unsafe { (*slot.get()).assume_init_ref() })
+        Some(unsafe { (*slot.get()).0.assume_init_ref() })
     }
 
     /// Mark the start of a write (the set's mutex must be held).
@@ -352,7 +375,7 @@ impl<T: Copy, E: Copy> SetRef<'_, T, E> {
         // copy while this store runs. No reference to the slot is alive
         // (`read_locked` borrows end before writes). `MaybeUninit` needs no
         // drop of the old value (`T` and `E` are `Copy`).
-        unsafe { std::ptr::write_volatile(slot.get(), MaybeUninit::new((tag, entry))) };
+        unsafe { std::ptr::write_volatile(slot.get(), Words(MaybeUninit::new((tag, entry)))) };
         meta.key.store(key, Ordering::Relaxed);
     }
 
@@ -366,6 +389,7 @@ impl<T: Copy, E: Copy> SetRef<'_, T, E> {
     /// already (its stamp is the latest tick): the order of the stamps, all
     /// that victim choice reads, is then unchanged, and a hit on the
     /// most-recent way writes nothing shared.
+    #[inline(always)]
     fn lru_touch(&self, i: usize) {
         let Some(m) = self.meta.get(i) else { return };
         let now = self.head.clock.load(Ordering::Relaxed);
@@ -376,6 +400,7 @@ impl<T: Copy, E: Copy> SetRef<'_, T, E> {
         }
     }
 
+    #[inline(always)]
     fn touch(&self, i: usize, policy: ReplacementPolicy) {
         let n = self.meta.len();
         match policy {
@@ -530,7 +555,7 @@ impl<T: CacheTag, E: Copy> Cache<T, E> {
             })
             .collect::<Box<[_]>>();
         let slots = (0..total)
-            .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+            .map(|_| UnsafeCell::new(Words(MaybeUninit::uninit())))
             .collect::<Box<[_]>>();
         let hints = (0..HINTS).map(|_| AtomicU32::new(0)).collect::<Box<[_]>>();
         let set_mask = (nsets.is_power_of_two())
@@ -555,7 +580,7 @@ impl<T: CacheTag, E: Copy> Cache<T, E> {
     }
 
     /// The set `tag` maps to, and the tag's mixed hash.
-    #[inline]
+    #[inline(always)]
     fn locate(&self, tag: &T) -> Option<(SetRef<'_, T, E>, u64)> {
         let h = mix(tag.set_hash());
         let i = match self.set_mask {
@@ -575,6 +600,7 @@ impl<T: CacheTag, E: Copy> Cache<T, E> {
         ))
     }
 
+    #[inline(always)]
     fn hint(&self, key: u64) -> &AtomicU32 {
         let i = usize::try_from(key >> 56).unwrap_or(0) & (HINTS - 1);
         // HINTS is non-zero, so the index is in range.
@@ -582,6 +608,7 @@ impl<T: CacheTag, E: Copy> Cache<T, E> {
         &self.hints[i]
     }
 
+    #[inline(always)]
     fn set_hint(&self, key: u64, way: usize) {
         let h = self.hint(key);
         let w = u32::try_from(way).unwrap_or(0);
@@ -590,27 +617,31 @@ impl<T: CacheTag, E: Copy> Cache<T, E> {
         }
     }
 
+    /// Way `i` if it holds `tag` (its key is `key`), `Retry` if a writer
+    /// ran, `None` otherwise.
+    #[inline(always)]
+    fn probe_eq(set: &SetRef<'_, T, E>, i: usize, key: u64, tag: &T, s1: u64) -> Option<Scan<E>> {
+        if set.meta.get(i)?.key.load(Ordering::Relaxed) != key {
+            return None;
+        }
+        match set.read_validated(i, s1) {
+            None => Some(Scan::Retry),
+            Some((t, e)) if t == *tag => Some(Scan::Hit(i, e)),
+            Some(_) => None,
+        }
+    }
+
     /// One optimistic pass over the set for the way with key `key` whose
-    /// tag equals `tag`.
-    #[inline]
+    /// tag equals `tag`: the hinted way first, then every way.
+    #[inline(always)]
     fn scan_eq(&self, set: &SetRef<'_, T, E>, key: u64, tag: &T, s1: u64) -> Scan<E> {
         let hint = usize::try_from(self.hint(key).load(Ordering::Relaxed)).unwrap_or(0);
-        let probe = |i: usize| -> Option<Scan<E>> {
-            if set.meta.get(i)?.key.load(Ordering::Relaxed) != key {
-                return None;
-            }
-            match set.read_validated(i, s1) {
-                None => Some(Scan::Retry),
-                Some((t, e)) if t == *tag => Some(Scan::Hit(i, e)),
-                Some(_) => None,
-            }
-        };
-        if let Some(r) = probe(hint) {
+        if let Some(r) = Self::probe_eq(set, hint, key, tag, s1) {
             return r;
         }
         for i in 0..set.meta.len() {
             if i != hint
-                && let Some(r) = probe(i)
+                && let Some(r) = Self::probe_eq(set, i, key, tag, s1)
             {
                 return r;
             }
@@ -641,7 +672,7 @@ impl<T: CacheTag, E: Copy> Cache<T, E> {
     /// Run `scan` optimistically until it sees a stable set; after
     /// [`READ_TRIES`] failures, run it with the set's mutex held (no writer
     /// can run then, so the scan sees a stable set).
-    #[inline]
+    #[inline(always)]
     fn read(
         set: &SetRef<'_, T, E>,
         mut scan: impl FnMut(&SetRef<'_, T, E>, u64) -> Scan<E>,
@@ -668,15 +699,44 @@ impl<T: CacheTag, E: Copy> Cache<T, E> {
     }
 
     /// Look `tag` up; a hit refreshes the replacement state.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, tag: &T) -> Option<E> {
         let Some((set, h)) = self.locate(tag) else {
             self.counts.bump(MISSES);
             return None;
         };
         let key = h | 1;
-        let found = Self::read(&set, |set, s1| self.scan_eq(set, key, tag, s1));
-        self.finish_lookup(&set, found, Some(key))
+        // The optimistic loop of `read`, written out so that the entry
+        // stays in registers (no closure returning it through memory).
+        for _ in 0..READ_TRIES {
+            let s1 = set.head.seq.load(Ordering::Acquire);
+            if s1 & 1 == 0 {
+                match self.scan_eq(&set, key, tag, s1) {
+                    Scan::Hit(i, e) => return self.finish_lookup(&set, Some((i, e)), Some(key)),
+                    Scan::Miss => return self.finish_lookup(&set, None, Some(key)),
+                    Scan::Retry => {}
+                }
+            }
+            std::hint::spin_loop();
+        }
+        self.lookup_locked(&set, key, tag)
+    }
+
+    /// [`Self::lookup`] after [`READ_TRIES`] failed optimistic passes: a
+    /// writer keeps changing the set, or was preempted in the middle of a
+    /// change; wait for it on the mutex instead of spinning.
+    #[cold]
+    #[inline(never)]
+    fn lookup_locked(&self, set: &SetRef<'_, T, E>, key: u64, tag: &T) -> Option<E> {
+        let found = {
+            let _writer = lock(&set.head.lock);
+            let s1 = set.head.seq.load(Ordering::Acquire);
+            match self.scan_eq(set, key, tag, s1) {
+                Scan::Hit(i, e) => Some((i, e)),
+                Scan::Miss | Scan::Retry => None,
+            }
+        };
+        self.finish_lookup(set, found, Some(key))
     }
 
     /// Look up in `tag`'s set the first entry for which `matches` holds (for
@@ -691,7 +751,7 @@ impl<T: CacheTag, E: Copy> Cache<T, E> {
         self.finish_lookup(&set, found, None)
     }
 
-    #[inline]
+    #[inline(always)]
     fn finish_lookup(
         &self,
         set: &SetRef<'_, T, E>,

@@ -60,7 +60,7 @@ thread_local! {
 }
 
 /// This thread's slot index ([`SHARED`] when it has none).
-#[inline]
+#[inline(always)]
 fn my_slot() -> usize {
     SLOT.try_with(|s| s.0).unwrap_or(SHARED)
 }
@@ -101,7 +101,7 @@ impl<const N: usize> ThreadCounters<N> {
     }
 
     /// Add `n` to counter `i` (ignored when `i >= N`).
-    #[inline]
+    #[inline(always)]
     pub fn add(&self, i: usize, n: u64) {
         let s = my_slot();
         let Some(c) = self.slots.get(s).and_then(|slot| slot.0.get(i)) else {

@@ -288,10 +288,19 @@ const MAX_SHARDS: usize = MAX_STATS_KEYS * 16;
 
 static NEXT_STATS_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A thread's index of its shards.
+#[derive(Default)]
+struct Local {
+    /// The shard used last (most requests come from the device that sent
+    /// the previous one): checked before the map.
+    last: Option<((u64, StatsKey), Arc<OwnedCounters>)>,
+    /// (statistics object, key) -> counters this thread owns.
+    map: HashMap<(u64, StatsKey), Arc<OwnedCounters>, FastBuild>,
+}
+
 thread_local! {
-    /// This thread's shards: (statistics object, key) -> counters it owns.
-    static LOCAL: std::cell::RefCell<HashMap<(u64, StatsKey), Arc<OwnedCounters>, FastBuild>> =
-        std::cell::RefCell::new(HashMap::default());
+    /// This thread's shards.
+    static LOCAL: std::cell::RefCell<Local> = std::cell::RefCell::new(Local::default());
 }
 
 #[derive(Debug, Default)]
@@ -339,38 +348,59 @@ impl TranslationStats {
     }
 
     /// Count one request.
+    #[inline]
     pub fn record(&self, key: StatsKey, cycles: Cycles, fault: bool) {
         let done = LOCAL
             .try_with(|local| {
                 let Ok(mut local) = local.try_borrow_mut() else {
                     return false;
                 };
-                if let Some(c) = local.get(&(self.id, key)) {
+                let id = (self.id, key);
+                if let Some((k, c)) = &local.last
+                    && *k == id
+                {
                     c.record(cycles, fault);
                     return true;
                 }
-                let c = {
-                    let mut reg = self.registry();
-                    let known = reg.keys.contains_key(&key);
-                    if reg.shards >= MAX_SHARDS || (!known && reg.keys.len() >= MAX_STATS_KEYS) {
-                        return false;
-                    }
-                    let c = Arc::new(OwnedCounters::default());
-                    reg.keys.entry(key).or_default().push(Arc::clone(&c));
-                    reg.shards = reg.shards.saturating_add(1);
-                    c
-                };
-                if local.len() >= LOCAL_INDEX_MAX {
-                    local.clear();
-                }
-                c.record(cycles, fault);
-                local.insert((self.id, key), c);
-                true
+                self.record_slow(&mut local, id, cycles, fault)
             })
             .unwrap_or(false);
         if !done {
             self.overflow.record(cycles, fault);
         }
+    }
+
+    /// [`Self::record`] for a key other than the thread's last one.
+    fn record_slow(
+        &self,
+        local: &mut Local,
+        id: (u64, StatsKey),
+        cycles: Cycles,
+        fault: bool,
+    ) -> bool {
+        if let Some(c) = local.map.get(&id) {
+            c.record(cycles, fault);
+            local.last = Some((id, Arc::clone(c)));
+            return true;
+        }
+        let c = {
+            let mut reg = self.registry();
+            let known = reg.keys.contains_key(&id.1);
+            if reg.shards >= MAX_SHARDS || (!known && reg.keys.len() >= MAX_STATS_KEYS) {
+                return false;
+            }
+            let c = Arc::new(OwnedCounters::default());
+            reg.keys.entry(id.1).or_default().push(Arc::clone(&c));
+            reg.shards = reg.shards.saturating_add(1);
+            c
+        };
+        if local.map.len() >= LOCAL_INDEX_MAX {
+            local.map.clear();
+        }
+        c.record(cycles, fault);
+        local.last = Some((id, Arc::clone(&c)));
+        local.map.insert(id, c);
+        true
     }
 
     /// Snapshot of every key, sorted.

@@ -100,6 +100,7 @@ pub type Looked<T> = (T, bool, u8);
 
 /// Look up (or read and decode) the context entry of `rid` in the root
 /// table at `rta` (VT-d 3.4.2, 3.4.3).
+#[inline(always)]
 pub fn lookup_context(
     cache: &Cache<CtxTag, DevCtx>,
     mem: &dyn GuestRam,
@@ -152,6 +153,7 @@ pub fn lookup_context(
 
 /// Look up (or read and decode) the PASID entry of `pasid` for a device
 /// with scalable context `ctx` (VT-d 3.4.3, 9.5, 9.6).
+#[inline(always)]
 pub fn lookup_pasid(
     cache: &Cache<PasidCacheTag, PasidCtx>,
     mem: &dyn GuestRam,

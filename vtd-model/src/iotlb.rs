@@ -141,6 +141,7 @@ impl Iotlb {
     }
 
     /// Look up the page holding `iova`.
+    #[inline(always)]
     pub fn lookup(
         &self,
         did: u16,

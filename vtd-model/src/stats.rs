@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use iommu_emulator::CacheStats;
+use iommu_emulator::counters::ThreadCounters;
 use iommu_emulator::timing::{CountersSnapshot, StatsKey};
 
 use crate::Vtd;
@@ -26,20 +27,36 @@ pub const INVAL_NAMES: [&str; 11] = [
     "page-group-response",
 ];
 
-/// Live counters (relaxed atomics).
+/// Translation-path counters, kept per thread ([`ThreadCounters`]): a
+/// translation bumps them without a locked instruction or a cache line
+/// shared with other translating threads.
+pub(crate) mod hot {
+    /// IOTLB hits.
+    pub const IOTLB_HITS: usize = 0;
+    /// IOTLB misses.
+    pub const IOTLB_MISSES: usize = 1;
+    /// Page walks.
+    pub const WALKS: usize = 2;
+    /// Table reads made by walks.
+    pub const WALK_READS: usize = 3;
+    /// A/D updates.
+    pub const AD_UPDATES: usize = 4;
+    /// Requests that bypassed translation.
+    pub const BYPASS: usize = 5;
+    /// Number of counters.
+    pub const N: usize = 6;
+}
+
+/// Live counters: per-thread ones for the translation path ([`hot`]),
+/// relaxed atomics for the rest (faults, invalidations, registers).
 #[derive(Debug)]
 pub struct Counters {
+    pub(crate) hot: ThreadCounters<{ hot::N }>,
     pub(crate) faults: AtomicU64,
     pub(crate) by_reason: [AtomicU64; 256],
     pub(crate) recorded: AtomicU64,
     pub(crate) fpd_suppressed: AtomicU64,
     pub(crate) overflow_dropped: AtomicU64,
-    pub(crate) iotlb_hits: AtomicU64,
-    pub(crate) iotlb_misses: AtomicU64,
-    pub(crate) walks: AtomicU64,
-    pub(crate) walk_reads: AtomicU64,
-    pub(crate) ad_updates: AtomicU64,
-    pub(crate) bypass: AtomicU64,
     pub(crate) inval: [AtomicU64; 11],
     pub(crate) queue_cmds: AtomicU64,
     pub(crate) iq_errors: AtomicU64,
@@ -54,17 +71,12 @@ pub struct Counters {
 impl Default for Counters {
     fn default() -> Self {
         Counters {
+            hot: ThreadCounters::new(),
             faults: AtomicU64::new(0),
             by_reason: std::array::from_fn(|_| AtomicU64::new(0)),
             recorded: AtomicU64::new(0),
             fpd_suppressed: AtomicU64::new(0),
             overflow_dropped: AtomicU64::new(0),
-            iotlb_hits: AtomicU64::new(0),
-            iotlb_misses: AtomicU64::new(0),
-            walks: AtomicU64::new(0),
-            walk_reads: AtomicU64::new(0),
-            ad_updates: AtomicU64::new(0),
-            bypass: AtomicU64::new(0),
             inval: std::array::from_fn(|_| AtomicU64::new(0)),
             queue_cmds: AtomicU64::new(0),
             iq_errors: AtomicU64::new(0),
@@ -182,12 +194,12 @@ impl Vtd {
             faults_recorded: l(&c.recorded),
             faults_fpd_suppressed: l(&c.fpd_suppressed),
             faults_overflow_dropped: l(&c.overflow_dropped),
-            iotlb_hits: l(&c.iotlb_hits),
-            iotlb_misses: l(&c.iotlb_misses),
-            walks: l(&c.walks),
-            walk_reads: l(&c.walk_reads),
-            ad_updates: l(&c.ad_updates),
-            bypass: l(&c.bypass),
+            iotlb_hits: c.hot.get(hot::IOTLB_HITS),
+            iotlb_misses: c.hot.get(hot::IOTLB_MISSES),
+            walks: c.hot.get(hot::WALKS),
+            walk_reads: c.hot.get(hot::WALK_READS),
+            ad_updates: c.hot.get(hot::AD_UPDATES),
+            bypass: c.hot.get(hot::BYPASS),
             cycles: total.cycles,
             invalidations: INVAL_NAMES
                 .iter()

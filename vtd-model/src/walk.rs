@@ -26,6 +26,7 @@ use crate::config::{CfgFault, DevCtx, lookup_context, lookup_pasid};
 use crate::fault::{self, AddrType, FaultReason, FaultRecord, RecordOutcome};
 use crate::iotlb::{IotlbEntry, IotlbTag, PwcTag};
 use crate::regs::{RTADDR_TTM_MASK, RTADDR_TTM_SCALABLE};
+use crate::stats::hot;
 use crate::structs::context::TranslationType;
 use crate::structs::pasid::{PasidEntry, Pgtt};
 
@@ -224,7 +225,7 @@ impl Vtd {
 
     fn identity(&self, req: &DmaRequest, acc: &mut Acc) -> Translation {
         acc.path |= CachePath::BYPASS;
-        self.counters.bypass.fetch_add(1, Ordering::Relaxed);
+        self.counters.hot.bump(hot::BYPASS);
         Translation {
             output: Gpa(req.addr.0),
             page_size: PageSize::SIZE_4K,
@@ -393,15 +394,15 @@ impl Vtd {
             && (!write || e.dirty_ok)
         {
             acc.path |= CachePath::IOTLB_HIT;
-            self.counters.iotlb_hits.fetch_add(1, Ordering::Relaxed);
+            self.counters.hot.bump(hot::IOTLB_HITS);
             let out = e.output | (iova & tag_offset_mask(&tag));
             return self.finish(req, plan.kind, fpd, out, e.size, e.perm, acc);
         }
-        self.counters.iotlb_misses.fetch_add(1, Ordering::Relaxed);
+        self.counters.hot.bump(hot::IOTLB_MISSES);
         acc.add(self.lat.iotlb_miss);
         let ticket = self.iotlb.cache.ticket();
         acc.path |= CachePath::WALK;
-        self.counters.walks.fetch_add(1, Ordering::Relaxed);
+        self.counters.hot.bump(hot::WALKS);
         let (out, dirty_ok) = self.walk(mem, &plan, iova, access, acc).map_err(|mut f| {
             f.fpd = fpd;
             f
@@ -518,12 +519,10 @@ impl Vtd {
                 .saturating_mul(u64::from(out.ad_updates)),
         );
         acc.reads = acc.reads.saturating_add(out.reads);
+        self.counters.hot.add(hot::WALK_READS, u64::from(out.reads));
         self.counters
-            .walk_reads
-            .fetch_add(u64::from(out.reads), Ordering::Relaxed);
-        self.counters
-            .ad_updates
-            .fetch_add(u64::from(out.ad_updates), Ordering::Relaxed);
+            .hot
+            .add(hot::AD_UPDATES, u64::from(out.ad_updates));
         for (k, start) in out.nonleaf.iter().enumerate() {
             let (Some(start), Ok(level)) = (start, u8::try_from(k)) else {
                 continue;
@@ -718,9 +717,7 @@ impl Vtd {
         acc.reads = acc
             .reads
             .saturating_add(u8::try_from(total_reads).unwrap_or(u8::MAX));
-        self.counters
-            .walk_reads
-            .fetch_add(total_reads, Ordering::Relaxed);
+        self.counters.hot.add(hot::WALK_READS, total_reads);
         let size = fl.page_size.min(sl.page_size);
         let _ = plan;
         Ok((
