@@ -218,7 +218,12 @@ pub fn run_with_stats(data: &[u8]) -> Option<crate::SmmuStats> {
             2 => StallModel::Force,
             _ => StallModel::Configurable,
         },
-        max_stalls: [4, 0, 1, 64][usize::from((first >> 3) & 3)],
+        max_stalls: match (first >> 3) & 3 {
+            0 => 4,
+            1 => 0,
+            2 => 1,
+            _ => 64,
+        },
         ..SmmuConfig::default()
     };
     let Ok(s) = Smmu::new(config, msi.clone()) else {
