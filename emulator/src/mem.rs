@@ -117,6 +117,24 @@ impl<M: GuestMemoryBackend + Send + Sync> GuestRam for M {
         })
     }
 
+    /// An aligned u64 is read with one 8-byte load (a table entry read
+    /// whole, as hardware does, and without the generic byte-copy path);
+    /// an unaligned one through [`GuestRam::read`].
+    fn read_u64(&self, gpa: Gpa) -> Result<u64, MemError> {
+        if !gpa.0.is_multiple_of(8) {
+            let mut b = [0u8; 8];
+            GuestRam::read(self, gpa, &mut b)?;
+            return Ok(u64::from_le_bytes(b));
+        }
+        let oor = MemError::OutOfRange {
+            addr: gpa.0,
+            len: 8,
+        };
+        let slice = GuestMemoryBackend::get_slice(self, GuestAddress(gpa.0), 8).map_err(|_| oor)?;
+        let atomic: &AtomicU64 = slice.get_atomic_ref(0).map_err(|_| oor)?;
+        Ok(u64::from_le(atomic.load(Ordering::Acquire)))
+    }
+
     fn compare_exchange_u64(
         &self,
         gpa: Gpa,

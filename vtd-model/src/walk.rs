@@ -125,6 +125,31 @@ fn rid_of(source: SourceId) -> Rid {
     }
 }
 
+/// What a successful walk hands back to the translation: the leaf only.
+/// (A walker's [`WalkOutput`] also carries the non-leaf entries it read;
+/// they fill the paging-structure cache where the walk ran and are not
+/// moved further, which keeps the miss path free of large copies.)
+#[derive(Clone, Copy, Debug)]
+struct Leaf {
+    output: u64,
+    page_size: PageSize,
+    perm: Perm,
+}
+
+impl Leaf {
+    fn of(o: &WalkOutput) -> Self {
+        Leaf {
+            output: o.output,
+            page_size: o.page_size,
+            perm: o.perm,
+        }
+    }
+
+    fn page_base(&self) -> u64 {
+        self.page_size.align_down(self.output)
+    }
+}
+
 /// What to walk for a request once the configuration is known.
 struct WalkPlan {
     kind: WalkKind,
@@ -559,7 +584,7 @@ impl Vtd {
         iova: u64,
         access: Perm,
         acc: &mut Acc,
-    ) -> Result<WalkOutput, Failure> {
+    ) -> Result<Leaf, Failure> {
         let write = access.contains(Perm::W);
         let ticket = self.sl_pwc.ticket();
         let start = self
@@ -575,7 +600,7 @@ impl Vtd {
                 }
             })?;
         self.pwc_fill(&self.sl_pwc, ticket, plan.did, plan.pasid, &out, iova, acc);
-        Ok(out)
+        Ok(Leaf::of(&out))
     }
 
     /// Walk the tables for `plan`; returns the output and whether writes may
@@ -587,7 +612,7 @@ impl Vtd {
         iova: u64,
         access: Perm,
         acc: &mut Acc,
-    ) -> Result<(WalkOutput, bool), Failure> {
+    ) -> Result<(Leaf, bool), Failure> {
         let write = access.contains(Perm::W);
         match (plan.kind, plan.entry) {
             (WalkKind::LegacySecond, _) => {
@@ -637,7 +662,7 @@ impl Vtd {
                     }
                 })?;
                 self.pwc_fill(&self.fl_pwc, ticket, plan.did, plan.pasid, &out, iova, acc);
-                Ok((out, write))
+                Ok((Leaf::of(&out), write))
             }
             _ => Err(Failure::new(FaultReason::SM_PASID_INVALID, false)),
         }
@@ -656,7 +681,7 @@ impl Vtd {
         iova: u64,
         access: Perm,
         acc: &mut Acc,
-    ) -> Result<(WalkOutput, bool), Failure> {
+    ) -> Result<(Leaf, bool), Failure> {
         let so = self.sl_opts(Some(e));
         let write = access.contains(Perm::W);
         let mut sl_reads = 0u64;
@@ -721,14 +746,10 @@ impl Vtd {
         let size = fl.page_size.min(sl.page_size);
         let _ = plan;
         Ok((
-            WalkOutput {
+            Leaf {
                 output: sl.output,
                 page_size: size,
                 perm: fl.perm & sl.perm,
-                user: fl.user,
-                reads: u8::try_from(total_reads).unwrap_or(u8::MAX),
-                ad_updates: fl.ad_updates.saturating_add(sl.ad_updates),
-                nonleaf: [None; 6],
             },
             write,
         ))

@@ -81,6 +81,18 @@ impl FakeRam {
         self.pages.lock().map(|p| p.len()).unwrap_or(0)
     }
 
+    /// Copy every page ever written into `dst` (for instance a
+    /// `GuestMemoryMmap`, so that tables built here can be walked through
+    /// the memory backend the VMM uses). Stops at the first page `dst`
+    /// refuses.
+    pub fn copy_to(&self, dst: &dyn GuestRam) -> Result<(), MemError> {
+        let pages = self.lock();
+        for (addr, data) in pages.iter() {
+            dst.write(Gpa(*addr), &data[..])?;
+        }
+        Ok(())
+    }
+
     /// Allocate `n` zeroed, page-aligned pages (bump allocator for
     /// builders). Returns `None` when RAM is exhausted.
     pub fn alloc_pages(&self, n: u64) -> Option<Gpa> {
@@ -324,6 +336,20 @@ mod tests {
         assert_eq!(r.read_u64(Gpa(0x1ffc)).unwrap(), 0x1122_3344_5566_7788);
         assert_eq!((r.reads(), r.writes()), (2, 1));
         assert_eq!(r.pages_touched(), 2);
+    }
+
+    #[test]
+    fn fake_ram_copy_to_copies_written_pages() {
+        let a = FakeRam::new(1 << 20);
+        let b = FakeRam::new(1 << 20);
+        a.write_u64(Gpa(0x3008), 0x1122).unwrap();
+        a.write_u64(Gpa(0x8000), 7).unwrap();
+        a.copy_to(&b).unwrap();
+        assert_eq!(b.read_u64(Gpa(0x3008)).unwrap(), 0x1122);
+        assert_eq!(b.read_u64(Gpa(0x8000)).unwrap(), 7);
+        assert_eq!(b.pages_touched(), 2);
+        let small = FakeRam::new(0x4000);
+        assert!(a.copy_to(&small).is_err());
     }
 
     #[test]
