@@ -1,7 +1,8 @@
 //! Boot tests of the PASID test device: Debian 5.10, 6.1 and 6.12 in one L1
 //! boot of the nested runner (or directly with hardware KVM), each run as
-//! `iommu-vmm --guest NAME --stats` (the device and the scalable-mode IOMMU
-//! are `--guest`'s defaults). Every expected payload line is asserted by
+//! `iommu-vmm --guest NAME --stats` with a read-only disk whose SHA-256 the
+//! guest checks (the PASID device and the scalable-mode IOMMU are `--guest`'s
+//! defaults); no line may be FAIL or SKIP. Every expected payload line is asserted by
 //! name and result (guest-images/payload/README.md, "PASID test device
 //! tests"), the negative tests must quote the DMAR fault line with the VT-d
 //! fault reason each kernel prints, and `--stats` must show translations per
@@ -22,6 +23,8 @@ fn line<'a>(console: &'a str, name: &str) -> Option<&'a str> {
 fn expected(guest: &str) -> Vec<(&'static str, &'static str)> {
     let mut v = vec![
         ("modules_load", ""),
+        ("kmod_dma_map", ""),
+        ("disk_read_sha", ""),
         ("payload_load", ""),
         ("kmod_scalable_mode", "RTADDR.TTM=01"),
         ("pasid_dev_present", "pasid_enabled=1"),
@@ -105,12 +108,20 @@ fn mdev_pasids(console: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Translations `--stats` reports for the PASID test device (00:01.0) at
-/// `pasid` (`None`: requests without PASID).
-fn stats_translations(output: &str, pasid: Option<u32>) -> Option<u64> {
+/// The PASID test device's bus:device.function from the pasid_dev_present
+/// line (`0000:00:02.0` -> `00:02.0`).
+fn device_bdf(console: &str) -> Option<String> {
+    let l = line(console, "pasid_dev_present")?;
+    let name = l.split_whitespace().nth(3)?;
+    Some(name.strip_prefix("0000:").unwrap_or(name).to_string())
+}
+
+/// Translations `--stats` reports for requester `bdf` at `pasid` (`None`:
+/// requests without PASID).
+fn stats_translations(output: &str, bdf: &str, pasid: Option<u32>) -> Option<u64> {
     let tag = match pasid {
-        Some(p) => format!("source 00:01.0 pasid {p:#x}:"),
-        None => "source 00:01.0 pasid -:".to_string(),
+        Some(p) => format!("source {bdf} pasid {p:#x}:"),
+        None => format!("source {bdf} pasid -:"),
     };
     let rest = output
         .lines()
@@ -131,9 +142,12 @@ fn pasid_boot_expected_lines_cover_both_mdev_kernels() {
     let c = "IOMMUTEST mdev_attach PASS mdevs a (WQ1) and b (WQ2): iommu_domain_alloc + \
              iommu_aux_attach_device(parent) + iommu_aux_get_pasid = 1 and 2 + mdev_set_iommu_device";
     assert_eq!(mdev_pasids(c), vec![1, 2]);
-    let s = "  source 00:01.0 pasid 0x2: 16 translations, 1 faults, mean 83.1 cycles";
-    assert_eq!(stats_translations(s, Some(2)), Some(16));
-    assert_eq!(stats_translations(s, Some(1)), None);
+    let s = "  source 00:02.0 pasid 0x2: 16 translations, 1 faults, mean 83.1 cycles";
+    assert_eq!(stats_translations(s, "00:02.0", Some(2)), Some(16));
+    assert_eq!(stats_translations(s, "00:02.0", Some(1)), None);
+    assert_eq!(stats_translations(s, "00:01.0", Some(2)), None);
+    let p = "IOMMUTEST pasid_dev_present PASS 0000:00:02.0 PASID@0x100 ATS@0x108";
+    assert_eq!(device_bdf(p).as_deref(), Some("00:02.0"));
 }
 
 #[test]
@@ -149,15 +163,35 @@ fn pasid_boot_three_kernels_device_flows() {
             .expect("guest-image");
         assert!(out.status.success(), "guest-image build {g}");
     }
+    // A read-only disk whose SHA-256 the guest checks, so the virtio-blk
+    // and disk tests run too and no line may be SKIP.
+    let dir = iommu_tests::scratch("pasid-boot-scratch", "disk");
+    let disk = dir.join("disk.img");
+    let data: Vec<u8> = (0u32..(1 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(&disk, &data).expect("write disk");
+    let sha = Command::new("sha256sum")
+        .arg(&disk)
+        .output()
+        .expect("sha256sum");
+    let sha = String::from_utf8_lossy(&sha.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string();
     let jobs: Vec<Job> = guests
         .iter()
         .map(|g| {
-            Job::vmm(
-                ["--guest", g, "--stats"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<String>>(),
-            )
+            Job::vmm(vec![
+                "--guest".to_string(),
+                g.to_string(),
+                "--stats".to_string(),
+                "--disk".to_string(),
+                format!("{},readonly=on", disk.display()),
+                "--append".to_string(),
+                format!("iommutest.disk_sha={sha} iommutest.disk_len={}", data.len()),
+            ])
         })
         .collect();
     let report = run_batch(
@@ -188,9 +222,8 @@ fn pasid_boot_three_kernels_device_flows() {
             if l.contains(" FAIL ") {
                 failures.push(format!("{g}: {l}"));
             }
-            // SKIP only for the disk tests of a run without a disk.
-            if l.contains(" SKIP ") && !l.contains("virtio-blk") && !l.contains("vda") {
-                failures.push(format!("{g}: unexpected SKIP: {l}"));
+            if l.contains(" SKIP ") {
+                failures.push(format!("{g}: SKIP: {l}"));
             }
         }
         for (name, detail) in expected(g) {
@@ -220,14 +253,17 @@ fn pasid_boot_three_kernels_device_flows() {
                 pasids.extend(p.into_iter().map(Some));
             }
         }
+        let bdf = device_bdf(c).unwrap_or_default();
         for p in pasids {
-            match stats_translations(&r.stderr, p) {
+            match stats_translations(&r.stderr, &bdf, p) {
                 Some(n) if n > 0 => {}
                 other => failures.push(format!(
-                    "{g}: --stats must show translations of 00:01.0 at PASID {p:?}, got {other:?}"
+                    "{g}: --stats must show translations of {bdf:?} at PASID {p:?}, got {other:?}:\n{}",
+                    r.stderr
                 )),
             }
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{failures:#?}");
 }
