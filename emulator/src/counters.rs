@@ -47,6 +47,8 @@ impl SlotHandle {
 
 impl Drop for SlotHandle {
     fn drop(&mut self) {
+        // Bumps made later in this thread's teardown use the shared slot.
+        let _ = SLOT_INDEX.try_with(|i| i.set(SHARED));
         if let Some(used) = SLOT_USED.get(self.0) {
             // Release: the next owner's claim (acquire) sees every value
             // this thread stored into the slot.
@@ -55,14 +57,31 @@ impl Drop for SlotHandle {
     }
 }
 
+/// Not claimed yet.
+const UNCLAIMED: usize = usize::MAX;
+
 thread_local! {
+    /// This thread's slot index, read on every bump: a constant-initialised
+    /// cell (no lazy-initialisation or destructor state to check).
+    static SLOT_INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(UNCLAIMED) };
+    /// Owns the claimed index and gives it back when the thread exits.
     static SLOT: SlotHandle = SlotHandle::claim();
 }
 
 /// This thread's slot index ([`SHARED`] when it has none).
 #[inline(always)]
 fn my_slot() -> usize {
-    SLOT.try_with(|s| s.0).unwrap_or(SHARED)
+    let i = SLOT_INDEX.try_with(std::cell::Cell::get).unwrap_or(SHARED);
+    if i == UNCLAIMED { claim_slot() } else { i }
+}
+
+/// First bump on this thread: claim a slot (registering its release).
+#[cold]
+#[inline(never)]
+fn claim_slot() -> usize {
+    let i = SLOT.try_with(|s| s.0).unwrap_or(SHARED);
+    let _ = SLOT_INDEX.try_with(|c| c.set(i));
+    i
 }
 
 /// One slot: `N` counters on their own cache line(s).
