@@ -574,6 +574,32 @@ mod tests {
         assert_eq!((st.stalls_terminated, st.stalled_now), (1, 0), "{st}");
     }
 
+    // Behaviour fingerprint for performance work: the statistics every
+    // input of a corpus reaches (cycles and their histogram per source,
+    // cache lookups/hits/inserts/evictions, events, stalls, commands),
+    // one line per input. Run it on a fixed corpus copy before and after a
+    // change to the hot path and diff the output:
+    // `SMMU_FINGERPRINT_CORPUS=<dir> cargo test -p smmu-model --lib
+    //  fuzz_corpus_fingerprint -- --ignored --nocapture > before.txt`
+    #[test]
+    #[ignore = "needs SMMU_FINGERPRINT_CORPUS; a tool for before/after diffs"]
+    fn fuzz_corpus_fingerprint() {
+        let dir = std::env::var("SMMU_FINGERPRINT_CORPUS").expect("SMMU_FINGERPRINT_CORPUS");
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        for f in files {
+            let st = run_with_stats(&std::fs::read(&f).unwrap());
+            println!(
+                "{} {st:?}",
+                f.file_name().unwrap_or_default().to_string_lossy()
+            );
+        }
+    }
+
     // The bring-up really enables the SMMU, so the fuzzer starts deep.
     #[test]
     fn fuzz_bring_up_enables_everything() {
