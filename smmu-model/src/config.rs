@@ -14,6 +14,7 @@ use iommu_emulator::mem::read_words;
 use iommu_emulator::{CachePath, CacheTag, FaultKind, Gpa, GuestRam};
 
 use crate::Smmu;
+use crate::packed::{PackedCd, PackedSte};
 use crate::regs::{cr2 as regs_cr2, field, strtab_cfg};
 use crate::structs::cd::{CD_BYTES, Cd, L1Cd};
 use crate::structs::event::{Event, EventType, FaultClass};
@@ -107,13 +108,19 @@ fn pow2(bits: u32) -> u64 {
 impl Smmu {
     /// The STE of `sid`: from the STE cache, else fetched from the stream
     /// table (3.3.2-3.3.3) and decoded.
+    #[inline(always)]
     pub(crate) fn ste(&self, mem: &dyn GuestRam, sid: u32, cost: &mut Cost) -> Result<Ste, Abort> {
-        let lat = &self.config.latencies;
         if let Some(ste) = self.ste_cache.lookup(&SteTag(sid)) {
-            cost.add(lat.context_hit);
+            cost.add(self.config.latencies.context_hit);
             cost.path |= CachePath::CONTEXT_HIT;
-            return Ok(ste);
+            return Ok(ste.unpack());
         }
+        self.ste_fetch(mem, sid, cost)
+    }
+
+    /// [`Self::ste`] on an STE-cache miss: fetch, decode, insert.
+    #[inline(never)]
+    fn ste_fetch(&self, mem: &dyn GuestRam, sid: u32, cost: &mut Cost) -> Result<Ste, Abort> {
         let ticket = self.ste_cache.ticket();
         // 6.3.12 CR2.RECINVSID: record C_BAD_STREAMID only when asked.
         let record_invalid = self.ctrl.cr2.load(Ordering::SeqCst) & regs_cr2::RECINVSID != 0;
@@ -183,7 +190,8 @@ impl Smmu {
                 Event::new(EventType::CBadSte, sid, None),
             )
         })?;
-        self.ste_cache.insert(SteTag(sid), ste, ticket);
+        self.ste_cache
+            .insert(SteTag(sid), PackedSte::new(&ste), ticket);
         Ok(ste)
     }
 
@@ -192,6 +200,7 @@ impl Smmu {
     /// lives in IPA space) and decoded. `ssid` is the transaction's
     /// SubstreamID for event records.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn cd(
         &self,
         mem: &dyn GuestRam,
@@ -202,13 +211,30 @@ impl Smmu {
         s2: Option<&S2Ste>,
         cost: &mut Cost,
     ) -> Result<Cd, Abort> {
-        let lat = &self.config.latencies;
         let tag = CdTag { sid, ssid: index };
         if let Some(cd) = self.cd_cache.lookup(&tag) {
-            cost.add(lat.pasid_hit);
+            cost.add(self.config.latencies.pasid_hit);
             cost.path |= CachePath::PASID_HIT;
-            return Ok(cd);
+            return Ok(cd.unpack());
         }
+        self.cd_fetch(mem, sid, ssid, index, s1, s2, cost)
+    }
+
+    /// [`Self::cd`] on a CD-cache miss: fetch (through stage 2 when
+    /// nested), decode, insert.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn cd_fetch(
+        &self,
+        mem: &dyn GuestRam,
+        sid: u32,
+        ssid: Option<u32>,
+        index: u32,
+        s1: &S1Ste,
+        s2: Option<&S2Ste>,
+        cost: &mut Cost,
+    ) -> Result<Cd, Abort> {
+        let tag = CdTag { sid, ssid: index };
         let ticket = self.cd_cache.ticket();
         let fetch_fault = |addr: u64| {
             let mut e = Event::new(EventType::FCdFetch, sid, ssid);
@@ -245,7 +271,7 @@ impl Smmu {
                 Event::new(EventType::CBadCd, sid, ssid),
             )
         })?;
-        self.cd_cache.insert(tag, cd, ticket);
+        self.cd_cache.insert(tag, PackedCd::new(&cd), ticket);
         Ok(cd)
     }
 

@@ -17,6 +17,9 @@
 //! - [`walk`]: translation (stage 1, stage 2, nested) through the core
 //!   VMSAv8-64 walker;
 //! - [`tlb`]: the TLB, tagged by StreamWorld, VMID, ASID and address;
+//!   cached STEs, CDs and TLB entries are stored packed into whole words
+//!   (`packed.rs`, `tlb.rs`) so the translation path reads them back
+//!   without store-forwarding stalls;
 //! - [`cmdq`], [`eventq`], [`priq`]: the three queues;
 //! - [`stall`]: the stall fault model (stalled transactions, STAGs,
 //!   CMD_RESUME / CMD_STALL_TERM);
@@ -64,6 +67,7 @@ pub mod config;
 pub mod eventq;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fuzzing;
+mod packed;
 pub mod priq;
 pub mod props;
 pub mod regs;
@@ -88,8 +92,6 @@ pub use structs::event::{Event, EventType, PageRequest};
 use config::{CdTag, SteTag};
 use regs::{cr0, gbpa, gerror, irq_ctrl, queue};
 use structs::Caps;
-use structs::cd::Cd;
-use structs::ste::Ste;
 
 /// Host and configuration errors (architectural faults are values, see
 /// [`EventType`]).
@@ -195,8 +197,8 @@ pub struct Smmu {
     pub(crate) msi: Arc<dyn MsiSink>,
     pub(crate) state: Mutex<State>,
     pub(crate) ctrl: Control,
-    pub(crate) ste_cache: Cache<SteTag, Ste>,
-    pub(crate) cd_cache: Cache<CdTag, Cd>,
+    pub(crate) ste_cache: Cache<SteTag, packed::PackedSte>,
+    pub(crate) cd_cache: Cache<CdTag, packed::PackedCd>,
     pub(crate) tlb: tlb::Tlb,
     pub(crate) stats: stats::Stats,
     pub(crate) outbox: Mutex<VecDeque<DeviceMessage>>,

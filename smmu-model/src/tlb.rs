@@ -51,17 +51,25 @@ pub struct TlbTag {
     pub shift: u8,
 }
 
+/// The set-selection hash of a tag (the same function for [`TlbTag`] and
+/// its packed form, so both pick the same set).
+fn tag_hash(base: u64, shift: u8, asid: Option<u16>, vmid: u16) -> u64 {
+    let page = base.checked_shr(u32::from(shift)).unwrap_or(0);
+    page ^ (u64::from(asid.unwrap_or(0)) << 40) ^ (u64::from(vmid) << 24) ^ u64::from(shift)
+}
+
+fn page_range(base: u64, shift: u8) -> Range<u64> {
+    let size = 1u64.checked_shl(u32::from(shift)).unwrap_or(u64::MAX);
+    base..base.saturating_add(size)
+}
+
 impl CacheTag for TlbTag {
     fn set_hash(&self) -> u64 {
-        let page = self.base.checked_shr(u32::from(self.shift)).unwrap_or(0);
-        page ^ (u64::from(self.key.asid.unwrap_or(0)) << 40)
-            ^ (u64::from(self.key.vmid) << 24)
-            ^ u64::from(self.shift)
+        tag_hash(self.base, self.shift, self.key.asid, self.key.vmid)
     }
 
     fn addr_range(&self) -> Option<Range<u64>> {
-        let size = 1u64.checked_shl(u32::from(self.shift)).unwrap_or(u64::MAX);
-        Some(self.base..self.base.saturating_add(size))
+        Some(page_range(self.base, self.shift))
     }
 }
 
@@ -80,10 +88,145 @@ pub struct TlbEntry {
     pub ipa_range: Option<(u64, u8)>,
 }
 
+/// [`TlbKey`] and log2 page size in one word: world (bit 0), kind (bits
+/// 1-2), ASID valid (bit 3), shift (bits 8-15), ASID (bits 16-31), VMID
+/// (bits 32-47). A bijection, so packed tags are equal exactly when the
+/// tags are.
+fn pack_key(key: &TlbKey, shift: u8) -> u64 {
+    let world = match key.world {
+        StreamWorld::NsEl1 => 0,
+        StreamWorld::El2 => 1,
+    };
+    let kind = match key.kind {
+        TlbKind::S1 => 0u64,
+        TlbKind::S2 => 1,
+        TlbKind::Nested => 2,
+    };
+    let asid = key.asid.map_or(0, |a| (1u64 << 3) | (u64::from(a) << 16));
+    world | (kind << 1) | asid | (u64::from(shift) << 8) | (u64::from(key.vmid) << 32)
+}
+
+fn unpack_key(w: u64) -> (TlbKey, u8) {
+    let field = |shift: u32, bits: u32| (w >> shift) & (1u64 << bits).wrapping_sub(1);
+    let kind = match field(1, 2) {
+        0 => TlbKind::S1,
+        1 => TlbKind::S2,
+        _ => TlbKind::Nested,
+    };
+    let key = TlbKey {
+        world: if w & 1 == 0 {
+            StreamWorld::NsEl1
+        } else {
+            StreamWorld::El2
+        },
+        vmid: u16::try_from(field(32, 16)).unwrap_or(0),
+        asid: (w & (1 << 3) != 0).then(|| u16::try_from(field(16, 16)).unwrap_or(0)),
+        kind,
+    };
+    (key, u8::try_from(field(8, 8)).unwrap_or(0))
+}
+
+/// The stored form of a tag: two words, so the cache engine copies and
+/// compares it with two loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PackedTag {
+    key: u64,
+    base: u64,
+}
+
+impl PackedTag {
+    fn new(key: &TlbKey, base: u64, shift: u8) -> Self {
+        PackedTag {
+            key: pack_key(key, shift),
+            base,
+        }
+    }
+
+    fn unpack(&self) -> TlbTag {
+        let (key, shift) = unpack_key(self.key);
+        TlbTag {
+            key,
+            base: self.base,
+            shift,
+        }
+    }
+}
+
+impl CacheTag for PackedTag {
+    #[inline(always)]
+    fn set_hash(&self) -> u64 {
+        // tag_hash on the packed fields (the ASID bits are 0 without one).
+        let shift = (self.key >> 8) & 0xff;
+        let page = self
+            .base
+            .checked_shr(u32::try_from(shift).unwrap_or(64))
+            .unwrap_or(0);
+        let asid = (self.key >> 16) & 0xffff;
+        let vmid = (self.key >> 32) & 0xffff;
+        page ^ (asid << 40) ^ (vmid << 24) ^ shift
+    }
+
+    fn addr_range(&self) -> Option<Range<u64>> {
+        let (_, shift) = unpack_key(self.key);
+        Some(page_range(self.base, shift))
+    }
+}
+
+/// Low bits of a page base free for flags (pages are at least 4 KiB).
+const PAGE_LOW: u64 = 0xfff;
+const IPA_VALID: u64 = 1 << 7;
+
+/// The stored form of an entry: the output page base with the rights in
+/// its low bits (unprivileged bits 0-2, privileged bits 3-5, privileged-only
+/// bit 6), and the IPA page base with its log2 size in bits 0-6 and a
+/// valid bit 7.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PackedEntry {
+    out: u64,
+    ipa: u64,
+}
+
+impl PackedEntry {
+    /// `None` when a base has bits in the flag area (never for page-sized
+    /// bases of 4 KiB or more; such an entry is not cached).
+    fn new(e: &TlbEntry) -> Option<Self> {
+        if e.out_base & PAGE_LOW != 0 {
+            return None;
+        }
+        let ipa = match e.ipa_range {
+            None => 0,
+            Some((b, s)) if b & PAGE_LOW == 0 && s < 64 => b | u64::from(s) | IPA_VALID,
+            Some(_) => return None,
+        };
+        let out = e.out_base
+            | u64::from(e.perm_unpriv.bits() & 7)
+            | (u64::from(e.perm_priv.bits() & 7) << 3)
+            | (u64::from(e.priv_only) << 6);
+        Some(PackedEntry { out, ipa })
+    }
+
+    #[inline(always)]
+    fn unpack(&self) -> TlbEntry {
+        let perm = |bits: u64| Perm::from_bits_truncate(u8::try_from(bits & 7).unwrap_or(0));
+        TlbEntry {
+            out_base: self.out & !PAGE_LOW,
+            perm_unpriv: perm(self.out),
+            perm_priv: perm(self.out >> 3),
+            priv_only: self.out & (1 << 6) != 0,
+            ipa_range: (self.ipa & IPA_VALID != 0).then(|| {
+                (
+                    self.ipa & !PAGE_LOW,
+                    u8::try_from(self.ipa & 0x7f).unwrap_or(0),
+                )
+            }),
+        }
+    }
+}
+
 /// The TLB.
 #[derive(Debug)]
 pub struct Tlb {
-    cache: Cache<TlbTag, TlbEntry>,
+    cache: Cache<PackedTag, PackedEntry>,
     shifts: AtomicU64,
 }
 
@@ -101,21 +244,25 @@ impl Tlb {
     }
 
     /// Look up `addr` under `key`: (page base, log2 size, entry).
+    #[inline(always)]
     pub fn lookup(&self, key: &TlbKey, addr: u64) -> Option<(u64, u8, TlbEntry)> {
         let mut shifts = self.shifts.load(Ordering::Relaxed);
+        if shifts == 0 {
+            return None;
+        }
+        let key0 = pack_key(key, 0);
         while shifts != 0 {
             let s = u8::try_from(shifts.trailing_zeros()).unwrap_or(63);
             shifts &= shifts.wrapping_sub(1);
             let mask = 1u64
                 .checked_shl(u32::from(s))
                 .map_or(u64::MAX, |v| v.wrapping_sub(1));
-            let tag = TlbTag {
-                key: *key,
+            let tag = PackedTag {
+                key: key0 | (u64::from(s) << 8),
                 base: addr & !mask,
-                shift: s,
             };
             if let Some(e) = self.cache.lookup(&tag) {
-                return Some((tag.base, s, e));
+                return Some((tag.base, s, e.unpack()));
             }
         }
         None
@@ -133,20 +280,18 @@ impl Tlb {
         if shift < 64 && self.shifts.load(Ordering::Relaxed) & (1u64 << shift) == 0 {
             self.shifts.fetch_or(1u64 << shift, Ordering::Relaxed);
         }
-        self.cache.insert(
-            TlbTag {
-                key: *key,
-                base,
-                shift,
-            },
-            e,
-            ticket,
-        )
+        let Some(packed) = PackedEntry::new(&e) else {
+            tracing::warn!(?e, "TLB entry with an unaligned page base not cached");
+            return false;
+        };
+        self.cache
+            .insert(PackedTag::new(key, base, shift), packed, ticket)
     }
 
     /// Remove entries for which `pred` holds; returns how many.
     pub fn invalidate_if(&self, mut pred: impl FnMut(&TlbTag, &TlbEntry) -> bool) -> usize {
-        self.cache.invalidate_if(|t, e| pred(t, e))
+        self.cache
+            .invalidate_if(|t, e| pred(&t.unpack(), &e.unpack()))
     }
 
     /// Remove entries whose input range overlaps `range` and `pred` holds.
@@ -155,14 +300,17 @@ impl Tlb {
         range: Range<u64>,
         mut pred: impl FnMut(&TlbTag) -> bool,
     ) -> usize {
-        self.cache
-            .invalidate_if(|t, _| t.addr_range().is_some_and(|r| overlaps(&r, &range)) && pred(t))
+        self.cache.invalidate_if(|t, _| {
+            let t = t.unpack();
+            t.addr_range().is_some_and(|r| overlaps(&r, &range)) && pred(&t)
+        })
     }
 
     /// Remove stage-2 entries of `vmid` covering IPAs in `range`, and
     /// nested entries built from such IPAs (4.4.13).
     pub fn invalidate_ipa(&self, vmid: u16, range: Range<u64>) -> usize {
         self.cache.invalidate_if(|t, e| {
+            let (t, e) = (t.unpack(), e.unpack());
             if t.key.vmid != vmid || t.key.world != StreamWorld::NsEl1 {
                 return false;
             }
@@ -214,6 +362,54 @@ mod tests {
             priv_only: false,
             ipa_range: None,
         }
+    }
+
+    // The packed forms are a bijection and select the same set as the
+    // plain tag (3.17: the tag is StreamWorld, VMID, ASID, kind, page).
+    #[test]
+    fn tlb_packed_tag_and_entry_round_trip() {
+        for world in [StreamWorld::NsEl1, StreamWorld::El2] {
+            for kind in [TlbKind::S1, TlbKind::S2, TlbKind::Nested] {
+                for asid in [None, Some(0), Some(0xffff)] {
+                    for (base, shift) in [(0x1000, 12), (0xffff_ffe0_0000, 21), (0, 39)] {
+                        let t = TlbTag {
+                            key: TlbKey {
+                                world,
+                                vmid: 0xfffe,
+                                asid,
+                                kind,
+                            },
+                            base,
+                            shift,
+                        };
+                        let p = PackedTag::new(&t.key, base, shift);
+                        assert_eq!(p.unpack(), t);
+                        assert_eq!(p.set_hash(), t.set_hash());
+                        assert_eq!(p.addr_range(), t.addr_range());
+                    }
+                }
+            }
+        }
+        let e = TlbEntry {
+            out_base: 0xffff_ffff_f000,
+            perm_unpriv: Perm::R,
+            perm_priv: Perm::RW | Perm::X,
+            priv_only: true,
+            ipa_range: Some((0x4000_0000, 30)),
+        };
+        assert_eq!(PackedEntry::new(&e).unwrap().unpack(), e);
+        let e = TlbEntry {
+            ipa_range: None,
+            priv_only: false,
+            ..e
+        };
+        assert_eq!(PackedEntry::new(&e).unwrap().unpack(), e);
+        // A base that is not page aligned cannot be packed (never made).
+        let bad = TlbEntry {
+            out_base: 0x1001,
+            ..e
+        };
+        assert!(PackedEntry::new(&bad).is_none());
     }
 
     #[test]

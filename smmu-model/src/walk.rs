@@ -252,15 +252,47 @@ impl Smmu {
     /// the same request again; on `Abort` the device sees the fault.
     pub fn translate_stallable(&self, mem: &dyn GuestRam, req: &DmaRequest) -> TranslateOutcome {
         let mut cost = Cost::default();
-        let out = match self.translate_inner(mem, req, &mut cost) {
-            Ok(t) => TranslateOutcome::Done(Ok(t)),
-            Err(a) => self.fault_or_stall(mem, req, a, &cost),
-        };
+        match self.translate_inner(mem, req, &mut cost) {
+            Ok(t) => {
+                self.record_ok(req, &t);
+                TranslateOutcome::Done(Ok(t))
+            }
+            Err(a) => self.fault_path(mem, req, a, &cost),
+        }
+    }
+
+    /// The statistics key of a request: (source, SubstreamID).
+    #[inline(always)]
+    fn stats_key(req: &DmaRequest) -> (iommu_emulator::SourceId, Option<Pasid>) {
         let ssid = req.pasid.map(|t| t.pasid);
-        let key = (req.source, ssid.and_then(|p| Pasid::new(p.get())));
+        (req.source, ssid.and_then(|p| Pasid::new(p.get())))
+    }
+
+    #[inline(always)]
+    fn record_ok(&self, req: &DmaRequest, t: &Translation) {
+        self.stats
+            .translations
+            .record(Self::stats_key(req), t.cycles, false);
+    }
+
+    /// A transaction that ends without a translation: its event, the stall
+    /// (when configured) and its statistics. Out of line: the success path
+    /// stays small.
+    #[cold]
+    #[inline(never)]
+    fn fault_path(
+        &self,
+        mem: &dyn GuestRam,
+        req: &DmaRequest,
+        a: Abort,
+        cost: &Cost,
+    ) -> TranslateOutcome {
+        let out = self.fault_or_stall(mem, req, a, cost);
+        let key = Self::stats_key(req);
         match &out {
             TranslateOutcome::Done(Ok(t)) => self.stats.translations.record(key, t.cycles, false),
             TranslateOutcome::Done(Err(f)) => {
+                let ssid = req.pasid.map(|t| t.pasid);
                 tracing::debug!(source = %req.source, ?ssid, %f, "SMMU translation fault");
                 self.stats.translations.record(key, f.cycles, true);
             }
@@ -271,6 +303,7 @@ impl Smmu {
         out
     }
 
+    #[inline(always)]
     fn translate_inner(
         &self,
         mem: &dyn GuestRam,
@@ -650,9 +683,18 @@ impl Iommu for Smmu {
     /// the SMMU keeps it stalled until software answers (see
     /// [`Smmu::translate_stallable`] for requesters that can wait).
     fn translate(&self, mem: &dyn GuestRam, req: &DmaRequest) -> Result<Translation, Fault> {
-        match self.translate_stallable(mem, req) {
-            TranslateOutcome::Done(r) => r,
-            TranslateOutcome::Stalled(s) => Err(s.fault),
+        // translate_stallable, with the success path kept free of the
+        // outcome enum.
+        let mut cost = Cost::default();
+        match self.translate_inner(mem, req, &mut cost) {
+            Ok(t) => {
+                self.record_ok(req, &t);
+                Ok(t)
+            }
+            Err(a) => match self.fault_path(mem, req, a, &cost) {
+                TranslateOutcome::Done(r) => r,
+                TranslateOutcome::Stalled(s) => Err(s.fault),
+            },
         }
     }
 }
