@@ -110,17 +110,22 @@ impl Smmu {
     /// table (3.3.2-3.3.3) and decoded.
     #[inline(always)]
     pub(crate) fn ste(&self, mem: &dyn GuestRam, sid: u32, cost: &mut Cost) -> Result<Ste, Abort> {
-        if let Some(ste) = self.ste_cache.lookup(&SteTag(sid)) {
-            cost.add(self.config.latencies.context_hit);
-            cost.path |= CachePath::CONTEXT_HIT;
-            return Ok(ste.unpack());
-        }
-        self.ste_fetch(mem, sid, cost)
+        // Both ways end in the packed form, unpacked once after they join
+        // (so the hit path does not go through the fetch path's memory).
+        let packed = match self.ste_cache.lookup(&SteTag(sid)) {
+            Some(p) => {
+                cost.add(self.config.latencies.context_hit);
+                cost.path |= CachePath::CONTEXT_HIT;
+                p
+            }
+            None => self.ste_fetch(mem, sid, cost)?,
+        };
+        Ok(packed.unpack())
     }
 
     /// [`Self::ste`] on an STE-cache miss: fetch, decode, insert.
     #[inline(never)]
-    fn ste_fetch(&self, mem: &dyn GuestRam, sid: u32, cost: &mut Cost) -> Result<Ste, Abort> {
+    fn ste_fetch(&self, mem: &dyn GuestRam, sid: u32, cost: &mut Cost) -> Result<PackedSte, Abort> {
         let ticket = self.ste_cache.ticket();
         // 6.3.12 CR2.RECINVSID: record C_BAD_STREAMID only when asked.
         let record_invalid = self.ctrl.cr2.load(Ordering::SeqCst) & regs_cr2::RECINVSID != 0;
@@ -190,9 +195,9 @@ impl Smmu {
                 Event::new(EventType::CBadSte, sid, None),
             )
         })?;
-        self.ste_cache
-            .insert(SteTag(sid), PackedSte::new(&ste), ticket);
-        Ok(ste)
+        let packed = PackedSte::new(&ste);
+        self.ste_cache.insert(SteTag(sid), packed, ticket);
+        Ok(packed)
     }
 
     /// CD `index` of the stream: from the CD cache, else fetched (3.3.3,
@@ -212,12 +217,15 @@ impl Smmu {
         cost: &mut Cost,
     ) -> Result<Cd, Abort> {
         let tag = CdTag { sid, ssid: index };
-        if let Some(cd) = self.cd_cache.lookup(&tag) {
-            cost.add(self.config.latencies.pasid_hit);
-            cost.path |= CachePath::PASID_HIT;
-            return Ok(cd.unpack());
-        }
-        self.cd_fetch(mem, sid, ssid, index, s1, s2, cost)
+        let packed = match self.cd_cache.lookup(&tag) {
+            Some(p) => {
+                cost.add(self.config.latencies.pasid_hit);
+                cost.path |= CachePath::PASID_HIT;
+                p
+            }
+            None => self.cd_fetch(mem, sid, ssid, index, s1, s2, cost)?,
+        };
+        Ok(packed.unpack())
     }
 
     /// [`Self::cd`] on a CD-cache miss: fetch (through stage 2 when
@@ -233,7 +241,7 @@ impl Smmu {
         s1: &S1Ste,
         s2: Option<&S2Ste>,
         cost: &mut Cost,
-    ) -> Result<Cd, Abort> {
+    ) -> Result<PackedCd, Abort> {
         let tag = CdTag { sid, ssid: index };
         let ticket = self.cd_cache.ticket();
         let fetch_fault = |addr: u64| {
@@ -271,8 +279,9 @@ impl Smmu {
                 Event::new(EventType::CBadCd, sid, ssid),
             )
         })?;
-        self.cd_cache.insert(tag, PackedCd::new(&cd), ticket);
-        Ok(cd)
+        let packed = PackedCd::new(&cd);
+        self.cd_cache.insert(tag, packed, ticket);
+        Ok(packed)
     }
 
     /// Translate the IPA of a CD-table access through stage 2 (3.4.1): a
