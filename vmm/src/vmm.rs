@@ -390,6 +390,7 @@ pub fn run(args: &Args) -> Result<RunReport> {
         if vm.x2apic_api { "on" } else { "off" },
         started.elapsed()
     );
+    kvm::vcpu::start_kvm_trace();
     let mut threads = Vec::new();
     for (id, vcpu) in vcpus.into_iter().enumerate() {
         let (pio, mmio, exit) = (pio.clone(), mmio.clone(), exit_sink.clone());

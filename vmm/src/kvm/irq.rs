@@ -434,6 +434,14 @@ impl IrqRouter {
             st.stats.fallback = st.stats.fallback.saturating_add(1);
             self.backend.signal_msi(r.msg).is_ok()
         };
+        crate::exit::recorder::record(crate::exit::recorder::Event::Msi {
+            rid: source.0,
+            addr: msg.addr,
+            data: msg.data,
+            vector: (r.msg.data & 0xff) as u8,
+            remapped: r.index.is_some(),
+            ok,
+        });
         Self::count(st, src, |c| {
             if !ok {
                 c.failed = c.failed.saturating_add(1);
@@ -485,7 +493,9 @@ impl IrqRouter {
 
 impl IoapicDelivery for IrqRouter {
     fn deliver(&self, pin: u8, rte: u64) -> Option<u8> {
-        self.deliver_pin(pin, rte)
+        let vector = self.deliver_pin(pin, rte);
+        crate::exit::recorder::record(crate::exit::recorder::Event::IoapicPin { pin, vector });
+        vector
     }
 }
 

@@ -4,7 +4,10 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, Msrs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment};
+use kvm_bindings::{
+    KVM_CAP_X86_TRIPLE_FAULT_EVENT, KVM_MAX_CPUID_ENTRIES, KVM_VCPUEVENT_VALID_TRIPLE_FAULT, Msrs,
+    kvm_enable_cap, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment,
+};
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
 
 use super::cpuid;
@@ -12,6 +15,7 @@ use crate::boot::BOOT_GDT;
 use crate::devices::Bus;
 use crate::devices::ioapic::Ioapic;
 use crate::error::{Error, Result};
+use crate::exit::recorder::{self, Event};
 use crate::exit::{ExitReason, ExitSink};
 use crate::layout;
 
@@ -80,6 +84,21 @@ fn set_lapic_reg(regs: &mut [std::os::raw::c_char; 1024], off: usize, v: u32) {
 
 /// Create vCPU `id` of `count` with CPUID, MSRs and LAPIC set up.
 pub fn create(kvm: &Kvm, vm: &VmFd, id: u8, count: u8) -> Result<VcpuFd> {
+    if id == 0 {
+        // KVM API 7.30: a triple fault KVM itself raises (KVM_REQ_TRIPLE_FAULT) shows in
+        // KVM_GET_VCPU_EVENTS, so the shutdown report can tell it from one the CPU raised.
+        // Optional (Linux 5.19+); before any vCPU exists.
+        let mut c = kvm_enable_cap {
+            cap: KVM_CAP_X86_TRIPLE_FAULT_EVENT,
+            ..Default::default()
+        };
+        c.args[0] = 1;
+        if vm.check_extension_raw(u64::from(KVM_CAP_X86_TRIPLE_FAULT_EVENT)) > 0
+            && let Err(e) = vm.enable_cap(&c)
+        {
+            tracing::debug!("KVM_CAP_X86_TRIPLE_FAULT_EVENT: {e}");
+        }
+    }
     let vcpu = vm
         .create_vcpu(u64::from(id))
         .map_err(Error::kvm("creating a vCPU"))?;
@@ -236,6 +255,245 @@ pub fn dump(vcpu: &VcpuFd) -> String {
     s
 }
 
+/// Events of the flight recorder printed with a shutdown report.
+const REPORT_EVENTS: usize = 64;
+/// Lines of the host kernel's KVM trace printed with a shutdown report.
+const REPORT_TRACE_LINES: usize = 60;
+/// Environment variable naming a `System.map` of the guest kernel: RIPs in the
+/// shutdown report get symbol names (only right with `nokaslr` in the guest).
+pub const SYSTEM_MAP_ENV: &str = "IOMMU_VMM_SYSTEM_MAP";
+/// Environment variable naming the host's tracefs directory (usually
+/// `/sys/kernel/tracing`, mounted): the VMM turns on KVM's `kvm_exit`,
+/// `kvm_entry`, `kvm_inj_virq`, `kvm_inj_exception`, `kvm_page_fault`,
+/// `kvm_msi_set_irq` and `kvm_apic_accept_irq` tracepoints when it starts and
+/// prints the trace's last lines with a shutdown report. `kvm_exit` carries
+/// the guest RIP at the shutdown exit, which KVM on AMD erases from the vCPU
+/// right after (it INITs the vCPU on a shutdown intercept).
+pub const KVM_TRACE_ENV: &str = "IOMMU_VMM_KVM_TRACE";
+/// The KVM tracepoints turned on with [`KVM_TRACE_ENV`].
+pub const KVM_TRACE_EVENTS: &[&str] = &[
+    "kvm_exit",
+    "kvm_entry",
+    "kvm_inj_virq",
+    "kvm_inj_exception",
+    "kvm_page_fault",
+    "kvm_msi_set_irq",
+    "kvm_apic_accept_irq",
+];
+
+/// Turn on the KVM tracepoints when [`KVM_TRACE_ENV`] names a tracefs
+/// directory (needs root; failures are logged and ignored).
+pub fn start_kvm_trace() {
+    let Some(dir) = std::env::var_os(KVM_TRACE_ENV) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let w = |rel: &str, v: &str| {
+        if let Err(e) = std::fs::write(dir.join(rel), v) {
+            tracing::warn!("{}: {e}", dir.join(rel).display());
+        }
+    };
+    w("tracing_on", "0");
+    w("buffer_size_kb", "4096");
+    w("trace", "");
+    for ev in KVM_TRACE_EVENTS {
+        w(&format!("events/kvm/{ev}/enable"), "1");
+    }
+    w("tracing_on", "1");
+}
+
+/// The last `n` lines of the host's KVM trace ([`KVM_TRACE_ENV`]), tracing
+/// stopped first so the lines around the failure stay.
+fn kvm_trace_tail(n: usize) -> Option<String> {
+    let dir = std::path::PathBuf::from(std::env::var_os(KVM_TRACE_ENV)?);
+    let _ = std::fs::write(dir.join("tracing_on"), "0");
+    let text = std::fs::read_to_string(dir.join("trace")).ok()?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let skip = lines.len().saturating_sub(n);
+    Some(lines.get(skip..).unwrap_or_default().join("\n"))
+}
+
+/// `symbol+0xoff` for `addr` from System.map text (text symbols only).
+pub fn symbolize(map: &str, addr: u64) -> Option<String> {
+    let mut best: Option<(u64, &str)> = None;
+    for line in map.lines() {
+        let mut w = line.split_whitespace();
+        let (Some(a), Some(kind), Some(name)) = (w.next(), w.next(), w.next()) else {
+            continue;
+        };
+        if !matches!(kind, "t" | "T" | "w" | "W") {
+            continue;
+        }
+        let Ok(a) = u64::from_str_radix(a, 16) else {
+            continue;
+        };
+        if a <= addr && best.is_none_or(|(b, _)| a > b) {
+            best = Some((a, name));
+        }
+    }
+    let (a, name) = best?;
+    // Beyond 1 MiB from the nearest symbol it is not that symbol (user space,
+    // modules, or a randomised kernel base).
+    (addr - a < (1 << 20)).then(|| format!("{name}+{:#x}", addr - a))
+}
+
+fn symbol_of(addr: u64) -> Option<String> {
+    let path = std::env::var_os(SYSTEM_MAP_ENV)?;
+    let map = std::fs::read_to_string(path).ok()?;
+    symbolize(&map, addr)
+}
+
+/// Whether KVM reset the vCPU before handing back the shutdown: the INIT
+/// values (CS base 0xffff0000, RIP 0xfff0, paging off).
+fn looks_reset(regs: &kvm_regs, sregs: &kvm_bindings::kvm_sregs) -> bool {
+    sregs.cs.base == 0xffff_0000 && regs.rip == 0xfff0 && sregs.cr0 & X86_CR0_PG == 0
+}
+
+/// Everything the VMM can say about a vCPU that shut down (triple fault):
+/// whether its state survived, registers, pending events, the LAPIC, the
+/// flight recorder's last events and, when set up, the host's KVM trace.
+pub fn shutdown_report(vcpu: &VcpuFd, id: u8) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "vCPU {id} shut down (triple fault).");
+    let regs = vcpu.get_regs();
+    let sregs = vcpu.get_sregs();
+    match (&regs, &sregs) {
+        (Ok(r), Ok(sr)) if looks_reset(r, sr) => {
+            let _ = writeln!(
+                s,
+                "State: LOST. KVM returned INIT values: on AMD (SVM) KVM INITs the vCPU on a shutdown \
+                 intercept (the VMCB is undefined after it), so the registers below are not the \
+                 faulting ones. The CPU (here: the outer machine's SVM) raised the triple fault, not \
+                 KVM. The guest RIP at the shutdown exit is in the host's kvm_exit trace \
+                 ({KVM_TRACE_ENV}=/sys/kernel/tracing)."
+            );
+        }
+        (Ok(r), Ok(_)) => {
+            let sym = symbol_of(r.rip)
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "State: kept (KVM raised the triple fault itself, or the host is Intel). RIP {:#x}{sym}",
+                r.rip
+            );
+        }
+        _ => {
+            let _ = writeln!(s, "State: KVM_GET_REGS/SREGS failed");
+        }
+    }
+    s.push_str(&dump(vcpu));
+    if let Ok(ev) = vcpu.get_vcpu_events() {
+        let _ = writeln!(
+            s,
+            "events: exception injected={} pending={} nr={} error_code={:?}; interrupt injected={} nr={:#x} shadow={}; nmi injected={} pending={} masked={}; triple fault pending={}",
+            ev.exception.injected,
+            ev.exception.pending,
+            ev.exception.nr,
+            (ev.exception.has_error_code != 0).then_some(ev.exception.error_code),
+            ev.interrupt.injected,
+            ev.interrupt.nr,
+            ev.interrupt.shadow,
+            ev.nmi.injected,
+            ev.nmi.pending,
+            ev.nmi.masked,
+            if ev.flags & KVM_VCPUEVENT_VALID_TRIPLE_FAULT != 0 {
+                ev.triple_fault.pending.to_string()
+            } else {
+                "(not reported)".into()
+            },
+        );
+    }
+    if let Ok(mp) = vcpu.get_mp_state() {
+        let _ = writeln!(s, "mp_state {}", mp.mp_state);
+    }
+    if let Ok(l) = vcpu.get_lapic() {
+        let highest = |base: usize| {
+            (0..8usize)
+                .rev()
+                .find_map(|i| {
+                    let w = lapic_reg(&l.regs, base + i * 0x10);
+                    (w != 0).then(|| i * 32 + (31 - w.leading_zeros() as usize))
+                })
+                .map_or("none".to_string(), |v| format!("{v:#x}"))
+        };
+        let _ = writeln!(
+            s,
+            "lapic: TPR {:#x}, highest ISR {}, highest IRR {}, LVT timer {:#x}, SVR {:#x}",
+            lapic_reg(&l.regs, 0x80),
+            highest(0x100),
+            highest(0x200),
+            lapic_reg(&l.regs, 0x320),
+            lapic_reg(&l.regs, 0xf0),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "last {REPORT_EVENTS} VMM events (exits, interrupts sent, virtio-blk requests):"
+    );
+    s.push_str(&recorder::dump(REPORT_EVENTS));
+    if let Some(t) = kvm_trace_tail(REPORT_TRACE_LINES) {
+        let _ = writeln!(s, "host KVM trace, last {REPORT_TRACE_LINES} lines:\n{t}");
+        match shutdown_exit(&t) {
+            Some((rip, intr_info)) => {
+                let sym = symbol_of(rip)
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "shutdown exit: guest RIP {rip:#x}{sym}; event being delivered: {}",
+                    describe_intr_info(intr_info)
+                );
+            }
+            None => {
+                let _ = writeln!(s, "(no shutdown exit in the KVM trace)");
+            }
+        }
+    }
+    s
+}
+
+/// The guest RIP and the exit's `intr_info` (the event the CPU was delivering, SVM
+/// EXITINTINFO) of the last `kvm_exit` with reason shutdown in a KVM trace.
+pub fn shutdown_exit(trace: &str) -> Option<(u64, u32)> {
+    let hex = |l: &str, key: &str| {
+        let after = l.split(key).nth(1)?;
+        let v = after.split_whitespace().next()?.trim_start_matches("0x");
+        u64::from_str_radix(v, 16).ok()
+    };
+    trace
+        .lines()
+        .rev()
+        .filter(|l| l.contains("kvm_exit") && l.to_ascii_lowercase().contains("shutdown"))
+        .find_map(|l| {
+            let rip = hex(l, " rip ")?;
+            let info = hex(l, " intr_info ").unwrap_or(0);
+            Some((rip, u32::try_from(info).unwrap_or(0)))
+        })
+}
+
+/// SVM EXITINTINFO / VMX IDT-vectoring info in words (AMD APM Vol. 2 §15.7.2: bit 31 valid,
+/// bits 10:8 type, bit 11 error code valid, bits 7:0 vector).
+pub fn describe_intr_info(info: u32) -> String {
+    if info & (1 << 31) == 0 {
+        return "none".into();
+    }
+    let vector = info & 0xff;
+    let kind = match (info >> 8) & 7 {
+        0 => "external interrupt",
+        2 => "NMI",
+        3 => "exception",
+        4 => "software interrupt",
+        _ => "event",
+    };
+    let err = if info & (1 << 11) != 0 {
+        " with error code"
+    } else {
+        ""
+    };
+    format!("{kind} vector {vector:#x}{err}")
+}
+
 /// KVM_SYSTEM_EVENT types.
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const SYSTEM_EVENT_RESET: u32 = 2;
@@ -256,23 +514,55 @@ pub fn run(
         match r {
             Ok(VcpuExit::IoIn(port, data)) => {
                 pio.read(u64::from(port), data);
+                recorder::record(Event::Pio {
+                    vcpu: id,
+                    port,
+                    write: false,
+                    len: data.len() as u8,
+                    data: recorder::value(data),
+                });
             }
             Ok(VcpuExit::IoOut(port, data)) => {
+                recorder::record(Event::Pio {
+                    vcpu: id,
+                    port,
+                    write: true,
+                    len: data.len() as u8,
+                    data: recorder::value(data),
+                });
                 pio.write(u64::from(port), data);
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 mmio.read(addr, data);
+                recorder::record(Event::Mmio {
+                    vcpu: id,
+                    addr,
+                    write: false,
+                    len: data.len() as u8,
+                    data: recorder::value(data),
+                });
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
+                recorder::record(Event::Mmio {
+                    vcpu: id,
+                    addr,
+                    write: true,
+                    len: data.len() as u8,
+                    data: recorder::value(data),
+                });
                 mmio.write(addr, data);
             }
-            Ok(VcpuExit::IoapicEoi(vector)) => ioapic.end_of_interrupt(vector),
-            Ok(VcpuExit::Hlt) | Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => {}
+            Ok(VcpuExit::IoapicEoi(vector)) => {
+                recorder::record(Event::Eoi { vcpu: id, vector });
+                ioapic.end_of_interrupt(vector)
+            }
+            Ok(VcpuExit::Hlt) => recorder::record(Event::Exit {
+                vcpu: id,
+                what: "hlt",
+            }),
+            Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => {}
             Ok(VcpuExit::Shutdown) => {
-                exit.request_exit(ExitReason::TripleFault(format!(
-                    "vCPU {id}:\n{}",
-                    dump(&vcpu)
-                )));
+                exit.request_exit(ExitReason::TripleFault(shutdown_report(&vcpu, id)));
                 return;
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => {
@@ -315,6 +605,59 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn symbolize_picks_the_nearest_text_symbol_below() {
+        let map = "ffffffff81000000 T _text\nffffffff81001000 t do_thing\nffffffff81002000 D some_data\nffffffff81003000 T other\n";
+        assert_eq!(
+            symbolize(map, 0xffff_ffff_8100_1010).as_deref(),
+            Some("do_thing+0x10")
+        );
+        assert_eq!(
+            symbolize(map, 0xffff_ffff_8100_2800).as_deref(),
+            Some("do_thing+0x1800"),
+            "data symbols are skipped"
+        );
+        assert_eq!(symbolize(map, 0x1000), None, "below every symbol");
+        assert_eq!(symbolize(map, 0xffff_ffff_9000_0000), None, "too far away");
+    }
+
+    #[test]
+    fn shutdown_exit_reads_the_last_shutdown_exit_of_a_kvm_trace() {
+        // Linux 6.1 kvm_exit format on SVM, as an L1 kernel printed it for a #UD that
+        // could not be delivered: "vcpu %u reason %s rip 0x%lx info1 .. intr_info ..".
+        let t = "vcpu0-142 [000] ..... 6.483739: kvm_exit: vcpu 0 reason UD excp rip 0x1000000 info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x00000000 error_code 0x00000000\n\
+                 vcpu0-142 [000] ..... 6.484822: kvm_exit: vcpu 0 reason shutdown rip 0xffffffff81abcdef info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x80000306 error_code 0x00000000\n\
+                 vcpu1-143 [001] ..... 6.5: kvm_exit: vcpu 1 reason hlt rip 0xffffffff81000020 info1 0x0 info2 0x0 intr_info 0x0 error_code 0x0";
+        assert_eq!(shutdown_exit(t), Some((0xffff_ffff_81ab_cdef, 0x8000_0306)));
+        assert_eq!(
+            shutdown_exit("kvm_exit: vcpu 0 reason hlt rip 0x10 intr_info 0x0"),
+            None
+        );
+        assert_eq!(describe_intr_info(0x8000_0306), "exception vector 0x6");
+        assert_eq!(
+            describe_intr_info(0x8000_0b0e),
+            "exception vector 0xe with error code"
+        );
+        assert_eq!(
+            describe_intr_info(0x8000_0022),
+            "external interrupt vector 0x22"
+        );
+        assert_eq!(describe_intr_info(0x22), "none");
+    }
+
+    #[test]
+    fn init_state_is_recognised_as_reset() {
+        let mut sr = kvm_bindings::kvm_sregs::default();
+        sr.cs.base = 0xffff_0000;
+        let r = kvm_regs {
+            rip: 0xfff0,
+            ..Default::default()
+        };
+        assert!(looks_reset(&r, &sr));
+        sr.cr0 = X86_CR0_PG | X86_CR0_PE;
+        assert!(!looks_reset(&r, &sr), "paging on: not the INIT state");
+    }
 
     #[test]
     fn gdt_segments_decode_to_flat_long_mode() {

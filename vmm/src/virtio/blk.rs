@@ -76,6 +76,8 @@ pub struct Blk {
     config: [u8; 24],
     /// Statistics.
     pub stats: BlkStats,
+    /// Type and sector of the last request header read (for the flight recorder).
+    last_header: (u32, u64),
 }
 
 struct Desc {
@@ -103,6 +105,7 @@ impl Blk {
             id,
             config,
             stats: BlkStats::default(),
+            last_header: (u32::MAX, 0),
         })
     }
 
@@ -135,6 +138,7 @@ impl Blk {
         }
         let rtype = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
         let sector = u64::from_le_bytes(hdr[8..16].try_into().unwrap_or([0; 8]));
+        self.last_header = (rtype, sector);
         let data = rest;
         match rtype {
             T_IN | T_OUT => {
@@ -268,6 +272,7 @@ impl VirtioDevice for Blk {
                     write: d.is_write_only(),
                 })
                 .collect();
+            self.last_header = (u32::MAX, 0);
             let (status, data_len, status_addr) = match descs.split_last() {
                 Some((last, body)) if last.write && last.len >= 1 => {
                     let (s, n) = self.execute(mem, body);
@@ -290,6 +295,25 @@ impl VirtioDevice for Blk {
                 tracing::warn!("virtio-blk: add_used: {e}");
                 break;
             }
+            let data = descs
+                .get(1..descs.len().saturating_sub(1))
+                .unwrap_or_default();
+            crate::exit::recorder::record(crate::exit::recorder::Event::Blk {
+                head,
+                rtype: self.last_header.0,
+                sector: self.last_header.1,
+                descs: u16::try_from(data.len()).unwrap_or(u16::MAX),
+                lo: data.iter().map(|d| d.addr).min().unwrap_or(0),
+                hi: data
+                    .iter()
+                    .map(|d| d.addr.saturating_add(u64::from(d.len)))
+                    .max()
+                    .unwrap_or(0),
+                written: data_len,
+                status_at: status_addr.unwrap_or(0),
+                status,
+                used_idx: queue.next_used(),
+            });
             used_any = true;
         }
         used_any

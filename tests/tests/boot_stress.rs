@@ -1,0 +1,427 @@
+//! Boot stress: many short boots of Debian's 6.1 kernel, each reading the disk with O_DIRECT
+//! (the moment a rare L2 triple fault was seen twice, with compatibility-format interrupts),
+//! in one L1 boot of the nested runner (directly on hosts with hardware KVM). Counts the
+//! boots that do not end cleanly, per mode and vCPU count, and prints each failure's full
+//! report: the VMM's shutdown report (registers, whether KVM kept them, pending events, the
+//! flight recorder's last exits, interrupts and virtio-blk requests) and, where the runner's L1
+//! has tracefs, the L1 kernel's KVM trace around the failure with the guest RIP of the shutdown
+//! exit named from the kernel's System.map (the guests boot with `nokaslr` for that).
+//!
+//! Ignored by default (one boot is 15-40 s here). Knobs (environment):
+//! - `IOMMU_STRESS_ROUNDS` (default 4): boots per (mode, vCPU count);
+//! - `IOMMU_STRESS_MODES` (default `none,ir-off`): of `none` (`--iommu none`), `ir-off`
+//!   (`intel-iommu,x-scalable-mode=on,intremap=off`), `ir` (interrupt remapping on);
+//! - `IOMMU_STRESS_SMP` (default `1,2`);
+//! - `IOMMU_STRESS_KVM_TRACE=0` leaves L1's KVM tracepoints off.
+//!
+//! `cargo test -p iommu-tests --test boot_stress -- --ignored --nocapture`
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use iommu_vmm::nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
+
+const DISK_BYTES: u64 = 16 << 20;
+const READ_BYTES: u64 = 8 << 20;
+/// O_DIRECT reads per boot.
+const READS: u32 = 3;
+
+/// Loads the image's modules (virtio, virtio-blk; not the payload's test module), reads the
+/// disk READS times with the payload's O_DIRECT reader and powers off.
+fn init_script() -> String {
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+moddir=/lib/modules/$(uname -r)
+while read -r m; do
+    case "$m" in ""|*iommutest*) continue ;; esac
+    insmod "$moddir/$m" 2>/dev/null
+done </etc/iommutest/modules
+n=0
+while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+echo "STRESS reads start"
+i=1
+while [ $i -le {READS} ]; do
+    echo "STRESS read $i $(/bin/odirect_sha /dev/vda {READ_BYTES})"
+    i=$((i + 1))
+done
+echo "STRESS end"
+poweroff -f
+"#
+    )
+}
+
+struct Mode {
+    name: &'static str,
+    iommu: &'static str,
+    append: &'static str,
+}
+
+const MODES: &[Mode] = &[
+    Mode {
+        name: "none",
+        iommu: "none",
+        append: "quiet nokaslr",
+    },
+    Mode {
+        name: "ir-off",
+        iommu: "intel-iommu,x-scalable-mode=on,intremap=off",
+        append: "quiet nokaslr intel_iommu=on,sm_on iommu.strict=1",
+    },
+    Mode {
+        name: "ir",
+        iommu: "intel-iommu,x-scalable-mode=on",
+        append: "quiet nokaslr intel_iommu=on,sm_on iommu.strict=1",
+    },
+];
+
+fn env_list(var: &str, default: &str) -> Vec<String> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn write_disk(path: &Path) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create disk"));
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..(DISK_BYTES >> 20) {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&buf).expect("write disk");
+    }
+    f.flush().expect("flush disk");
+}
+
+fn sha256_prefix(path: &Path, len: u64) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c {len} '{}' | sha256sum", path.display()))
+        .output()
+        .expect("sha256sum");
+    assert!(out.status.success(), "sha256sum failed");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string()
+}
+
+/// The 6.1 kernel's System.map, from the nested runner's unpacked kernel package (the same
+/// Debian kernel as the guest image's), if it is there.
+fn system_map(cache: &Path, release: &str) -> Option<PathBuf> {
+    let pkgs = cache.join("runner").join("pkgs");
+    std::fs::read_dir(pkgs)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("boot").join(format!("System.map-{release}")))
+        .find(|p| p.exists())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    TripleFault,
+    Other,
+}
+
+#[test]
+#[ignore = "long: many nested boots; run on purpose (see the module doc)"]
+fn boot_stress_6_1_odirect_reads_never_triple_fault() {
+    let cache = guest_images::cache::Cache::from_env().expect("guest image cache");
+    let image_dir = match guest_images::image::image_path(&cache, "6.1") {
+        Ok(d) if d.join(guest_images::cache::KERNEL_FILE).exists() => d,
+        _ => {
+            let manifest = guest_images::manifest::Manifest::embedded().expect("manifest");
+            guest_images::image::Builder::new(
+                cache.clone(),
+                manifest,
+                guest_images::image::BuildOptions {
+                    quiet: true,
+                    ..Default::default()
+                },
+            )
+            .build_debian("6.1")
+            .expect("the 6.1 guest image must build")
+            .dir
+        }
+    };
+    let kernel = image_dir.join(guest_images::cache::KERNEL_FILE);
+    let release = std::fs::read_to_string(image_dir.join("lock.toml"))
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("release = ")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        })
+        .unwrap_or_else(|| "6.1.0-56-amd64".into());
+    let map = system_map(cache.root(), &release);
+    eprintln!("boot_stress: System.map {map:?}");
+
+    let dir = iommu_tests::scratch("boot-test-scratch", "stress");
+    let disk = dir.join("disk.img");
+    write_disk(&disk);
+    let sha = sha256_prefix(&disk, READ_BYTES);
+    let mut tree = guest_images::initramfs::Tree::new();
+    tree.file("stress-init", 0o755, init_script().into_bytes())
+        .expect("init file");
+    let overlay = dir.join("overlay.cpio.gz");
+    tree.write_gz(&overlay).expect("write overlay");
+    let initrd = dir.join("initrd.cpio.gz");
+    let mut combined = std::fs::read(image_dir.join(guest_images::cache::INITRAMFS_FILE))
+        .expect("read image initramfs");
+    combined.extend(std::fs::read(&overlay).expect("read overlay"));
+    std::fs::write(&initrd, combined).expect("write initrd");
+
+    let rounds: usize = std::env::var("IOMMU_STRESS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let modes: Vec<&Mode> = env_list("IOMMU_STRESS_MODES", "none,ir-off")
+        .iter()
+        .map(|n| {
+            MODES
+                .iter()
+                .find(|m| m.name == n)
+                .unwrap_or_else(|| panic!("unknown mode {n}"))
+        })
+        .collect();
+    let smps: Vec<u8> = env_list("IOMMU_STRESS_SMP", "1,2")
+        .iter()
+        .map(|s| s.parse().expect("IOMMU_STRESS_SMP: numbers"))
+        .collect();
+    let trace = std::env::var("IOMMU_STRESS_KVM_TRACE").map_or(true, |v| v != "0");
+
+    let vmm = iommu_tests::release_vmm_binary();
+    // Interleaved: round r runs every (mode, smp) once, so load changes hit all alike.
+    let mut plan = Vec::new();
+    for _ in 0..rounds {
+        for m in &modes {
+            for &smp in &smps {
+                plan.push((*m, smp));
+            }
+        }
+    }
+    let map_export = map
+        .as_ref()
+        .map(|p| format!("export IOMMU_VMM_SYSTEM_MAP='{}'", p.display()))
+        .unwrap_or_default();
+    let jobs: Vec<Job> = plan
+        .iter()
+        .map(|(m, smp)| {
+            let trace_setup = if trace {
+                r#"T=/sys/kernel/tracing
+[ -e $T/trace ] || mount -t tracefs nodev $T 2>/dev/null
+[ -w $T/events/kvm/kvm_exit/enable ] && export IOMMU_VMM_KVM_TRACE=$T
+echo "STRESS kvm trace: ${IOMMU_VMM_KVM_TRACE:-off}" >&2"#
+            } else {
+                ""
+            };
+            let script = format!(
+                r#"VMM=/bin/iommu-vmm
+[ -x "$VMM" ] || VMM='{vmm}'
+{trace_setup}
+{map_export}
+LOCAL=/tmp/stress-disk-$$.img
+cp '{disk}' "$LOCAL" || exit 97
+"$VMM" --nested off --kernel '{kernel}' --initrd '{initrd}' --disk "$LOCAL,readonly=on" --iommu '{iommu}' -m 1G --smp {smp} --stats --append '{append} rdinit=/stress-init'
+rc=$?
+rm -f "$LOCAL"
+exit $rc
+"#,
+                vmm = vmm.display(),
+                disk = disk.display(),
+                kernel = kernel.display(),
+                initrd = initrd.display(),
+                iommu = m.iommu,
+                append = m.append,
+            );
+            let mut j = Job::shell(script)
+                .with_cwd(&dir)
+                .with_path(image_dir.clone());
+            if let Some(p) = &map {
+                j = j.with_path(p.clone());
+            }
+            j
+        })
+        .collect();
+    let opts = RunnerOptions {
+        vmm_binary: Some(vmm),
+        job_timeout: Duration::from_secs(300),
+        stream: false,
+        ..RunnerOptions::default()
+    };
+    let report = run_batch(NestedMode::Auto, &jobs, &opts).expect("the jobs must run");
+    assert_eq!(report.jobs.len(), plan.len(), "one result per job");
+
+    let mut failures = Vec::new();
+    let mut table: std::collections::BTreeMap<(String, u8), (u32, u32, u32)> = Default::default();
+    for (i, ((m, smp), job)) in plan.iter().zip(&report.jobs).enumerate() {
+        let c = &job.console;
+        let reads_ok = (1..=READS).all(|k| {
+            c.lines()
+                .any(|l| l.trim_end() == format!("STRESS read {k} {sha}"))
+        });
+        let verdict = match job.outcome {
+            JobOutcome::Exited(0) if reads_ok && c.contains("STRESS end") => Verdict::Pass,
+            JobOutcome::Exited(4) => Verdict::TripleFault,
+            _ => Verdict::Other,
+        };
+        let e = table.entry((m.name.to_string(), *smp)).or_default();
+        match verdict {
+            Verdict::Pass => e.0 += 1,
+            Verdict::TripleFault => e.1 += 1,
+            Verdict::Other => e.2 += 1,
+        }
+        eprintln!(
+            "boot_stress: job {i} {} smp {smp}: {verdict:?} ({:?}, {:.1} s in L1, L1 boot {})",
+            m.name, job.outcome, job.l1_secs, job.boot
+        );
+        if verdict != Verdict::Pass {
+            let tail: Vec<&str> = c.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            failures.push(format!(
+                "job {i} ({} smp {smp}) {verdict:?}, {:?}; console (last 40 lines):\n{}\nstderr:\n{}",
+                m.name,
+                job.outcome,
+                tail.join("\n"),
+                job.stderr
+            ));
+        }
+    }
+    for ((mode, smp), (pass, tf, other)) in &table {
+        eprintln!(
+            "boot_stress: {mode:7} smp {smp}: {pass} pass, {tf} triple faults, {other} other failures"
+        );
+    }
+    for b in &report.boots {
+        eprintln!(
+            "boot_stress: L1 boot: QEMU {}, completed {}, {:.0} s, failure {:?}",
+            b.qemu_version,
+            b.completed,
+            b.total.as_secs_f64(),
+            b.failure
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        failures.is_empty(),
+        "{} of {} boots failed:\n\n{}",
+        failures.len(),
+        plan.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// Entry point of the hand-made ELF kernel of the diagnosis test.
+const UD2_ENTRY: u64 = 0x100_0000;
+
+/// A minimal ELF64 x86_64 executable whose only instruction is `ud2`: with the VMM's empty
+/// boot IDT the #UD cannot be delivered, which escalates to a triple fault (Intel SDM Vol. 3A
+/// §6.15, interrupt 8). (The same kernel as boot_errors'.)
+fn triple_fault_elf() -> Vec<u8> {
+    let code: &[u8] = &[0x0f, 0x0b];
+    let phoff: u64 = 64;
+    let code_off: u64 = 64 + 56;
+    let mut e = Vec::new();
+    e.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+    e.extend_from_slice(&[0; 8]);
+    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&UD2_ENTRY.to_le_bytes());
+    e.extend_from_slice(&phoff.to_le_bytes());
+    e.extend_from_slice(&0u64.to_le_bytes());
+    e.extend_from_slice(&0u32.to_le_bytes());
+    e.extend_from_slice(&64u16.to_le_bytes());
+    e.extend_from_slice(&56u16.to_le_bytes());
+    e.extend_from_slice(&1u16.to_le_bytes());
+    e.extend_from_slice(&64u16.to_le_bytes());
+    e.extend_from_slice(&0u16.to_le_bytes());
+    e.extend_from_slice(&0u16.to_le_bytes());
+    e.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    e.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    e.extend_from_slice(&code_off.to_le_bytes());
+    e.extend_from_slice(&UD2_ENTRY.to_le_bytes());
+    e.extend_from_slice(&UD2_ENTRY.to_le_bytes());
+    e.extend_from_slice(&(code.len() as u64).to_le_bytes());
+    e.extend_from_slice(&(code.len() as u64).to_le_bytes());
+    e.extend_from_slice(&0x1000u64.to_le_bytes());
+    e.extend_from_slice(code);
+    e
+}
+
+/// The shutdown report of a triple fault names the faulting RIP even where KVM erases the
+/// vCPU state (AMD): from the registers when KVM kept them, else from the L1 kernel's
+/// `kvm_exit` trace of the shutdown exit; it says whether the state was lost and carries
+/// the flight recorder's section. Runs one short nested boot (or directly with hardware KVM;
+/// without tracefs there, the registers must hold the RIP).
+#[test]
+fn boot_stress_triple_fault_report_names_the_faulting_rip() {
+    let dir = iommu_tests::scratch("boot-test-scratch", "tf-report");
+    let elf = dir.join("ud2.elf");
+    std::fs::write(&elf, triple_fault_elf()).expect("write ELF");
+    let vmm = iommu_tests::release_vmm_binary();
+    let script = format!(
+        r#"VMM=/bin/iommu-vmm
+[ -x "$VMM" ] || VMM='{vmm}'
+T=/sys/kernel/tracing
+[ -e $T/trace ] || mount -t tracefs nodev $T 2>/dev/null
+[ -w $T/events/kvm/kvm_exit/enable ] && export IOMMU_VMM_KVM_TRACE=$T
+"$VMM" --nested off --kernel '{elf}' -m 256M
+"#,
+        vmm = vmm.display(),
+        elf = elf.display()
+    );
+    let opts = RunnerOptions {
+        vmm_binary: Some(vmm),
+        job_timeout: Duration::from_secs(240),
+        ..RunnerOptions::default()
+    };
+    let report = run_batch(
+        NestedMode::Auto,
+        &[Job::shell(script).with_cwd(&dir)],
+        &opts,
+    )
+    .expect("the job must run");
+    let job = &report.jobs[0];
+    let all = format!("{}{}", job.console, job.stderr);
+    assert_eq!(job.outcome, JobOutcome::Exited(4), "exit status 4:\n{all}");
+    assert!(all.contains("shut down (triple fault)"), "{all}");
+    assert!(
+        all.contains("State: LOST") || all.contains("State: kept"),
+        "no verdict on the vCPU state:\n{all}"
+    );
+    assert!(
+        all.contains("VMM events (exits, interrupts sent, virtio-blk requests)"),
+        "no flight recorder section:\n{all}"
+    );
+    let from_regs = all.contains(&format!(
+        "State: kept (KVM raised the triple fault itself, or the host is Intel). RIP {UD2_ENTRY:#x}"
+    ));
+    let from_trace = all.lines().any(|l| {
+        l.starts_with("shutdown exit: guest RIP ")
+            && l.contains(&format!("RIP {UD2_ENTRY:#x}"))
+            && l.contains("exception vector 0x6")
+    });
+    assert!(
+        from_regs || from_trace,
+        "the report names the faulting RIP {UD2_ENTRY:#x} neither from the registers nor from the KVM trace:\n{all}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
