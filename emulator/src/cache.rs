@@ -205,6 +205,11 @@ const READ_TRIES: usize = 4;
 /// Entries of the way-hint table (a power of two).
 const HINTS: usize = 256;
 
+/// Caches with more ways than this keep way hints; smaller sets are
+/// scanned whole (cheaper than a hint shared between threads that keep
+/// rewriting it).
+const HINT_MIN_WAYS: usize = 8;
+
 fn inc(c: &mut u64) {
     *c = c.wrapping_add(1);
 }
@@ -610,6 +615,9 @@ impl<T: CacheTag, E: Copy> Cache<T, E> {
 
     #[inline(always)]
     fn set_hint(&self, key: u64, way: usize) {
+        if self.ways <= HINT_MIN_WAYS {
+            return;
+        }
         let h = self.hint(key);
         let w = u32::try_from(way).unwrap_or(0);
         if h.load(Ordering::Relaxed) != w {
@@ -635,10 +643,15 @@ impl<T: CacheTag, E: Copy> Cache<T, E> {
     /// tag equals `tag`: the hinted way first, then every way.
     #[inline(always)]
     fn scan_eq(&self, set: &SetRef<'_, T, E>, key: u64, tag: &T, s1: u64) -> Scan<E> {
-        let hint = usize::try_from(self.hint(key).load(Ordering::Relaxed)).unwrap_or(0);
-        if let Some(r) = Self::probe_eq(set, hint, key, tag, s1) {
-            return r;
-        }
+        let hint = if self.ways > HINT_MIN_WAYS {
+            let hint = usize::try_from(self.hint(key).load(Ordering::Relaxed)).unwrap_or(0);
+            if let Some(r) = Self::probe_eq(set, hint, key, tag, s1) {
+                return r;
+            }
+            hint
+        } else {
+            usize::MAX
+        };
         for i in 0..set.meta.len() {
             if i != hint
                 && let Some(r) = Self::probe_eq(set, i, key, tag, s1)
