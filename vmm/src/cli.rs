@@ -51,6 +51,11 @@ pub struct Args {
     #[arg(long = "device", value_name = "NAME", value_parser = ["pasid-test", "none"],
           default_value_if("guest", ArgPredicate::IsPresent, Some(GUEST_DEVICE)))]
     pub device: Vec<String>,
+    /// A built-in read-only test disk of this many bytes, generated in memory
+    /// ([`crate::vmm::builtin_disk_content`]). Set by `--guest` when no `--disk` is given, so
+    /// that the payload's disk tests run; not a command-line option.
+    #[arg(skip)]
+    pub builtin_disk: Option<usize>,
 }
 
 /// Which IOMMU the guest gets.

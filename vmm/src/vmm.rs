@@ -53,6 +53,54 @@ pub fn guest_default_iommu(name: &str, devices: &[String]) -> String {
     s
 }
 
+/// Length of the built-in disk `--guest` adds when no `--disk` is given (the payload's default
+/// `iommutest.disk_len`).
+pub const GUEST_DISK_LEN: usize = 1 << 20;
+
+/// The built-in test disk's bytes: 32-byte blocks, block `i` the SHA-256 of
+/// `"iommu-emulator builtin disk"` and `i` (little-endian u64). Deterministic and without
+/// repeats, so a DMA that lands on the wrong block changes the guest's checksum.
+pub fn builtin_disk_content(len: usize) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut out = Vec::with_capacity(len);
+    let mut i: u64 = 0;
+    while out.len() < len {
+        let mut h = Sha256::new();
+        h.update(b"iommu-emulator builtin disk");
+        h.update(i.to_le_bytes());
+        let block = h.finalize();
+        let take = block.len().min(len - out.len());
+        out.extend_from_slice(&block[..take]);
+        i += 1;
+    }
+    out
+}
+
+/// Lower-case hex SHA-256 of `data`.
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An anonymous in-memory file holding `data` (the built-in disk's backing).
+fn memfd_with(data: &[u8]) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create with a valid NUL-terminated name and no flags beyond CLOEXEC; the
+    // returned descriptor (checked below) is owned by nobody else, so File may take it.
+    let fd = unsafe { libc::memfd_create(c"iommu-vmm-builtin-disk".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh, valid descriptor that only this File owns.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.write_all(data)?;
+    Ok(f)
+}
+
 /// What a finished run reports.
 #[derive(Debug)]
 pub struct RunReport {
@@ -129,6 +177,10 @@ pub fn run(args: &Args) -> Result<RunReport> {
     let spec = args.iommu.clone().unwrap_or(IommuSpec::None);
     iommu::validate(&spec)?;
     let mut disk_files = Vec::new();
+    if let Some(len) = args.builtin_disk {
+        let f = memfd_with(&builtin_disk_content(len)).map_err(io("creating the built-in disk"))?;
+        disk_files.push((f, true));
+    }
     for d in &args.disk {
         let f = OpenOptions::new()
             .read(true)
@@ -390,7 +442,13 @@ pub fn run(args: &Args) -> Result<RunReport> {
         if vm.x2apic_api { "on" } else { "off" },
         started.elapsed()
     );
-    kvm::vcpu::start_kvm_trace();
+    kvm::vcpu::prepare_shutdown_report(
+        &mem,
+        &cmdline
+            .as_cstring()
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
     let mut threads = Vec::new();
     for (id, vcpu) in vcpus.into_iter().enumerate() {
         let (pio, mmio, exit) = (pio.clone(), mmio.clone(), exit_sink.clone());
@@ -465,7 +523,8 @@ pub fn guest_cmdline(iommu: &IommuSpec) -> &'static str {
     }
 }
 
-/// Turn `--guest NAME` into kernel, initrd, default IOMMU and command line.
+/// Turn `--guest NAME` into kernel, initrd, default IOMMU and command line, plus the built-in
+/// read-only disk (and its checksum on the command line) when no `--disk` is given.
 /// With `build`, the image is built (or checked current) first; without,
 /// a cached image is used as it is and built only when missing (inside the
 /// nested runner's L1 machine there is no compiler or network, and the
@@ -495,10 +554,19 @@ pub fn resolve_guest(args: &Args, name: &str, build: bool) -> Result<Args> {
     let iommu = args.iommu.clone().unwrap_or_else(|| {
         crate::cli::parse_iommu(&guest_default_iommu(name, &args.device)).unwrap_or(IommuSpec::None)
     });
-    let append = match &args.append {
-        Some(a) => format!("{} {a}", guest_cmdline(&iommu)),
-        None => guest_cmdline(&iommu).to_string(),
-    };
+    let mut append = guest_cmdline(&iommu).to_string();
+    // Without a disk of the user's, a built-in one whose checksum the payload verifies.
+    if args.disk.is_empty() && args.builtin_disk.is_none() {
+        out.builtin_disk = Some(GUEST_DISK_LEN);
+        let sha = sha256_hex(&builtin_disk_content(GUEST_DISK_LEN));
+        append.push_str(&format!(
+            " iommutest.disk_sha={sha} iommutest.disk_len={GUEST_DISK_LEN}"
+        ));
+    }
+    if let Some(a) = &args.append {
+        append.push(' ');
+        append.push_str(a);
+    }
     out.iommu = Some(iommu);
     out.append = Some(append);
     Ok(out)
@@ -525,6 +593,27 @@ mod tests {
         let mut v = vec!["iommu-vmm"];
         v.extend_from_slice(extra);
         Args::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn builtin_disk_content_is_deterministic_and_has_no_repeated_block() {
+        let a = builtin_disk_content(GUEST_DISK_LEN);
+        assert_eq!(a.len(), GUEST_DISK_LEN);
+        assert_eq!(a, builtin_disk_content(GUEST_DISK_LEN));
+        assert_eq!(builtin_disk_content(100), a[..100].to_vec());
+        let blocks: std::collections::HashSet<&[u8]> = a.chunks(32).collect();
+        assert_eq!(blocks.len(), GUEST_DISK_LEN / 32);
+    }
+
+    #[test]
+    fn memfd_disk_reads_back_its_bytes() {
+        use std::os::unix::fs::FileExt;
+        let data = builtin_disk_content(4096);
+        let f = memfd_with(&data).unwrap();
+        let mut back = vec![0u8; 4096];
+        f.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, data);
+        assert_eq!(f.metadata().unwrap().len(), 4096);
     }
 
     #[test]
