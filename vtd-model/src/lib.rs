@@ -34,7 +34,8 @@
 //!
 //! # Concurrency
 //! Register accesses take one register lock; the translation path takes no
-//! lock on an IOTLB hit beyond the cache's set lock. An invalidation (a
+//! lock on a hit (the core cache's lookups are lock-free seqlock reads) and
+//! counts into per-thread counters. An invalidation (a
 //! register command or a descriptor) has completed, with every covered cache
 //! entry gone, before the MMIO write that triggered it returns and before
 //! a following wait descriptor writes its status (the core cache's ticket
