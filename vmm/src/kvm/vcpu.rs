@@ -2,13 +2,14 @@
 //! and the run loop that routes exits to the buses.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use kvm_bindings::{
     KVM_CAP_X86_TRIPLE_FAULT_EVENT, KVM_MAX_CPUID_ENTRIES, KVM_VCPUEVENT_VALID_TRIPLE_FAULT, Msrs,
     kvm_enable_cap, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
 
 use super::cpuid;
 use crate::boot::BOOT_GDT;
@@ -258,7 +259,7 @@ pub fn dump(vcpu: &VcpuFd) -> String {
 /// Events of the flight recorder printed with a shutdown report.
 const REPORT_EVENTS: usize = 64;
 /// Lines of the host kernel's KVM trace printed with a shutdown report.
-const REPORT_TRACE_LINES: usize = 60;
+const REPORT_TRACE_LINES: usize = 120;
 /// Environment variable naming a `System.map` of the guest kernel: RIPs in the
 /// shutdown report get symbol names (only right with `nokaslr` in the guest).
 pub const SYSTEM_MAP_ENV: &str = "IOMMU_VMM_SYSTEM_MAP";
@@ -311,6 +312,168 @@ fn kvm_trace_tail(n: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     let skip = lines.len().saturating_sub(n);
     Some(lines.get(skip..).unwrap_or_default().join("\n"))
+}
+
+/// What the shutdown report may read besides the vCPU: guest memory (which
+/// survives the shutdown) and whether the guest kernel is at its link address
+/// (`nokaslr`), so System.map addresses are its addresses.
+struct PostMortem {
+    mem: GuestMemoryMmap,
+    nokaslr: bool,
+}
+
+fn post_mortem_context() -> &'static OnceLock<PostMortem> {
+    static CTX: OnceLock<PostMortem> = OnceLock::new();
+    &CTX
+}
+
+/// Set up the shutdown report before the vCPUs run: remember guest memory and
+/// the kernel command line (for the post-mortem check of the guest kernel's
+/// IDT and page tables), and turn on the host's KVM trace when
+/// [`KVM_TRACE_ENV`] asks for it.
+pub fn prepare_shutdown_report(mem: &GuestMemoryMmap, cmdline: &str) {
+    let _ = post_mortem_context().set(PostMortem {
+        mem: mem.clone(),
+        nokaslr: cmdline.split_whitespace().any(|w| w == "nokaslr"),
+    });
+    start_kvm_trace();
+}
+
+/// Linux x86-64: virtual base of the kernel image mapping (`__START_KERNEL_map`);
+/// with `nokaslr` and the kernel at 16 MiB, physical = virtual - this.
+const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+/// Linux x86-64 (4-level paging): the read-only IDT alias the CPU's IDTR points at
+/// (`CPU_ENTRY_AREA_RO_IDT`, arch/x86/include/asm/pgtable_areas.h).
+const CEA_RO_IDT: u64 = 0xffff_fe00_0000_0000;
+
+/// Guest-physical address of `va` through the 4-level page tables at `root`
+/// (Intel SDM Vol. 3A §4.5; large pages at the PDPT and PD levels), or where
+/// the walk stopped.
+pub fn walk(mem: &GuestMemoryMmap, root: u64, va: u64) -> std::result::Result<u64, String> {
+    use vm_memory::{Bytes, GuestAddress};
+    const ADDR: u64 = 0x000f_ffff_ffff_f000;
+    let mut table = root & ADDR;
+    for (level, shift) in [(4u32, 39u32), (3, 30), (2, 21), (1, 12)] {
+        let idx = (va >> shift) & 0x1ff;
+        let at = table + idx * 8;
+        let e: u64 = mem
+            .read_obj(GuestAddress(at))
+            .map_err(|_| format!("level {level} entry at {at:#x} is not RAM"))?;
+        if e & 1 == 0 {
+            return Err(format!(
+                "level {level} entry {idx} at {at:#x} not present ({e:#x})"
+            ));
+        }
+        if (level == 3 || level == 2) && e & 0x80 != 0 {
+            let size = 1u64 << shift;
+            return Ok((e & ADDR & !(size - 1)) | (va & (size - 1)));
+        }
+        table = e & ADDR;
+    }
+    Ok(table | (va & 0xfff))
+}
+
+fn symbol_addr(map: &str, name: &str) -> Option<u64> {
+    map.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        let (a, _, n) = (w.next()?, w.next()?, w.next()?);
+        (n == name).then(|| u64::from_str_radix(a, 16).ok())?
+    })
+}
+
+/// After a shutdown the guest's memory is intact: check what a triple fault
+/// needs to be broken (Intel SDM Vol. 3A §6.15 interrupt 8: the #DF itself
+/// could not be delivered). Through the kernel's own page tables
+/// (`init_top_pgt`; the kernel half is shared by every process): is the IDT
+/// alias mapped and does every present gate of `idt_table` point into kernel
+/// text; is `rip` mapped. Needs System.map and `nokaslr`.
+pub fn post_mortem(mem: &GuestMemoryMmap, map: &str, rip: Option<u64>) -> String {
+    use vm_memory::{Bytes, GuestAddress};
+    let mut s = String::new();
+    let sym = |n: &str| symbol_addr(map, n);
+    let (Some(pgt), Some(idt), Some(stext), Some(etext)) = (
+        sym("init_top_pgt"),
+        sym("idt_table"),
+        sym("_stext"),
+        sym("_etext"),
+    ) else {
+        return "post-mortem: System.map lacks init_top_pgt/idt_table/_stext/_etext\n".into();
+    };
+    let phys = |va: u64| va.wrapping_sub(START_KERNEL_MAP);
+    let root = phys(pgt);
+    let _ = writeln!(
+        s,
+        "post-mortem (guest memory after the shutdown, kernel page tables at {root:#x}):"
+    );
+    match walk(mem, root, CEA_RO_IDT) {
+        Ok(pa) if pa == phys(idt) => {
+            let _ = writeln!(s, "  IDT alias {CEA_RO_IDT:#x} -> {pa:#x} = idt_table: ok");
+        }
+        Ok(pa) => {
+            let _ = writeln!(
+                s,
+                "  IDT alias {CEA_RO_IDT:#x} -> {pa:#x}, but idt_table is at {:#x}: WRONG",
+                phys(idt)
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(s, "  IDT alias {CEA_RO_IDT:#x} not mapped: {e}");
+        }
+    }
+    // Linux leaves the reserved vectors (0x14-0x1f) on its early handlers in init text.
+    let init_text = sym("_sinittext").zip(sym("_einittext"));
+    let mut in_init = 0;
+    let mut bad = Vec::new();
+    let mut present = 0;
+    for v in 0..256u64 {
+        let at = GuestAddress(phys(idt) + v * 16);
+        let (Ok(lo), Ok(hi)) = (
+            mem.read_obj::<u64>(at),
+            mem.read_obj::<u64>(GuestAddress(at.0 + 8)),
+        ) else {
+            bad.push(format!("{v:#x}: not RAM"));
+            continue;
+        };
+        if lo & (1 << 47) == 0 {
+            continue;
+        }
+        present += 1;
+        let target = (lo & 0xffff) | ((lo >> 32) & 0xffff_0000) | ((hi & 0xffff_ffff) << 32);
+        let kind = (lo >> 40) & 0xf;
+        let cs = (lo >> 16) & 0xffff;
+        let init = init_text.is_some_and(|(a, b)| (a..b).contains(&target));
+        if init {
+            in_init += 1;
+        }
+        if !((stext..etext).contains(&target) || init) || !matches!(kind, 0xe | 0xf) || cs != 0x10 {
+            bad.push(format!(
+                "{v:#x}: target {target:#x} type {kind:#x} cs {cs:#x}"
+            ));
+        }
+    }
+    if bad.is_empty() {
+        let _ = writeln!(
+            s,
+            "  idt_table: {present} present gates, all into kernel text ({in_init} into init text): ok"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "  idt_table: {present} present gates, BAD: {}",
+            bad.join("; ")
+        );
+    }
+    if let Some(rip) = rip {
+        match walk(mem, root, rip) {
+            Ok(pa) => {
+                let _ = writeln!(s, "  RIP {rip:#x} -> {pa:#x}: mapped");
+            }
+            Err(e) => {
+                let _ = writeln!(s, "  RIP {rip:#x}: {e}");
+            }
+        }
+    }
+    s
 }
 
 /// `symbol+0xoff` for `addr` from System.map text (text symbols only).
@@ -432,9 +595,15 @@ pub fn shutdown_report(vcpu: &VcpuFd, id: u8) -> String {
         "last {REPORT_EVENTS} VMM events (exits, interrupts sent, virtio-blk requests):"
     );
     s.push_str(&recorder::dump(REPORT_EVENTS));
+    let mut post_mortem_rip = match (&regs, &sregs) {
+        (Ok(r), Ok(sr)) if !looks_reset(r, sr) => Some(r.rip),
+        _ => None,
+    };
     if let Some(t) = kvm_trace_tail(REPORT_TRACE_LINES) {
         let _ = writeln!(s, "host KVM trace, last {REPORT_TRACE_LINES} lines:\n{t}");
-        match shutdown_exit(&t) {
+        let shutdown = shutdown_exit(&t);
+        post_mortem_rip = shutdown.map(|(rip, _)| rip);
+        match shutdown {
             Some((rip, intr_info)) => {
                 let sym = symbol_of(rip)
                     .map(|n| format!(" ({n})"))
@@ -449,6 +618,19 @@ pub fn shutdown_report(vcpu: &VcpuFd, id: u8) -> String {
                 let _ = writeln!(s, "(no shutdown exit in the KVM trace)");
             }
         }
+    }
+    let map = std::env::var_os(SYSTEM_MAP_ENV).and_then(|p| std::fs::read_to_string(p).ok());
+    match (post_mortem_context().get(), map) {
+        (Some(ctx), Some(map)) if ctx.nokaslr => {
+            s.push_str(&post_mortem(&ctx.mem, &map, post_mortem_rip))
+        }
+        (Some(_), Some(_)) => {
+            let _ = writeln!(
+                s,
+                "(no post-mortem of guest memory: the guest runs without nokaslr)"
+            );
+        }
+        _ => {}
     }
     s
 }
@@ -644,6 +826,60 @@ mod tests {
             "external interrupt vector 0x22"
         );
         assert_eq!(describe_intr_info(0x22), "none");
+    }
+
+    /// A 64-bit interrupt gate (Intel SDM Vol. 3A §6.14.1) to `target` with selector 0x10.
+    fn gate(target: u64) -> (u64, u64) {
+        let lo = (target & 0xffff) | (0x10 << 16) | (0x8e << 40) | ((target & 0xffff_0000) << 32);
+        (lo, target >> 32)
+    }
+
+    #[test]
+    fn post_mortem_checks_idt_alias_gates_and_rip_through_kernel_tables() {
+        use vm_memory::{Bytes, GuestAddress};
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 32 << 20)]).unwrap();
+        let k = START_KERNEL_MAP;
+        let map = format!(
+            "{:016x} D init_top_pgt\n{:016x} D idt_table\n{:016x} T _stext\n{:016x} T _etext\n",
+            k + 0x10_0000,
+            k + 0x20_0000,
+            k + 0x100_0000,
+            k + 0x180_0000
+        );
+        let w = |a: u64, v: u64| mem.write_obj(v, GuestAddress(a)).unwrap();
+        // PML4 at 1 MiB: the IDT alias through a 4 KiB page, kernel text through a 2 MiB page.
+        w(0x10_0000 + 0x1fc * 8, 0x10_1000 | 3);
+        w(0x10_1000, 0x10_2000 | 3);
+        w(0x10_2000, 0x10_3000 | 3);
+        w(0x10_3000, 0x20_0000 | 1);
+        w(0x10_0000 + 511 * 8, 0x10_4000 | 3);
+        w(0x10_4000 + 510 * 8, 0x10_5000 | 3);
+        w(0x10_5000 + 8 * 8, 0x100_0000 | 0x83);
+        let (lo, hi) = gate(k + 0x100_0010);
+        w(0x20_0000, lo);
+        w(0x20_0008, hi);
+        let rip = 0xffff_ffff_8100_1234;
+        assert_eq!(walk(&mem, 0x10_0000, rip), Ok(0x100_1234));
+        let r = post_mortem(&mem, &map, Some(rip));
+        assert!(r.contains("= idt_table: ok"), "{r}");
+        assert!(
+            r.contains("1 present gates, all into kernel text (0 into init text): ok"),
+            "{r}"
+        );
+        assert!(r.contains("-> 0x1001234: mapped"), "{r}");
+        // A corrupted gate and a torn-down mapping show.
+        let (lo, hi) = gate(0x4141_4141_4141);
+        w(0x20_0000 + 0xe * 16, lo);
+        w(0x20_0000 + 0xe * 16 + 8, hi);
+        w(0x10_5000 + 8 * 8, 0);
+        let r = post_mortem(&mem, &map, Some(rip));
+        assert!(r.contains("BAD: 0xe: target 0x414141414141"), "{r}");
+        assert!(
+            r.contains("level 2 entry 8") && r.contains("not present"),
+            "{r}"
+        );
+        w(0x10_3000, 0x30_0000 | 1);
+        assert!(post_mortem(&mem, &map, None).contains("WRONG"));
     }
 
     #[test]
