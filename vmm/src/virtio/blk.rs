@@ -457,6 +457,31 @@ mod tests {
     }
 
     #[test]
+    fn blk_completed_request_is_in_the_flight_recorder_with_its_buffers() {
+        use crate::exit::recorder::{Event, recent};
+        let s = setup(u64::MAX);
+        let mut dev = blk(&s, false);
+        let (status, _) = submit(&s, &mut dev, T_IN, 5, 512, true);
+        assert_eq!(status, S_OK);
+        // Other tests record concurrently: find this request by its sector and buffer.
+        let found = recent(usize::MAX).into_iter().any(|(_, _, e)| {
+            e == Event::Blk {
+                head: 0,
+                rtype: T_IN,
+                sector: 5,
+                descs: 1,
+                lo: SHIFT + DATA,
+                hi: SHIFT + DATA + 512,
+                written: 512,
+                status_at: SHIFT + STATUS,
+                status: S_OK,
+                used_idx: 1,
+            }
+        });
+        assert!(found, "{}", crate::exit::recorder::dump(usize::MAX));
+    }
+
+    #[test]
     fn blk_write_request_reaches_file_and_flush_succeeds() {
         let s = setup(u64::MAX);
         let mut dev = blk(&s, false);
