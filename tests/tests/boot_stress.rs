@@ -12,7 +12,9 @@
 //! - `IOMMU_STRESS_MODES` (default `none,ir-off`): of `none` (`--iommu none`), `ir-off`
 //!   (`intel-iommu,x-scalable-mode=on,intremap=off`), `ir` (interrupt remapping on);
 //! - `IOMMU_STRESS_SMP` (default `1,2`);
-//! - `IOMMU_STRESS_KVM_TRACE=0` leaves L1's KVM tracepoints off.
+//! - `IOMMU_STRESS_KVM_TRACE=0` leaves L1's KVM tracepoints off;
+//! - `IOMMU_STRESS_INIT=payload` runs the image's whole payload (with `--device pasid-test`
+//!   under intel-iommu) instead of only the reads: slower, closer to the failed boot tests.
 //!
 //! `cargo test -p iommu-tests --test boot_stress -- --ignored --nocapture`
 
@@ -223,6 +225,14 @@ fn boot_stress_6_1_odirect_reads_never_triple_fault() {
         .map(|s| s.parse().expect("IOMMU_STRESS_SMP: numbers"))
         .collect();
     let trace = std::env::var("IOMMU_STRESS_KVM_TRACE").map_or(true, |v| v != "0");
+    // `payload`: the image's whole payload (/init: modules, PASID device and SVA tests with an
+    // IOMMU, then the O_DIRECT read), as the boot tests that failed ran it; else only the reads.
+    let payload = std::env::var("IOMMU_STRESS_INIT").is_ok_and(|v| v == "payload");
+    let init_args = if payload {
+        format!("iommutest.disk_sha={sha} iommutest.disk_len={READ_BYTES}")
+    } else {
+        "rdinit=/stress-init".to_string()
+    };
 
     let vmm = iommu_tests::release_vmm_binary();
     // Interleaved: round r runs every (mode, smp) once, so load changes hit all alike.
@@ -255,7 +265,7 @@ echo "STRESS kvm trace: ${IOMMU_VMM_KVM_TRACE:-off}" >&2"#
 {map_export}
 LOCAL=/tmp/stress-disk-$$.img
 cp '{disk}' "$LOCAL" || exit 97
-"$VMM" --nested off --kernel '{kernel}' --initrd '{initrd}' --disk "$LOCAL,readonly=on" --iommu '{iommu}' -m 1G --smp {smp} --stats --append '{append} rdinit=/stress-init'
+"$VMM" --nested off --kernel '{kernel}' --initrd '{initrd}' --disk "$LOCAL,readonly=on" --iommu '{iommu}'{device} -m 1G --smp {smp} --stats --append '{append} {init_args}'
 rc=$?
 rm -f "$LOCAL"
 if [ $rc -ne 0 ]; then
@@ -270,6 +280,11 @@ exit $rc
                 initrd = initrd.display(),
                 iommu = m.iommu,
                 append = m.append,
+                device = if payload && m.iommu != "none" {
+                    " --device pasid-test"
+                } else {
+                    ""
+                },
             );
             Job::shell(script)
                 .with_cwd(&dir)
@@ -300,6 +315,15 @@ exit $rc
         });
         let verdict = match job.outcome {
             JobOutcome::Exited(0) if reads_ok && c.contains("STRESS end") => Verdict::Pass,
+            JobOutcome::Exited(0)
+                if payload
+                    && c.lines()
+                        .any(|l| l.starts_with("IOMMUTEST disk_read_sha PASS"))
+                    && c.lines()
+                        .any(|l| l.starts_with("IOMMUTEST-SUMMARY") && l.contains(" fail=0")) =>
+            {
+                Verdict::Pass
+            }
             JobOutcome::Exited(4) => Verdict::TripleFault,
             _ => Verdict::Other,
         };
