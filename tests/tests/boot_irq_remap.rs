@@ -1,18 +1,21 @@
 //! Interrupt remapping in a real guest (issue 9, first "done" item): Debian's 6.1 kernel boots
 //! under KVM (split irqchip, userspace IOAPIC) with the VT-d model's interrupt remapping and
 //! x2APIC through EIM, and every device interrupt arrives through remapping: the UART's (IOAPIC
-//! pin 4, a remappable-format redirection entry) and virtio-blk's MSI-X vectors. The PASID test
-//! device is plugged too and the payload's tests of it must pass with remapping on (the payload
-//! polls the device; its MSI-X path is the one virtio-blk uses, `DeviceMsi`).
+//! pin 4, a remappable-format redirection entry), virtio-blk's MSI-X vectors and the PASID test
+//! device's MSI-X vectors (the payload's `pasid_dev_msix`: completion interrupts on work queue
+//! 0's vector for a known number of descriptors, the error vector after a provoked fault; the
+//! other PASID device tests poll and must pass too).
 //!
 //! A second job turns remapping off (`intremap=off`) and checks that the same guest boots with
 //! compatibility-format interrupts.
 //!
 //! Evidence, all of which must be present (never a silent pass):
 //! - the guest kernel log: "DMAR-IR: Enabled IRQ remapping in x2apic mode" and "x2apic enabled";
-//! - the guest's /proc/interrupts: ttyS0 on `IR-IO-APIC`, virtio on `IR-PCI-MSI`, counts > 0;
+//! - the guest's /proc/interrupts: ttyS0 on `IR-IO-APIC`, virtio and the payload module's
+//!   `iommutest-*` handlers on `IR-PCI-MSI`, counts > 0;
 //! - the VMM's `--stats`: per source, interrupts delivered through remapped routes (> 0 for
-//!   IOAPIC pin 4 and for virtio-blk 00:01.0, none in compatibility format, none blocked), and
+//!   IOAPIC pin 4, virtio-blk 00:01.0 and the PASID test device, none in compatibility format,
+//!   none blocked), and
 //!   the VT-d model's interrupt remapping counters (entries remapped > 0, 0 faults);
 //! - the payload's disk test (`disk_read_sha`: a checksum the host wrote) and summary `fail=0`.
 //!
@@ -39,7 +42,7 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 sed -e 's/^poweroff -f$/true/' -e 's#/sys/module/iommutest/parameters/exit_code#/tmp/no-exit-port#g' /init >/tmp/payload-init
 sh /tmp/payload-init
 dmesg | grep -E "DMAR-IR|x2apic|IOAPIC\[" | sed 's/^/IRQTEST dmesg /'
-grep -E "ttyS0|virtio" /proc/interrupts | sed 's/^/IRQTEST interrupts /'
+grep -E "ttyS0|virtio|iommutest" /proc/interrupts | sed 's/^/IRQTEST interrupts /'
 echo "IRQTEST end"
 poweroff -f
 "#;
@@ -155,7 +158,7 @@ fn dmesg_has(console: &str, text: &str) -> bool {
 }
 
 #[test]
-fn boot_irq_remap_6_1_x2apic_eim_serial_and_virtio_through_remapping() {
+fn boot_irq_remap_6_1_x2apic_eim_serial_virtio_and_pasid_device_through_remapping() {
     // The image is built (or found current) here. When the build fails because the working
     // tree's payload is mid-change (several people share one checkout), the last built image
     // is used, and the test says so: the checks below still need a booted guest.
@@ -266,7 +269,7 @@ exit $rc
         {
             fail("the disk test did not pass (disk_read_sha)".into());
         }
-        for name in ["pasid_dev_present", "pasid_dev_dma_api"] {
+        for name in ["pasid_dev_present", "pasid_dev_dma_api", "pasid_dev_msix"] {
             let want = format!("IOMMUTEST {name} PASS");
             if !c.lines().any(|l| l.starts_with(&want)) {
                 fail(format!("PASID test device: no `{want}`"));
@@ -274,6 +277,17 @@ exit $rc
         }
         let serial = irq_counts(e, "ioapic pin 4");
         let blk = irq_counts(e, "00:01.0");
+        // The PASID test device's requester ID, from the payload's pasid_dev_present line
+        // (`0000:00:02.0` -> `00:02.0`).
+        let pasid_bdf = c
+            .lines()
+            .find(|l| l.starts_with("IOMMUTEST pasid_dev_present "))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .map(|n| n.strip_prefix("0000:").unwrap_or(n).to_string());
+        let pasid_dev = pasid_bdf.as_deref().and_then(|b| irq_counts(e, b));
+        if pasid_bdf.is_none() {
+            fail("no pasid_dev_present line naming the PASID test device".into());
+        }
         let ir = model_ir(e);
         let tty = proc_interrupts(c, "ttyS0");
         let virtio = c
@@ -288,7 +302,7 @@ exit $rc
             })
             .sum::<u64>();
         eprintln!(
-            "{}: serial {serial:?}, virtio-blk {blk:?}, model IR (remapped, faults) {ir:?}, guest ttyS0 {tty:?}, guest virtio requests {virtio}",
+            "{}: serial {serial:?}, virtio-blk {blk:?}, PASID device {pasid_bdf:?} {pasid_dev:?}, model IR (remapped, faults) {ir:?}, guest ttyS0 {tty:?}, guest virtio requests {virtio}",
             m.name
         );
         if virtio == 0 {
@@ -314,7 +328,19 @@ exit $rc
             {
                 fail("virtio's MSI-X vectors are not on IR-PCI-MSI".into());
             }
-            for (what, counts) in [("serial (IOAPIC pin 4)", serial), ("virtio-blk", blk)] {
+            for name in ["iommutest-wq0", "iommutest-err"] {
+                match proc_interrupts(c, name) {
+                    Some((n, row)) if n > 0 && row.contains("IR-PCI-MSI") => {}
+                    t => fail(format!(
+                        "PASID device vector {name} not on IR-PCI-MSI with interrupts: {t:?}"
+                    )),
+                }
+            }
+            for (what, counts) in [
+                ("serial (IOAPIC pin 4)", serial),
+                ("virtio-blk", blk),
+                ("PASID test device", pasid_dev),
+            ] {
                 match counts {
                     Some(k)
                         if k.remapped > 0 && k.compat == 0 && k.blocked == 0 && k.failed == 0 => {}
@@ -333,7 +359,11 @@ exit $rc
             if dmesg_has(c, "Enabled IRQ remapping") {
                 fail("remapping enabled with intremap=off".into());
             }
-            for (what, counts) in [("serial (IOAPIC pin 4)", serial), ("virtio-blk", blk)] {
+            for (what, counts) in [
+                ("serial (IOAPIC pin 4)", serial),
+                ("virtio-blk", blk),
+                ("PASID test device", pasid_dev),
+            ] {
                 match counts {
                     Some(k)
                         if k.compat > 0 && k.remapped == 0 && k.blocked == 0 && k.failed == 0 => {}

@@ -30,6 +30,7 @@ fn expected(guest: &str) -> Vec<(&'static str, &'static str)> {
         ("pasid_dev_present", "pasid_enabled=1"),
         ("pasid_dev_group", ""),
         ("pasid_dev_dma_api", ""),
+        ("pasid_dev_msix", "MSI-X vector 0"),
     ];
     // The negative cases: device error and the kernel's DMAR line (5.10
     // prints the reason in decimal, 6.x in hex).

@@ -26,6 +26,8 @@
 #include <linux/kmsg_dump.h>
 #include <linux/mutex.h>
 #include <linux/slab.h>
+#include <linux/interrupt.h>
+#include <linux/atomic.h>
 
 #include "iommutest.h"
 #if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0) || LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
@@ -225,6 +227,9 @@ static void test_dmar_registers(struct seq_file *m)
 #define PT_WQ_ERROR 0x24
 #define PT_WQ_FAULT_ADDR 0x28
 #define PT_PASID_EN (1U << 31)
+#define PT_DESC_IRQ 0x01		/* descriptor flag: completion interrupt (MSI-X vector n) */
+#define PT_NUM_VECTORS 9		/* MSI-X: vector n = WQ n completion, vector 8 = error */
+#define PT_VEC_ERROR 8
 #define PT_OP_COPY 1
 #define PT_OP_FILL 2
 #define PT_OP_COMPARE 3
@@ -273,9 +278,12 @@ struct pt_dev {
 	int aux_ret;		/* 5.10: iommu_dev_enable_feature(AUX) at load */
 	int mdev_ret;		/* mdev parent registration at load (1: not tried) */
 	unsigned long last_fault;	/* jiffies of the last fault a test provoked */
+	int msix_ret;		/* pci_alloc_irq_vectors / request_irq at load (1: not tried) */
+	int irq_wq0, irq_err;	/* Linux IRQs of MSI-X vectors 0 and PT_VEC_ERROR */
+	atomic_t n_wq0, n_err;	/* interrupts taken on them */
 };
 
-static struct pt_dev pt = { .mdev_ret = 1, .aux_ret = 1 };
+static struct pt_dev pt = { .mdev_ret = 1, .aux_ret = 1, .msix_ret = 1 };
 /* Serialises the tests with mdev create/remove (all of them program queues). */
 static DEFINE_MUTEX(pt_lock);
 
@@ -293,8 +301,8 @@ static void pt_wq_setup(struct pt_dev *p, int n, u32 pasid_reg, u64 ring_iova)
  * Run one descriptor on queue n; returns the completion status (0 when the queue stopped
  * before writing one), or -ETIMEDOUT. *err gets WQ_ERROR.
  */
-static int pt_exec(struct pt_dev *p, int n, struct pt_mem *mm, u8 op, u32 len, u64 src, u64 dst,
-		   u64 pattern, u32 *err)
+static int pt_exec_flags(struct pt_dev *p, int n, struct pt_mem *mm, u8 op, u8 flags, u32 len,
+			 u64 src, u64 dst, u64 pattern, u32 *err)
 {
 	u32 head = readl(p->bar + PT_WQ(n, PT_WQ_HEAD)) & 1;
 	struct pt_desc *d = (struct pt_desc *)mm->ring + head;
@@ -304,6 +312,7 @@ static int pt_exec(struct pt_dev *p, int n, struct pt_mem *mm, u8 op, u32 len, u
 	memset(d, 0, sizeof(*d));
 	memset(c, 0, sizeof(*c));
 	d->op = op;
+	d->flags = flags;
 	d->len = len;
 	d->src = src;
 	d->dst = dst;
@@ -323,6 +332,12 @@ static int pt_exec(struct pt_dev *p, int n, struct pt_mem *mm, u8 op, u32 len, u
 	}
 	*err = readl(p->bar + PT_WQ(n, PT_WQ_ERROR));
 	return -ETIMEDOUT;
+}
+
+static int pt_exec(struct pt_dev *p, int n, struct pt_mem *mm, u8 op, u32 len, u64 src, u64 dst,
+		   u64 pattern, u32 *err)
+{
+	return pt_exec_flags(p, n, mm, op, 0, len, src, dst, pattern, err);
 }
 
 /* Fill, copy, compare on queue n and check the bytes in memory. Returns 0 or a reason. */
@@ -558,6 +573,79 @@ static void pt_expect_fault(struct seq_file *m, struct pt_dev *p, const char *na
 	}
 }
 
+/*
+ * MSI-X (vmm/docs/pasid-device.md): descriptor flag bit 0 asks for the queue's completion
+ * vector, a queue stopping with an error fires vector 8. With interrupt remapping on, these
+ * are remappable-format MSIs (VT-d 5.1.4). The handlers only count.
+ */
+static irqreturn_t pt_irq_wq0(int irq, void *data)
+{
+	atomic_inc(&pt.n_wq0);
+	return IRQ_HANDLED;
+}
+
+static irqreturn_t pt_irq_err(int irq, void *data)
+{
+	atomic_inc(&pt.n_err);
+	return IRQ_HANDLED;
+}
+
+/* Wait (1 s at most) until *cnt reaches want. */
+static bool pt_wait_count(atomic_t *cnt, int want)
+{
+	unsigned long end = jiffies + HZ;
+
+	while (atomic_read(cnt) < want && time_before(jiffies, end))
+		msleep(1);
+	return atomic_read(cnt) >= want;
+}
+
+#define PT_MSIX_DESCS 4
+
+/*
+ * PT_MSIX_DESCS FILLs on queue 0 with the completion-interrupt flag, one at a time: each must
+ * bring exactly one interrupt on vector 0 before the next runs. Returns 0 or a reason.
+ */
+static const char *pt_msix_completions(struct pt_dev *p, struct pt_mem *mm)
+{
+	int base = atomic_read(&p->n_wq0);
+	u32 err;
+	int i;
+
+	for (i = 0; i < PT_MSIX_DESCS; i++) {
+		if (pt_exec_flags(p, 0, mm, PT_OP_FILL, PT_DESC_IRQ, 8, 0, mm->dst_iova, i, &err) !=
+		    PT_ST_SUCCESS)
+			return "a FILL with the interrupt flag did not complete";
+		if (!pt_wait_count(&p->n_wq0, base + i + 1))
+			return "no completion interrupt within 1 s";
+	}
+	return NULL;
+}
+
+static void pt_msix_report(struct seq_file *m, struct pt_dev *p, const char *why, int c0, int e0)
+{
+	int c, e;
+
+	if (p->msix_ret) {
+		seq_printf(m, "IOMMUTEST pasid_dev_msix FAIL allocating or requesting the MSI-X vectors: %d\n",
+			   p->msix_ret);
+		return;
+	}
+	/* The fault of pasid_neg_unmapped_iova fires the error vector. */
+	if (!why && !pt_wait_count(&p->n_err, e0 + 1))
+		why = "no error interrupt within 1 s of the provoked fault";
+	c = atomic_read(&p->n_wq0) - c0;
+	e = atomic_read(&p->n_err) - e0;
+	if (!why && c != PT_MSIX_DESCS)
+		why = "completion interrupts differ from the descriptors that asked for one";
+	if (why)
+		seq_printf(m, "IOMMUTEST pasid_dev_msix FAIL %s (%d completion, %d error interrupts; want %d and >= 1)\n",
+			   why, c, e, PT_MSIX_DESCS);
+	else
+		seq_printf(m, "IOMMUTEST pasid_dev_msix PASS %d %d: completion interrupts on MSI-X vector 0 (irq %d) for %d descriptors, error interrupts on vector %d (irq %d) after the provoked fault\n",
+			   c, e, p->irq_wq0, PT_MSIX_DESCS, PT_VEC_ERROR, p->irq_err);
+}
+
 /* Through the DMA API at RID level (queue without PASID). */
 static void pt_test_dma_api(struct seq_file *m, struct pt_dev *p)
 {
@@ -565,7 +653,8 @@ static void pt_test_dma_api(struct seq_file *m, struct pt_dev *p)
 	struct pt_fault_want w = { .wq_err = PT_ERR_TRANSLATION, .pasid = -1, .addr = 0x7f0000000000ULL };
 	struct pt_mem mm;
 	dma_addr_t a, b, c, d;
-	const char *why;
+	const char *why, *msix_why = NULL;
+	int c0, e0;
 
 	if (dma_set_mask_and_coherent(dev, DMA_BIT_MASK(64))) {
 		seq_printf(m, "IOMMUTEST pasid_dev_dma_api FAIL dma_set_mask failed\n");
@@ -590,10 +679,15 @@ static void pt_test_dma_api(struct seq_file *m, struct pt_dev *p)
 	else
 		seq_printf(m, "IOMMUTEST pasid_dev_dma_api PASS fill/copy/compare 4 KiB via DMA API (ring iova %#llx)\n",
 			   (u64)a);
+	c0 = atomic_read(&p->n_wq0);
+	e0 = atomic_read(&p->n_err);
+	if (!p->msix_ret)
+		msix_why = pt_msix_completions(p, &mm);
 	/* Negative: an IOVA the DMA API never mapped (far above the allocations). */
 	w.reason = pt_np_reason(false, false);
 	pt_expect_fault(m, p, "pasid_neg_unmapped_iova", 0, &mm, w.addr, &w);
 	writel(0, p->bar + PT_WQ(0, PT_WQ_CTL));
+	pt_msix_report(m, p, msix_why, c0, e0);
 out:
 	if (mm.ring)
 		dma_free_coherent(dev, PAGE_SIZE, mm.ring, a);
@@ -1147,6 +1241,32 @@ out:
 }
 #endif
 
+/* At load: all MSI-X vectors, handlers on the WQ 0 completion and the error vector. */
+static void pt_msix_setup(struct pci_dev *pdev)
+{
+	int ret = pci_alloc_irq_vectors(pdev, PT_NUM_VECTORS, PT_NUM_VECTORS, PCI_IRQ_MSIX);
+
+	if (ret < 0) {
+		pt.msix_ret = ret;
+		return;
+	}
+	pt.irq_wq0 = pci_irq_vector(pdev, 0);
+	pt.irq_err = pci_irq_vector(pdev, PT_VEC_ERROR);
+	ret = request_irq(pt.irq_wq0, pt_irq_wq0, 0, "iommutest-wq0", &pt);
+	if (ret)
+		goto free_vectors;
+	ret = request_irq(pt.irq_err, pt_irq_err, 0, "iommutest-err", &pt);
+	if (ret) {
+		free_irq(pt.irq_wq0, &pt);
+		goto free_vectors;
+	}
+	pt.msix_ret = 0;
+	return;
+free_vectors:
+	pci_free_irq_vectors(pdev);
+	pt.msix_ret = ret;
+}
+
 /* At load: find the device, enable it, map BAR0, register the mdev parent. */
 static void pt_probe(void)
 {
@@ -1177,6 +1297,7 @@ static void pt_probe(void)
 	}
 	writel(2, pt.bar + PT_GCTL);
 	writel(1, pt.bar + PT_GCTL);
+	pt_msix_setup(pdev);
 	if (dma_set_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(64)))
 		dev_warn(&pdev->dev, "iommutest: dma_set_mask failed\n");
 #ifdef PT_MDEV
@@ -1207,6 +1328,11 @@ static void pt_remove(void)
 #endif
 	if (pt.bar) {
 		writel(2, pt.bar + PT_GCTL);
+		if (!pt.msix_ret) {
+			free_irq(pt.irq_err, &pt);
+			free_irq(pt.irq_wq0, &pt);
+			pci_free_irq_vectors(pt.pdev);
+		}
 		pci_iounmap(pt.pdev, pt.bar);
 		pci_clear_master(pt.pdev);
 		pci_disable_device(pt.pdev);
