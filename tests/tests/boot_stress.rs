@@ -368,6 +368,11 @@ exit $rc
             b.total.as_secs_f64(),
             b.failure
         );
+        if b.failure.is_some() {
+            let tail: Vec<&str> = b.log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!("boot_stress: L1 log (last 40 lines):\n{}", tail.join("\n"));
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
