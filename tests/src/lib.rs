@@ -59,3 +59,19 @@ pub fn workspace_binary(package: &str, bin: &str, release: bool) -> PathBuf {
 pub fn release_vmm_binary() -> PathBuf {
     workspace_binary("iommu-vmm", "iommu-vmm", true)
 }
+
+/// Lower-case hex SHA-256 of the first `len` bytes of `path` (through `head` and `sha256sum`,
+/// which the boot tests' hosts have): the checksum a guest's O_DIRECT read must reproduce.
+pub fn sha256_prefix(path: &Path, len: u64) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c {len} '{}' | sha256sum", path.display()))
+        .output()
+        .expect("sha256sum");
+    assert!(out.status.success(), "sha256sum failed");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string()
+}

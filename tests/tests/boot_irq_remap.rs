@@ -24,7 +24,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use iommu_vmm::nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
@@ -84,20 +83,6 @@ fn write_disk(path: &Path) {
         f.write_all(&buf).expect("write disk");
     }
     f.flush().expect("flush disk");
-}
-
-fn sha256_prefix(path: &Path, len: u64) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("head -c {len} '{}' | sha256sum", path.display()))
-        .output()
-        .expect("sha256sum");
-    assert!(out.status.success(), "sha256sum failed");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("sha256sum output")
-        .to_string()
 }
 
 /// Per-source counts from the VMM's `irq <source>: N remapped, N compatibility, N blocked,
@@ -191,7 +176,7 @@ fn boot_irq_remap_6_1_x2apic_eim_serial_virtio_and_pasid_device_through_remappin
     let dir = iommu_tests::scratch("boot-test-scratch", "irq-remap");
     let disk = dir.join("disk.img");
     write_disk(&disk);
-    let sha = sha256_prefix(&disk, READ_BYTES);
+    let sha = iommu_tests::sha256_prefix(&disk, READ_BYTES);
 
     let mut tree = guest_images::initramfs::Tree::new();
     tree.file("irqtest-init", 0o755, INIT.as_bytes().to_vec())

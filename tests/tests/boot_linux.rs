@@ -18,7 +18,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use iommu_vmm::exit::{STATUS_GUEST_PANIC, STATUS_TRIPLE_FAULT};
@@ -356,20 +355,6 @@ fn write_disk(path: &Path) {
     f.flush().expect("flush disk");
 }
 
-fn sha256_prefix(path: &Path, len: u64) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("head -c {len} '{}' | sha256sum", path.display()))
-        .output()
-        .expect("sha256sum");
-    assert!(out.status.success(), "sha256sum failed");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("sha256sum output")
-        .to_string()
-}
-
 fn marker<'a>(console: &'a str, key: &str) -> Option<&'a str> {
     console
         .lines()
@@ -411,7 +396,7 @@ fn boot_linux_6_1_each_iommu_mode_reads_and_writes_disk_through_vtd() {
     let dir = iommu_tests::scratch("boot-test-scratch", "matrix");
     let disk = dir.join("disk.img");
     write_disk(&disk);
-    let want_sha = sha256_prefix(&disk, read_len());
+    let want_sha = iommu_tests::sha256_prefix(&disk, read_len());
     eprintln!(
         "boot_linux: {} MiB disk (IOMMU_TEST_DISK_MIB)",
         disk_bytes() >> 20

@@ -20,7 +20,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use iommu_vmm::nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
@@ -110,20 +109,6 @@ fn write_disk(path: &Path) {
     f.flush().expect("flush disk");
 }
 
-fn sha256_prefix(path: &Path, len: u64) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("head -c {len} '{}' | sha256sum", path.display()))
-        .output()
-        .expect("sha256sum");
-    assert!(out.status.success(), "sha256sum failed");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("sha256sum output")
-        .to_string()
-}
-
 /// Loads the image's virtio modules and waits for /dev/vda (guest shell snippet).
 const LOAD_MODULES: &str = r#"moddir=/lib/modules/$(uname -r)
 while read -r m; do
@@ -193,7 +178,7 @@ fn boot_stress_6_1_odirect_reads_never_triple_fault() {
     let map = dir.join("kallsyms-nokaslr.txt");
     let disk = dir.join("disk.img");
     write_disk(&disk);
-    let sha = sha256_prefix(&disk, READ_BYTES);
+    let sha = iommu_tests::sha256_prefix(&disk, READ_BYTES);
     let mut tree = guest_images::initramfs::Tree::new();
     tree.file("stress-init", 0o755, init_script().into_bytes())
         .expect("init file");
