@@ -75,3 +75,45 @@ pub fn sha256_prefix(path: &Path, len: u64) -> String {
         .expect("sha256sum output")
         .to_string()
 }
+
+/// Prints, for every job of `report` that the nested runner ran a second time (it asked with
+/// [`iommu_vmm::nested::Job::retry_nested_on`]), how its first attempt ended and the last
+/// lines of that attempt's stderr (the VMM's shutdown report), so that a retried boot is
+/// never silent. `names[i]` labels job `i`. Returns how many jobs were retried.
+pub fn report_retries(
+    test: &str,
+    names: &[&str],
+    report: &iommu_vmm::nested::BatchReport,
+) -> usize {
+    let mut retried = 0;
+    for (i, job) in report.jobs.iter().enumerate() {
+        let name = names.get(i).copied().unwrap_or("?");
+        for (k, e) in job.earlier.iter().enumerate() {
+            retried += 1;
+            let tail: Vec<&str> = e.stderr.lines().rev().take(80).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!(
+                "{test}: RETRIED {name}: attempt {} ended with {:?} in L1 boot {} under the nested \
+                 runner and was run again (the L1 machine's emulated SVM is unreliable, see \
+                 MACHINE-NOTES.md); that attempt's console tail and report:\n{}\n{}",
+                k + 1,
+                e.outcome,
+                e.boot,
+                e.console
+                    .lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                tail.join("\n")
+            );
+        }
+    }
+    if retried > 0 {
+        eprintln!("{test}: {retried} job(s) retried under the nested runner");
+    }
+    retried
+}

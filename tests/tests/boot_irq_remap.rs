@@ -26,6 +26,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use iommu_vmm::exit::STATUS_TRIPLE_FAULT;
 use iommu_vmm::nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
 
 const DISK_BYTES: u64 = 16 << 20;
@@ -215,6 +216,7 @@ exit $rc
             Job::shell(script)
                 .with_cwd(&dir)
                 .with_path(image_dir.clone())
+                .retry_nested_on(STATUS_TRIPLE_FAULT)
         })
         .collect();
     let opts = RunnerOptions {
@@ -225,6 +227,8 @@ exit $rc
     };
     let report = run_batch(NestedMode::Auto, &jobs, &opts).expect("the jobs must run");
     assert_eq!(report.jobs.len(), MODES.len(), "one result per job");
+    let names: Vec<&str> = MODES.iter().map(|m| m.name).collect();
+    iommu_tests::report_retries("boot_irq_remap", &names, &report);
 
     let mut failures = Vec::new();
     for (m, job) in MODES.iter().zip(&report.jobs) {

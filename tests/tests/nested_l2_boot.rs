@@ -10,6 +10,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use iommu_vmm::exit::STATUS_TRIPLE_FAULT;
 use iommu_vmm::nested::{Job, KvmSupport, NestedMode, RunnerOptions, detect_kvm, run_batch};
 
 /// Builds (or checks current) a guest image on the host: the L1 machine can not build one.
@@ -38,7 +39,7 @@ fn run_guests(guests: &[(&str, Vec<String>)]) -> Vec<String> {
         .map(|(g, extra)| {
             let mut args = vec!["--guest".to_string(), (*g).to_string()];
             args.extend(extra.iter().cloned());
-            Job::vmm(args)
+            Job::vmm(args).retry_nested_on(STATUS_TRIPLE_FAULT)
         })
         .collect();
     let report = run_batch(
@@ -51,6 +52,8 @@ fn run_guests(guests: &[(&str, Vec<String>)]) -> Vec<String> {
         },
     )
     .expect("the batch must run (directly or through the nested runner)");
+    let names: Vec<&str> = guests.iter().map(|(g, _)| *g).collect();
+    iommu_tests::report_retries("nested_l2_boot", &names, &report);
     for ((g, _), r) in guests.iter().zip(&report.jobs) {
         eprintln!(
             "guest {g}: {:?} in {:.1} s host time\n{}",

@@ -168,6 +168,55 @@ fn nested_frozen_l1_outer_timeout_then_retry_succeeds() {
 }
 
 #[test]
+fn nested_retry_status_reruns_job_once_in_new_l1_boot_and_keeps_first_attempt() {
+    let _g = lock();
+    let dir = iommu_tests::scratch("nested-test-scratch", "retry-status");
+    // Job 0 asks for a retry on status 4 and ends with 4 only the first time (a marker on the
+    // host share). Job 1 ends with 4 every time and does not ask: its 4 stands. Job 2 asks,
+    // but ends with 0: no retry.
+    let once =
+        "if [ ! -e marker ]; then touch marker; sync; echo first; exit 4; fi; echo second; exit 0";
+    let jobs = vec![
+        Job::shell(once).with_cwd(&dir).retry_nested_on(4),
+        Job::shell("echo always; exit 4"),
+        Job::shell("echo fine; exit 0").retry_nested_on(4),
+    ];
+    let report = run_jobs(&jobs, &opts()).expect("runner must boot");
+    assert_eq!(report.boots.len(), 2, "one retry boot: {:#?}", report.boots);
+    let j0 = &report.jobs[0];
+    assert_eq!(j0.outcome, JobOutcome::Exited(0), "{report:#?}");
+    assert_eq!(j0.console, "second\n");
+    assert_eq!(j0.boot, 1);
+    assert_eq!(j0.earlier.len(), 1, "{report:#?}");
+    assert_eq!(j0.earlier[0].outcome, JobOutcome::Exited(4));
+    assert_eq!(j0.earlier[0].console, "first\n");
+    assert_eq!(j0.earlier[0].boot, 0);
+    assert_eq!(report.jobs[1].outcome, JobOutcome::Exited(4));
+    assert!(report.jobs[1].earlier.is_empty());
+    assert_eq!(report.jobs[1].boot, 0);
+    assert_eq!(report.jobs[2].outcome, JobOutcome::Exited(0));
+    assert!(report.jobs[2].earlier.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn nested_kvm_params_reach_l1_kvm_amd_module() {
+    let _g = lock();
+    // npt is always on in these tests' L1; pause_filter_count is a plain knob to flip.
+    let job = Job::shell("cat /sys/module/kvm_amd/parameters/pause_filter_count");
+    let report = run_jobs(
+        &[job],
+        &RunnerOptions {
+            kvm_params: "pause_filter_count=0".into(),
+            ..opts()
+        },
+    )
+    .expect("runner must boot with kvm_amd parameters");
+    assert_eq!(report.jobs[0].outcome, JobOutcome::Exited(0), "{report:#?}");
+    assert_eq!(report.jobs[0].console.trim(), "0", "{report:#?}");
+}
+
+#[test]
 fn nested_run_batch_runs_directly_or_through_runner_per_host() {
     let _g = lock();
     let jobs = [Job::shell("echo batch; exit 4")];

@@ -11,6 +11,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use iommu_vmm::exit::STATUS_TRIPLE_FAULT;
 use iommu_vmm::nested::{Job, NestedMode, RunnerOptions, run_batch};
 
 fn line<'a>(console: &'a str, name: &str) -> Option<&'a str> {
@@ -193,6 +194,7 @@ fn pasid_boot_three_kernels_device_flows() {
                 "--append".to_string(),
                 format!("iommutest.disk_sha={sha} iommutest.disk_len={}", data.len()),
             ])
+            .retry_nested_on(STATUS_TRIPLE_FAULT)
         })
         .collect();
     let report = run_batch(
@@ -205,6 +207,7 @@ fn pasid_boot_three_kernels_device_flows() {
         },
     )
     .expect("the batch must run");
+    iommu_tests::report_retries("pasid_boot", &guests, &report);
     for (g, r) in guests.iter().zip(&report.jobs) {
         eprintln!(
             "guest {g}: {:?} in {:.1} s\n{}",

@@ -11,6 +11,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use iommu_vmm::exit::STATUS_TRIPLE_FAULT;
 use iommu_vmm::nested::{Job, NestedMode, RunnerOptions, run_batch};
 
 fn line<'a>(console: &'a str, name: &str) -> Option<&'a str> {
@@ -59,7 +60,10 @@ fn sva_perf_boot_61_sva_with_page_requests_and_612_dmar_pmu() {
     }
     let jobs: Vec<Job> = guests
         .iter()
-        .map(|g| Job::vmm(["--guest", g, "--device", "pasid-test", "--stats"]))
+        .map(|g| {
+            Job::vmm(["--guest", g, "--device", "pasid-test", "--stats"])
+                .retry_nested_on(STATUS_TRIPLE_FAULT)
+        })
         .collect();
     let report = run_batch(
         NestedMode::Auto,
@@ -71,6 +75,7 @@ fn sva_perf_boot_61_sva_with_page_requests_and_612_dmar_pmu() {
         },
     )
     .expect("the batch must run");
+    iommu_tests::report_retries("sva_perf_boot", &guests, &report);
     for (g, r) in guests.iter().zip(&report.jobs) {
         eprintln!(
             "guest {g}: {:?} in {:.1} s\n{}",

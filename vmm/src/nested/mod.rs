@@ -134,6 +134,9 @@ pub struct Job {
     pub cwd: Option<PathBuf>,
     /// More host paths to export (files: their directory).
     pub extra_paths: Vec<PathBuf>,
+    /// Exit statuses that make the nested runner run the job once more, in a new L1 boot
+    /// (see [`Job::retry_nested_on`]). Never used for direct runs on hardware KVM.
+    pub retry_nested_on: Vec<i32>,
 }
 
 impl Job {
@@ -143,6 +146,7 @@ impl Job {
             program: JobProgram::Vmm(args.into_iter().map(Into::into).collect()),
             cwd: None,
             extra_paths: Vec::new(),
+            retry_nested_on: Vec::new(),
         }
     }
     /// A program with arguments (see [`JobProgram::Exec`]).
@@ -157,6 +161,7 @@ impl Job {
             },
             cwd: None,
             extra_paths: Vec::new(),
+            retry_nested_on: Vec::new(),
         }
     }
     /// A shell script run in L1.
@@ -165,6 +170,7 @@ impl Job {
             program: JobProgram::Shell(script.into()),
             cwd: None,
             extra_paths: Vec::new(),
+            retry_nested_on: Vec::new(),
         }
     }
     /// Sets the working directory.
@@ -175,6 +181,17 @@ impl Job {
     /// Exports one more host path to L1.
     pub fn with_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.extra_paths.push(path.into());
+        self
+    }
+    /// Under the nested runner only: when the job ends with exit status `status`, run it once
+    /// more in a new L1 boot, and keep the first attempt in [`JobResult::earlier`]. For boot
+    /// tests whose guests must not triple-fault (`crate::exit::STATUS_TRIPLE_FAULT`): the L1
+    /// machine's emulated SVM (QEMU TCG) is itself unreliable here (MACHINE-NOTES.md: L1 soft
+    /// lockups with a vCPU stuck, and rare L2 triple faults that no direct run has shown), so
+    /// one such ending is retried and reported rather than failing CI. Direct runs on hardware
+    /// KVM never retry: there a triple fault fails the test at once.
+    pub fn retry_nested_on(mut self, status: i32) -> Self {
+        self.retry_nested_on.push(status);
         self
     }
 }
@@ -205,6 +222,9 @@ pub struct RunnerOptions {
     pub install_qemu: bool,
     /// A specific QEMU; `None`: [`find_qemu`].
     pub qemu: Option<Qemu>,
+    /// Module parameters for L1's kvm_amd (or kvm_intel), comma-separated, e.g. `vgif=0,vls=0`
+    /// (default: `IOMMU_VMM_NESTED_KVM_PARAMS`, else none). For experiments with L1's KVM.
+    pub kvm_params: String,
 }
 
 impl Default for RunnerOptions {
@@ -225,6 +245,7 @@ impl Default for RunnerOptions {
             stream: false,
             install_qemu: true,
             qemu: None,
+            kvm_params: std::env::var("IOMMU_VMM_NESTED_KVM_PARAMS").unwrap_or_default(),
         }
     }
 }
@@ -256,6 +277,9 @@ pub struct JobResult {
     pub host_time: Duration,
     /// The L1 boot (index in [`BatchReport::boots`]) that produced this result.
     pub boot: usize,
+    /// Earlier attempts of this job that ended with one of its
+    /// [`Job::retry_nested_on`] statuses, oldest first (empty when the first attempt counted).
+    pub earlier: Vec<JobResult>,
 }
 
 impl JobResult {
@@ -360,7 +384,10 @@ pub fn maybe_run_nested(mode: NestedMode, args: &[OsString]) -> Result<Option<i3
         stream: true,
         ..RunnerOptions::default()
     };
-    let report = run_jobs(&[Job::vmm(args.iter().cloned())], &opts)?;
+    // A triple fault under the nested runner gets one more run (see `Job::retry_nested_on`):
+    // both attempts' output reaches the user as it arrives.
+    let job = Job::vmm(args.iter().cloned()).retry_nested_on(crate::exit::STATUS_TRIPLE_FAULT);
+    let report = run_jobs(&[job], &opts)?;
     let Some(job) = report.jobs.into_iter().next() else {
         return Err(NestedError::Lost("no job result".into()));
     };
@@ -493,6 +520,7 @@ fn run_direct(job: &Job, vmm: &Path, opts: &RunnerOptions) -> Result<JobResult, 
         stderr,
         l1_secs: host_time.as_secs_f64(),
         host_time,
+        earlier: Vec::new(),
         boot: 0,
     })
 }
@@ -590,14 +618,31 @@ pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, Neste
     );
 
     let mut results: Vec<Option<JobResult>> = vec![None; jobs.len()];
+    // Attempts that ended with a status the job asked to retry (Job::retry_nested_on).
+    let mut earlier: Vec<Vec<JobResult>> = vec![Vec::new(); jobs.len()];
     let mut boots = Vec::new();
     let attempts = opts.attempts.max(1);
-    for attempt in 0..attempts {
+    // One more L1 boot at most for such retries, beyond `attempts`.
+    let mut retry_boot_left = true;
+    let mut attempt = 0u32;
+    loop {
         let pending: Vec<usize> = (0..jobs.len()).filter(|i| results[*i].is_none()).collect();
         if attempt > 0 && pending.is_empty() {
             break;
         }
-        if attempt > 0 {
+        if attempt >= attempts {
+            if !retry_boot_left || pending.iter().any(|&i| earlier[i].is_empty()) {
+                break;
+            }
+            retry_boot_left = false;
+        }
+        if attempt > 0 && pending.iter().all(|&i| !earlier[i].is_empty()) {
+            eprintln!(
+                "iommu-vmm: nested runner: running {} job(s) once more in a new L1 boot after \
+                 an exit status they retry under the nested runner",
+                pending.len()
+            );
+        } else if attempt > 0 {
             eprintln!(
                 "iommu-vmm: nested runner: L1 machine failed ({}); retrying {} job(s) in a new L1 boot",
                 boots
@@ -610,7 +655,21 @@ pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, Neste
         let boot_index = boots.len();
         let (boot, got) = boot_once(&qemu, &image, jobs, &pending, opts, boot_index)?;
         for (i, r) in got {
-            if let Some(slot) = results.get_mut(i) {
+            let retry = jobs
+                .get(i)
+                .is_some_and(|j| r.status().is_some_and(|rc| j.retry_nested_on.contains(&rc)))
+                && earlier.get(i).is_some_and(Vec::is_empty);
+            if retry {
+                eprintln!(
+                    "iommu-vmm: nested runner: job {i} ended with exit status {} in L1 boot \
+                     {boot_index}; it asked for one more run under the nested runner (the \
+                     first attempt is kept in JobResult::earlier)",
+                    r.status().unwrap_or(-1)
+                );
+                if let Some(e) = earlier.get_mut(i) {
+                    e.push(r);
+                }
+            } else if let Some(slot) = results.get_mut(i) {
                 *slot = Some(r);
             }
         }
@@ -640,6 +699,7 @@ pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, Neste
         );
         let failed = !boot.completed;
         boots.push(boot);
+        attempt = attempt.saturating_add(1);
         if !failed && jobs.is_empty() {
             break;
         }
@@ -650,8 +710,9 @@ pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, Neste
         .unwrap_or_else(|| "no result".into());
     let jobs = results
         .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| JobResult {
+        .zip(earlier)
+        .map(|(r, earlier)| {
+            let mut r = r.unwrap_or_else(|| JobResult {
                 outcome: JobOutcome::Lost {
                     reason: format!("{last_failure} (after {} L1 boot(s))", boots.len()),
                 },
@@ -660,7 +721,10 @@ pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, Neste
                 l1_secs: 0.0,
                 host_time: Duration::ZERO,
                 boot: boots.len().saturating_sub(1),
-            })
+                earlier: Vec::new(),
+            });
+            r.earlier = earlier;
+            r
         })
         .collect();
     Ok(BatchReport { jobs, boots })
@@ -720,9 +784,14 @@ pub fn qemu_command(
     for d in &qemu.data_dirs {
         cmd.arg("-L").arg(d);
     }
+    // `IOMMU_VMM_NESTED_TCG_THREAD=single|multi` picks QEMU's TCG threading for L1 (QEMU's
+    // default on x86 is one thread per vCPU).
+    let accel = match std::env::var("IOMMU_VMM_NESTED_TCG_THREAD").as_deref() {
+        Ok(t @ ("single" | "multi")) => format!("tcg,thread={t}"),
+        _ => "tcg".to_string(),
+    };
+    cmd.args(["-accel", &accel]);
     cmd.args([
-        "-accel",
-        "tcg",
         "-cpu",
         "EPYC",
         "-m",
@@ -845,10 +914,22 @@ fn boot_once(
         std::fs::write(ctl.join(format!("job-{n}.sh")), script)?;
     }
 
-    let append = format!(
+    let mut append = format!(
         "console=ttyS0 loglevel=1 panic=-1 nested.nonce={nonce} nested.job_timeout={}",
         opts.job_timeout.as_secs().max(1)
     );
+    let p = &opts.kvm_params;
+    if !p.is_empty() {
+        if p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"=,_-".contains(&b))
+        {
+            append.push_str(&format!(" nested.kvm_params={p}"));
+        } else {
+            return Err(NestedError::Qemu(format!(
+                "L1 KVM module parameters {p:?}: only letters, digits and `=,_-` are allowed"
+            )));
+        }
+    }
     let mut cmd = qemu_command(
         qemu,
         &image.kernel,
@@ -1046,6 +1127,7 @@ fn boot_once(
                             l1_secs: secs,
                             host_time,
                             boot: boot_index,
+                            earlier: Vec::new(),
                         },
                     ));
                 }
