@@ -427,8 +427,14 @@ fn boot_linux_6_1_each_iommu_mode_reads_and_writes_disk_through_vtd() {
                 m.append,
                 std::env::var("IOMMU_TEST_EXTRA_APPEND").unwrap_or_default()
             );
+            // `IOMMU_TEST_EXTRA_IOMMU`: more VT-d properties for the modes with VT-d (debugging,
+            // e.g. `iotlb-ways=0,pwc-entries=0` for a model without IOTLB and walk caches).
+            let iommu = match std::env::var("IOMMU_TEST_EXTRA_IOMMU") {
+                Ok(x) if !x.is_empty() && m.iommu != "none" => format!("{},{x}", m.iommu),
+                _ => m.iommu.to_string(),
+            };
             let job =
-                Job::shell(job_script(&vmm, &image.kernel(), &initrd, &disk, slot, m.iommu, &append))
+                Job::shell(job_script(&vmm, &image.kernel(), &initrd, &disk, slot, &iommu, &append))
                     .with_cwd(&dir)
                     .with_path(image.dir.clone());
             // Only the garbage mode may end in a triple fault; elsewhere one under the nested

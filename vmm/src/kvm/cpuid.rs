@@ -68,6 +68,21 @@ pub fn patch(entries: &mut [kvm_cpuid_entry2], id: u8, count: u8, tsc_deadline: 
     }
 }
 
+/// KVM's paravirtual feature leaf (EAX: `KVM_FEATURE_*` bits).
+pub const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
+
+/// Clears `bits` of the KVM paravirtual feature leaf (EAX of 0x4000_0001), for experiments
+/// with the guest's PV paths (`IOMMU_VMM_KVM_PV_CLEAR`, hex, read by the vCPU setup). Bit 4
+/// async page faults, 5 steal time, 6 PV EOI, 7 PV unhalt, 9 PV TLB flush, 11 PV IPI, 13 PV
+/// sched yield, 14 async-PF interrupt: Linux's `arch/x86/include/uapi/asm/kvm_para.h`.
+pub fn clear_kvm_features(entries: &mut [kvm_cpuid_entry2], bits: u32) {
+    for e in entries.iter_mut() {
+        if e.function == KVM_CPUID_FEATURES {
+            e.eax &= !bits;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +94,16 @@ mod tests {
             ebx: 0xdead_beef,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn cpuid_kvm_feature_leaf_clears_only_the_given_bits() {
+        let mut e = [entry(KVM_CPUID_FEATURES, 0), entry(0x1, 0)];
+        e[0].eax = 0x0100_7ef9;
+        e[1].eax = 0x7ef0;
+        clear_kvm_features(&mut e, 0x7ef0);
+        assert_eq!(e[0].eax, 0x0100_0009);
+        assert_eq!(e[1].eax, 0x7ef0, "other leaves untouched");
     }
 
     #[test]

@@ -108,6 +108,12 @@ pub fn create(kvm: &Kvm, vm: &VmFd, id: u8, count: u8) -> Result<VcpuFd> {
         .map_err(Error::kvm("reading supported CPUID"))?;
     let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
     cpuid::patch(cpuid.as_mut_slice(), id, count, tsc_deadline);
+    if let Some(bits) = std::env::var("IOMMU_VMM_KVM_PV_CLEAR")
+        .ok()
+        .and_then(|v| u32::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+    {
+        cpuid::clear_kvm_features(cpuid.as_mut_slice(), bits);
+    }
     vcpu.set_cpuid2(&cpuid)
         .map_err(Error::kvm("setting CPUID"))?;
 
