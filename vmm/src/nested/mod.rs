@@ -208,10 +208,10 @@ pub struct RunnerOptions {
     /// How long past `job_timeout` the host waits for a job's END line before it declares the
     /// L1 machine frozen (the inner timeout cannot fire then) and kills it.
     pub outer_margin: Duration,
-    /// Declare L1 frozen when a running job prints nothing for this long. `None`: only with a
+    /// Declare L1 frozen when a running job prints nothing for this long. `None`: 120 s with a
     /// QEMU older than 8 (bookworm's 7.2 loses the timer exit of the inner guest in ~1 of 20
-    /// boots), 120 s, so such a hang costs minutes rather than `job_timeout`; newer QEMU: off,
-    /// so quiet long jobs are not cut. `IOMMU_VMM_NESTED_IDLE_TIMEOUT` (seconds, 0 = off)
+    /// boots), 300 s with newer ones (QEMU 10's L1 also freezes now and then), so a hang costs
+    /// minutes rather than `job_timeout`. `IOMMU_VMM_NESTED_IDLE_TIMEOUT` (seconds, 0 = off)
     /// overrides both.
     pub idle_timeout: Option<Duration>,
     /// L1 boots at most (2 = one retry for jobs left without a result).
@@ -1003,10 +1003,17 @@ fn boot_once(
     {
         Some(0) => None,
         Some(secs) => Some(Duration::from_secs(secs)),
+        // QEMU 7.2 loses the inner guest's timer exit in ~1 of 20 boots: 120 s. QEMU 10 also
+        // freezes now and then (an L1 vCPU soft-locked for minutes, seen 2026-11-26): 300 s,
+        // longer than any quiet stretch of the boot tests' jobs, shorter than their timeouts.
         None => opts.idle_timeout.or_else(|| {
-            qemu.major()
-                .is_some_and(|m| m < 8)
-                .then_some(Duration::from_secs(120))
+            Some(Duration::from_secs(
+                if qemu.major().is_some_and(|m| m < 8) {
+                    120
+                } else {
+                    300
+                },
+            ))
         }),
     };
     // While a job runs: the time of its last console line (for `idle_limit`).
