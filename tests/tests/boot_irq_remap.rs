@@ -222,6 +222,8 @@ exit $rc
     let opts = RunnerOptions {
         vmm_binary: Some(vmm),
         job_timeout: Duration::from_secs(420),
+        // Up to two L1 failures (freeze or crash, see vmm/src/nested/README.md) are retried.
+        attempts: 3,
         stream: true,
         ..RunnerOptions::default()
     };

@@ -449,6 +449,8 @@ fn boot_linux_6_1_each_iommu_mode_reads_and_writes_disk_through_vtd() {
     let opts = RunnerOptions {
         vmm_binary: Some(vmm.clone()),
         job_timeout: Duration::from_secs(600),
+        // Up to two L1 failures (freeze or crash, see vmm/src/nested/README.md) are retried.
+        attempts: 3,
         stream: true,
         ..RunnerOptions::default()
     };
