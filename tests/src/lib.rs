@@ -3,6 +3,7 @@
 //! This library holds what the boot tests in `tests/` share.
 #![deny(missing_docs)]
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -92,7 +93,10 @@ pub fn report_retries(
             retried += 1;
             let tail: Vec<&str> = e.stderr.lines().rev().take(80).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            eprintln!(
+            // Straight to stderr, not `eprintln!`: the test harness would capture it and drop
+            // it when the test passes, and a retry must show in every log.
+            let _ = writeln!(
+                std::io::stderr().lock(),
                 "{test}: RETRIED {name}: attempt {} ended with {:?} in L1 boot {} under the nested \
                  runner and was run again (the L1 machine's emulated SVM is unreliable, see \
                  MACHINE-NOTES.md); that attempt's console tail and report:\n{}\n{}",
@@ -113,7 +117,10 @@ pub fn report_retries(
         }
     }
     if retried > 0 {
-        eprintln!("{test}: {retried} job(s) retried under the nested runner");
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{test}: {retried} job(s) retried under the nested runner"
+        );
     }
     retried
 }

@@ -637,20 +637,20 @@ pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, Neste
             retry_boot_left = false;
         }
         if attempt > 0 && pending.iter().all(|&i| !earlier[i].is_empty()) {
-            eprintln!(
+            notice(&format!(
                 "iommu-vmm: nested runner: running {} job(s) once more in a new L1 boot after \
                  an exit status they retry under the nested runner",
                 pending.len()
-            );
+            ));
         } else if attempt > 0 {
-            eprintln!(
+            notice(&format!(
                 "iommu-vmm: nested runner: L1 machine failed ({}); retrying {} job(s) in a new L1 boot",
                 boots
                     .last()
                     .and_then(|b: &L1Boot| b.failure.clone())
                     .unwrap_or_default(),
                 pending.len()
-            );
+            ));
         }
         let boot_index = boots.len();
         let (boot, got) = boot_once(&qemu, &image, jobs, &pending, opts, boot_index)?;
@@ -660,12 +660,12 @@ pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, Neste
                 .is_some_and(|j| r.status().is_some_and(|rc| j.retry_nested_on.contains(&rc)))
                 && earlier.get(i).is_some_and(Vec::is_empty);
             if retry {
-                eprintln!(
+                notice(&format!(
                     "iommu-vmm: nested runner: job {i} ended with exit status {} in L1 boot \
                      {boot_index}; it asked for one more run under the nested runner (the \
                      first attempt is kept in JobResult::earlier)",
                     r.status().unwrap_or(-1)
-                );
+                ));
                 if let Some(e) = earlier.get_mut(i) {
                     e.push(r);
                 }
@@ -728,6 +728,13 @@ pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, Neste
         })
         .collect();
     Ok(BatchReport { jobs, boots })
+}
+
+/// Writes a runner notice to this process's real stderr. Not `eprintln!`: the Rust test
+/// harness captures that (and drops it for a passing test), and a retry must never be silent.
+fn notice(msg: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{msg}");
 }
 
 /// A random-enough per-boot nonce (no RNG crate needed: time, pid and a std hasher seed).
