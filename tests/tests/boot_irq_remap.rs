@@ -222,8 +222,11 @@ exit $rc
     let opts = RunnerOptions {
         vmm_binary: Some(vmm),
         job_timeout: Duration::from_secs(420),
-        // Up to two L1 failures (freeze or crash, see vmm/src/nested/README.md) are retried.
-        attempts: 3,
+        // Up to four L1 failures (freeze or crash, see vmm/src/nested/README.md) are retried.
+        attempts: 5,
+        // These guests print a line at least every ~20 s (boot, payload tests, an 8 MiB disk
+        // read): 150 s of silence is a frozen L1, found sooner than with the runner's default.
+        idle_timeout: Some(Duration::from_secs(150)),
         stream: true,
         ..RunnerOptions::default()
     };

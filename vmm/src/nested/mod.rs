@@ -214,7 +214,8 @@ pub struct RunnerOptions {
     /// minutes rather than `job_timeout`. `IOMMU_VMM_NESTED_IDLE_TIMEOUT` (seconds, 0 = off)
     /// overrides both.
     pub idle_timeout: Option<Duration>,
-    /// L1 boots at most (2 = one retry for jobs left without a result).
+    /// L1 boots at most (3 = two retries for jobs left without a result: QEMU 10's L1 freezes
+    /// in roughly 1 of 8-10 L2 boots here, see vmm/src/nested/README.md).
     pub attempts: u32,
     /// Print job consoles to stdout (and their stderr to stderr) as they arrive.
     pub stream: bool,
@@ -241,7 +242,7 @@ impl Default for RunnerOptions {
             boot_timeout: Duration::from_secs(secs("IOMMU_VMM_NESTED_BOOT_TIMEOUT", 180)),
             outer_margin: Duration::from_secs(60),
             idle_timeout: None,
-            attempts: 2,
+            attempts: 3,
             stream: false,
             install_qemu: true,
             qemu: None,
