@@ -479,6 +479,8 @@ fn host(o: HostOpts) -> Result<(), String> {
     let opts = RunnerOptions {
         vmm_binary: Some(vmm.clone()),
         job_timeout: Duration::from_secs(o.timeout + 120),
+        // A worker may print nothing until its boot's result line: only the job timeout counts.
+        idle_timeout: Some(Duration::from_secs(o.timeout + 120)),
         stream: true,
         ..RunnerOptions::default()
     };
