@@ -99,7 +99,7 @@ pub fn report_retries(
                 std::io::stderr().lock(),
                 "{test}: RETRIED {name}: attempt {} ended with {:?} in L1 boot {} under the nested \
                  runner and was run again (the L1 machine's emulated SVM is unreliable, see \
-                 MACHINE-NOTES.md); that attempt's console tail and report:\n{}\n{}",
+                 vmm/src/nested/README.md); that attempt's console tail and report:\n{}\n{}",
                 k + 1,
                 e.outcome,
                 e.boot,

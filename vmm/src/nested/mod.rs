@@ -186,8 +186,9 @@ impl Job {
     /// Under the nested runner only: when the job ends with exit status `status`, run it once
     /// more in a new L1 boot, and keep the first attempt in [`JobResult::earlier`]. For boot
     /// tests whose guests must not triple-fault (`crate::exit::STATUS_TRIPLE_FAULT`): the L1
-    /// machine's emulated SVM (QEMU TCG) is itself unreliable here (MACHINE-NOTES.md: L1 soft
-    /// lockups with a vCPU stuck, and rare L2 triple faults that no direct run has shown), so
+    /// machine's emulated SVM (QEMU TCG) is itself unreliable here (vmm/src/nested/README.md:
+    /// L1 freezes and crashes in KVM's world switch, and L2 triple faults with the same
+    /// signature that no direct run has shown), so
     /// one such ending is retried and reported rather than failing CI. Direct runs on hardware
     /// KVM never retry: there a triple fault fails the test at once.
     pub fn retry_nested_on(mut self, status: i32) -> Self {
