@@ -91,8 +91,6 @@ pub fn report_retries(
         let name = names.get(i).copied().unwrap_or("?");
         for (k, e) in job.earlier.iter().enumerate() {
             retried += 1;
-            let tail: Vec<&str> = e.stderr.lines().rev().take(80).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
             // Straight to stderr, not `eprintln!`: the test harness would capture it and drop
             // it when the test passes, and a retry must show in every log.
             let _ = writeln!(
@@ -103,16 +101,8 @@ pub fn report_retries(
                 k + 1,
                 e.outcome,
                 e.boot,
-                e.console
-                    .lines()
-                    .rev()
-                    .take(15)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                tail.join("\n")
+                last_lines(&e.console, 15),
+                last_lines(&e.stderr, 80)
             );
         }
     }
@@ -123,4 +113,28 @@ pub fn report_retries(
         );
     }
     retried
+}
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `<dir>/initrd.cpio.gz`: the image's initramfs `image_initramfs` followed by a second archive
+/// holding `files` (name, contents; mode 0755), which the kernel unpacks over the first. The
+/// boot tests add their own init scripts this way.
+pub fn initrd_with_files(image_initramfs: &Path, dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+    let mut tree = guest_images::initramfs::Tree::new();
+    for (name, data) in files {
+        tree.file(name, 0o755, data.to_vec())
+            .expect("initramfs file");
+    }
+    let overlay = dir.join("overlay.cpio.gz");
+    tree.write_gz(&overlay).expect("write overlay");
+    let mut combined = std::fs::read(image_initramfs).expect("read image initramfs");
+    combined.extend(std::fs::read(&overlay).expect("read overlay"));
+    let initrd = dir.join("initrd.cpio.gz");
+    std::fs::write(&initrd, combined).expect("write initrd");
+    initrd
 }

@@ -179,15 +179,11 @@ fn boot_irq_remap_6_1_x2apic_eim_serial_virtio_and_pasid_device_through_remappin
     write_disk(&disk);
     let sha = iommu_tests::sha256_prefix(&disk, READ_BYTES);
 
-    let mut tree = guest_images::initramfs::Tree::new();
-    tree.file("irqtest-init", 0o755, INIT.as_bytes().to_vec())
-        .expect("init file");
-    let overlay = dir.join("overlay.cpio.gz");
-    tree.write_gz(&overlay).expect("write overlay");
-    let initrd = dir.join("initrd.cpio.gz");
-    let mut combined = std::fs::read(&image_initramfs).expect("read image initramfs");
-    combined.extend(std::fs::read(&overlay).expect("read overlay"));
-    std::fs::write(&initrd, combined).expect("write initrd");
+    let initrd = iommu_tests::initrd_with_files(
+        &image_initramfs,
+        &dir,
+        &[("irqtest-init", INIT.as_bytes())],
+    );
 
     let vmm = iommu_tests::release_vmm_binary();
     let append = format!(

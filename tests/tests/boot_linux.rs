@@ -403,15 +403,11 @@ fn boot_linux_6_1_each_iommu_mode_reads_and_writes_disk_through_vtd() {
     );
 
     // The image's initramfs followed by an archive holding /vmmtest-init.
-    let mut tree = guest_images::initramfs::Tree::new();
-    tree.file("vmmtest-init", 0o755, INIT.as_bytes().to_vec())
-        .expect("init file");
-    let overlay = dir.join("overlay.cpio.gz");
-    tree.write_gz(&overlay).expect("write overlay");
-    let initrd = dir.join("initrd.cpio.gz");
-    let mut combined = std::fs::read(image.initramfs()).expect("read image initramfs");
-    combined.extend(std::fs::read(&overlay).expect("read overlay"));
-    std::fs::write(&initrd, combined).expect("write initrd");
+    let initrd = iommu_tests::initrd_with_files(
+        &image.initramfs(),
+        &dir,
+        &[("vmmtest-init", INIT.as_bytes())],
+    );
 
     let vmm = iommu_tests::release_vmm_binary();
     let jobs: Vec<Job> = MODES

@@ -205,18 +205,14 @@ fn boot_stress_6_1_odirect_reads_never_triple_fault() {
     let disk = dir.join("disk.img");
     write_disk(&disk);
     let sha = iommu_tests::sha256_prefix(&disk, READ_BYTES);
-    let mut tree = guest_images::initramfs::Tree::new();
-    tree.file("stress-init", 0o755, init_script().into_bytes())
-        .expect("init file");
-    tree.file("ksyms-init", 0o755, ksyms_init().into_bytes())
-        .expect("init file");
-    let overlay = dir.join("overlay.cpio.gz");
-    tree.write_gz(&overlay).expect("write overlay");
-    let initrd = dir.join("initrd.cpio.gz");
-    let mut combined = std::fs::read(image_dir.join(guest_images::cache::INITRAMFS_FILE))
-        .expect("read image initramfs");
-    combined.extend(std::fs::read(&overlay).expect("read overlay"));
-    std::fs::write(&initrd, combined).expect("write initrd");
+    let initrd = iommu_tests::initrd_with_files(
+        &image_dir.join(guest_images::cache::INITRAMFS_FILE),
+        &dir,
+        &[
+            ("stress-init", init_script().as_bytes()),
+            ("ksyms-init", ksyms_init().as_bytes()),
+        ],
+    );
 
     let rounds: usize = std::env::var("IOMMU_STRESS_ROUNDS")
         .ok()
@@ -452,22 +448,14 @@ fn boot_stress_triple_fault_report_names_the_faulting_rip() {
     let cache = guest_images::cache::Cache::from_env().expect("guest image cache");
     let image_dir = image_6_1(&cache);
     let map = dir.join("kallsyms-nokaslr.txt");
-    let mut tree = guest_images::initramfs::Tree::new();
-    tree.file(
-        "tf-init",
-        0o755,
-        b"#!/bin/busybox sh\n/bin/busybox reboot -f\n".to_vec(),
-    )
-    .expect("init file");
-    tree.file("ksyms-init", 0o755, ksyms_init().into_bytes())
-        .expect("init file");
-    let overlay = dir.join("overlay.cpio.gz");
-    tree.write_gz(&overlay).expect("write overlay");
-    let initrd = dir.join("initrd.cpio.gz");
-    let mut combined = std::fs::read(image_dir.join(guest_images::cache::INITRAMFS_FILE))
-        .expect("read image initramfs");
-    combined.extend(std::fs::read(&overlay).expect("read overlay"));
-    std::fs::write(&initrd, combined).expect("write initrd");
+    let initrd = iommu_tests::initrd_with_files(
+        &image_dir.join(guest_images::cache::INITRAMFS_FILE),
+        &dir,
+        &[
+            ("tf-init", b"#!/bin/busybox sh\n/bin/busybox reboot -f\n"),
+            ("ksyms-init", ksyms_init().as_bytes()),
+        ],
+    );
 
     let vmm = iommu_tests::release_vmm_binary();
     let setup = format!(
