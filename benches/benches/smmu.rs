@@ -13,7 +13,6 @@
 mod support;
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -167,42 +166,16 @@ fn threads(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(format!("{n}_threads"), |b| {
             b.iter_custom(|iters| {
-                let stop = AtomicBool::new(false);
-                let rig = &mut rig;
-                std::thread::scope(|sc| {
-                    let inv = sc.spawn(|| {
-                        let mut k = 0u64;
-                        while !stop.load(Ordering::Relaxed) {
-                            rig.issue(&[
-                                [0x12 | (unused_asid << 48), (VA + 0x1000) | 1],
-                                [0x46, 0],
-                            ]);
-                            k += 1;
-                        }
-                        k
-                    });
-                    let start = Instant::now();
-                    let workers: Vec<_> = per_thread
-                        .iter()
-                        .take(n)
-                        .map(|reqs| {
-                            let (smmu, ram) = (&smmu, &ram);
-                            sc.spawn(move || {
-                                for i in 0..iters {
-                                    let r = &reqs[i as usize & 7];
-                                    black_box(smmu.translate(ram.as_ref(), black_box(r)).ok());
-                                }
-                            })
-                        })
-                        .collect();
-                    for w in workers {
-                        w.join().unwrap();
-                    }
-                    let el = start.elapsed();
-                    stop.store(true, Ordering::Relaxed);
-                    let _ = inv.join().unwrap();
-                    el
-                })
+                let (smmu, ram, rig) = (&smmu, &ram, &mut rig);
+                iommu_benches::contended_round(
+                    n,
+                    iters,
+                    || rig.issue(&[[0x12 | (unused_asid << 48), (VA + 0x1000) | 1], [0x46, 0]]),
+                    |t, i| {
+                        let r = &per_thread[t][i as usize & 7];
+                        black_box(smmu.translate(ram.as_ref(), black_box(r)).ok());
+                    },
+                )
             })
         });
     }

@@ -13,7 +13,6 @@
 mod vtd_support;
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -369,48 +368,21 @@ fn threads(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(format!("{n}_threads"), |b| {
             b.iter_custom(|iters| {
-                let stop = AtomicBool::new(false);
                 let vtd = s.d.vtd.clone();
                 let ram = s.d.ram.clone();
                 let reqs = &s.reqs;
                 let d = &mut s.d;
-                std::thread::scope(|sc| {
-                    let inv = sc.spawn(|| {
-                        let mut k = 0u64;
-                        while !stop.load(Ordering::Relaxed) {
-                            // A page outside every translator's hot set.
-                            d.qi_submit(&[desc_iotlb_psi(
-                                did,
-                                IOVA + ((PAGES - 1) << 12),
-                                0,
-                                false,
-                            )]);
-                            k += 1;
-                        }
-                        k
-                    });
-                    let start = Instant::now();
-                    let workers: Vec<_> = (0..n)
-                        .map(|t| {
-                            let vtd = &vtd;
-                            let ram = &ram;
-                            sc.spawn(move || {
-                                let base = (t * 8) % (PAGES as usize - 8);
-                                for i in 0..iters {
-                                    let r = &reqs[base + (i as usize & 7)];
-                                    black_box(vtd.translate(ram.as_ref(), black_box(r)).ok());
-                                }
-                            })
-                        })
-                        .collect();
-                    for w in workers {
-                        w.join().unwrap();
-                    }
-                    let el = start.elapsed();
-                    stop.store(true, Ordering::Relaxed);
-                    let _ = inv.join().unwrap();
-                    el
-                })
+                iommu_benches::contended_round(
+                    n,
+                    iters,
+                    // A page outside every translator's hot set.
+                    || d.qi_submit(&[desc_iotlb_psi(did, IOVA + ((PAGES - 1) << 12), 0, false)]),
+                    |t, i| {
+                        let base = (t * 8) % (PAGES as usize - 8);
+                        let r = &reqs[base + (i as usize & 7)];
+                        black_box(vtd.translate(ram.as_ref(), black_box(r)).ok());
+                    },
+                )
             })
         });
     }
