@@ -49,14 +49,7 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-moddir=/lib/modules/$(uname -r)
-while read -r m; do
-    case "$m" in ""|*iommutest*) continue ;; esac
-    insmod "$moddir/$m" 2>/dev/null
-done </etc/iommutest/modules
-n=0
-while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
-dmesg | grep -iE "x2apic|apic routing|DMAR-IR" | sed 's/^/STRESS dmesg /'
+{LOAD_MODULES}dmesg | grep -iE "x2apic|apic routing|DMAR-IR" | sed 's/^/STRESS dmesg /'
 echo "STRESS reads start"
 i=1
 while [ $i -le {reads} ]; do
