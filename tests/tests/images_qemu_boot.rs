@@ -3,6 +3,8 @@
 //! their payload work before our own VMM boots them (tests of the VMM live elsewhere).
 //! QEMU's isa-debug-exit device on port 0xf4 exits with status (byte << 1) | 1; the payload
 //! writes byte 0 there only when a test failed, and a passing run powers off (status 0).
+//! The QEMU is the nested runner's ([`iommu_vmm::nested::find_qemu`]: QEMU 10 extracted from
+//! Debian's packages into the cache), so the host needs no qemu-system package.
 
 use std::io::Read;
 use std::path::Path;
@@ -31,6 +33,15 @@ fn disk(dir: &Path) -> (std::path::PathBuf, String) {
     std::fs::write(&p, data).unwrap();
     let sha = sha256_file(&p).unwrap();
     (p, sha)
+}
+
+/// The QEMU of the nested runner, found (or fetched into the cache) once.
+fn qemu() -> &'static iommu_vmm::nested::Qemu {
+    static QEMU: std::sync::OnceLock<iommu_vmm::nested::Qemu> = std::sync::OnceLock::new();
+    QEMU.get_or_init(|| {
+        iommu_vmm::nested::find_qemu(true)
+            .unwrap_or_else(|e| panic!("no QEMU for the image boot tests: {e}"))
+    })
 }
 
 /// Serialises the boots of this test binary.
@@ -63,7 +74,11 @@ fn boot(name: &str, iommu: Option<&str>, append_extra: &str) -> (String, i32) {
     ));
     std::fs::create_dir_all(&tmp).unwrap();
     let (disk, sha) = disk(&tmp);
-    let mut cmd = Command::new("qemu-system-x86_64");
+    let q = qemu();
+    let mut cmd = Command::new(&q.binary);
+    for d in &q.data_dirs {
+        cmd.arg("-L").arg(d);
+    }
     cmd.args([
         "-M",
         "q35,kernel-irqchip=split",
@@ -138,11 +153,9 @@ fn boot(name: &str, iommu: Option<&str>, append_extra: &str) -> (String, i32) {
 
 /// Runs QEMU to its exit: `Ok((console, status))`, or `Err(console)` after [`TIMEOUT`].
 fn run_once(cmd: &mut Command) -> Result<(String, i32), String> {
-    let mut child = cmd.spawn().unwrap_or_else(|e| {
-        panic!(
-            "qemu-system-x86_64 is needed (apt-get install qemu-system-x86, or scripts/setup): {e}"
-        )
-    });
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} does not start: {e}", qemu().binary.display()));
     let mut out = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut s = Vec::new();

@@ -1,10 +1,13 @@
-//! Finding (and when missing, installing) the QEMU that provides the L1 machine.
+//! Finding (and when missing, fetching into the cache) the QEMU that provides the L1 machine.
 //!
-//! Preference order, from MACHINE-NOTES.md: QEMU 10.0 from bookworm-backports, extracted with
-//! `dpkg-deb -x` into the cache (it runs with bookworm's libraries and needs seabios >= 1.16.3
-//! from the same suite, passed with `-L`), because bookworm's QEMU 7.2 hangs the inner machine
-//! in about 1 of 20 inner boots; then the host's `qemu-system-x86_64`; then `apt-get install
-//! qemu-system-x86` when root; else an error giving the exact command.
+//! Preference order: `$IOMMU_VMM_QEMU`; else QEMU 10.0 from Debian's packages extracted with
+//! `dpkg-deb -x` into the cache (on bookworm from bookworm-backports: it runs with bookworm's
+//! libraries and needs seabios >= 1.16.3 from the same suite, passed with `-L`; on trixie and
+//! newer from the host's own suite), because bookworm's QEMU 7.2 hangs the inner machine in
+//! about 1 of 20 inner boots (see `README.md` beside this file); then the host's
+//! `qemu-system-x86_64`; else an error giving the exact command. Nothing is installed on the
+//! host: the extracted copy lives in the cache only, so the user's packages (say qemu-utils 10
+//! from backports, which bookworm's qemu-system-x86 7.2 would remove) are left alone.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +16,7 @@ use guest_images::runner as images;
 
 use super::NestedError;
 
-/// Packages extracted from bookworm-backports for the L1 machine.
+/// Packages extracted into the cache for the L1 machine.
 const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-data", "seabios"];
 
 /// Where a QEMU came from.
@@ -21,7 +24,8 @@ const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-data", "se
 pub enum QemuSource {
     /// `$IOMMU_VMM_QEMU`.
     Environment,
-    /// Extracted from bookworm-backports into the cache.
+    /// Extracted from Debian's packages (bookworm-backports on bookworm, the host's suite on
+    /// newer releases) into the cache.
     Backports,
     /// The host's installed package.
     System,
@@ -88,18 +92,29 @@ fn cached_backports() -> Option<Qemu> {
     }
 }
 
-/// Downloads bookworm-backports' QEMU and seabios (guest-images' private apt setup) and
-/// extracts them into the cache (in a private directory first; the first concurrent caller's
-/// rename wins).
-fn fetch_backports() -> Result<Qemu, NestedError> {
+/// The Debian suite whose QEMU (10.0 or newer) runs with the libraries of a host release:
+/// bookworm's own is 7.2, so bookworm takes bookworm-backports; trixie (10.0) and later releases
+/// take their own suite. `None` for hosts that are not Debian (or older than bookworm).
+pub fn qemu_suite_for(codename: &str) -> Option<String> {
+    match codename {
+        "bookworm" => Some("bookworm-backports".into()),
+        "" | "buster" | "bullseye" => None,
+        other if other.chars().all(|c| c.is_ascii_lowercase()) => Some(other.into()),
+        _ => None,
+    }
+}
+
+/// Downloads QEMU and seabios from `suite` (guest-images' private apt setup) and extracts them
+/// into the cache (in a private directory first; the first concurrent caller's rename wins).
+fn fetch_backports(suite: &str) -> Result<Qemu, NestedError> {
     let base = backports_root();
     let root = base.join("root");
     eprintln!(
-        "iommu-vmm: fetching QEMU 10.0 and seabios from bookworm-backports for the nested runner \
-         (once, into {})",
+        "iommu-vmm: fetching QEMU and seabios from {suite} for the nested runner \
+         (once, into {}; nothing is installed on the host)",
         base.display()
     );
-    let files = images::fetch_suite_packages("bookworm-backports", BACKPORTS_PACKAGES)?;
+    let files = images::fetch_suite_packages(suite, BACKPORTS_PACKAGES)?;
     let staged = base.join(format!(".work-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staged);
     for f in &files {
@@ -131,19 +146,8 @@ fn system_qemu() -> Option<Qemu> {
         .and_then(|p| probe(&p, Vec::new(), QemuSource::System))
 }
 
-fn is_root() -> bool {
-    // The effective uid from /proc (std has no getuid); "Uid: real effective saved fs".
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// The QEMU to use, installing one when none is found and `install` is true.
+/// The QEMU to use; when none is cached and `install` is true, QEMU 10 is fetched from Debian's
+/// packages into the cache (never installed on the host).
 pub fn find_qemu(install: bool) -> Result<Qemu, NestedError> {
     if let Some(bin) = std::env::var_os("IOMMU_VMM_QEMU").filter(|v| !v.is_empty()) {
         let data = std::env::var_os("IOMMU_VMM_QEMU_DATA")
@@ -159,39 +163,33 @@ pub fn find_qemu(install: bool) -> Result<Qemu, NestedError> {
     if let Some(q) = cached_backports() {
         return Ok(q);
     }
-    let bookworm = images::host_codename().is_some_and(|c| c == "bookworm");
-    if bookworm && install {
-        match fetch_backports() {
+    let suite = images::host_codename().and_then(|c| qemu_suite_for(&c));
+    if let (Some(suite), true) = (&suite, install) {
+        match fetch_backports(suite) {
             Ok(q) => return Ok(q),
             Err(e) => tracing::warn!(
-                "could not fetch QEMU from bookworm-backports ({e}); falling back to the host's QEMU"
+                "could not fetch QEMU from {suite} ({e}); falling back to the host's QEMU"
             ),
         }
     }
     if let Some(q) = system_qemu() {
         return Ok(q);
     }
-    let command = "apt-get install -y qemu-system-x86";
     let has_apt = Command::new("apt-get").arg("--version").output().is_ok();
-    if install && has_apt && is_root() {
-        eprintln!("iommu-vmm: installing QEMU for the nested runner: {command}");
-        let status = Command::new("apt-get")
-            .args(["install", "-y", "-q", "qemu-system-x86"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map_err(NestedError::Io)?;
-        if status.success()
-            && let Some(q) = system_qemu()
-        {
-            return Ok(q);
-        }
-    }
-    Err(NestedError::Qemu(if has_apt {
-        format!("QEMU is not installed; install it with: sudo {command}")
-    } else {
-        "QEMU is not installed: install qemu-system-x86_64 (Debian/Ubuntu package qemu-system-x86) \
-         or set IOMMU_VMM_QEMU to its path"
-            .into()
+    Err(NestedError::Qemu(match (&suite, has_apt) {
+        (Some(suite), _) => format!(
+            "no QEMU for the nested runner: fetching it from {suite} into the cache failed (see \
+             the warning above; check the network and the host's apt sources) and the host has \
+             no qemu-system-x86_64. Set IOMMU_VMM_QEMU to a QEMU 10 binary, or install one \
+             without removing anything: sudo apt-get install --no-remove qemu-system-x86"
+        ),
+        (None, true) => "QEMU is not installed; install it without removing anything: \
+                         sudo apt-get install --no-remove qemu-system-x86 (QEMU 10 or newer \
+                         recommended), or set IOMMU_VMM_QEMU to its path"
+            .into(),
+        (None, false) => "QEMU is not installed: install qemu-system-x86_64 (Debian/Ubuntu \
+                          package qemu-system-x86) or set IOMMU_VMM_QEMU to its path"
+            .into(),
     }))
 }
 
@@ -213,5 +211,17 @@ mod tests {
             ..q
         };
         assert_eq!(q7.major(), Some(7));
+    }
+
+    #[test]
+    fn qemu_suite_for_bookworm_is_backports_newer_releases_their_own() {
+        assert_eq!(
+            qemu_suite_for("bookworm").as_deref(),
+            Some("bookworm-backports")
+        );
+        assert_eq!(qemu_suite_for("trixie").as_deref(), Some("trixie"));
+        assert_eq!(qemu_suite_for("forky").as_deref(), Some("forky"));
+        assert_eq!(qemu_suite_for("bullseye"), None);
+        assert_eq!(qemu_suite_for("jammy 22.04"), None);
     }
 }
