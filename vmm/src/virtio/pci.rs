@@ -5,7 +5,9 @@
 //! `0x0000` common config, `0x1000` ISR, `0x2000` device config,
 //! `0x3000` notify (queue `n` at `n * 4`), `0x4000` MSI-X table, `0x5000` PBA.
 
+use std::num::Wrapping;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use iommu_emulator::MsiSink;
 use virtio_queue::{Queue, QueueT};
@@ -76,6 +78,19 @@ pub struct VirtioPci {
     notify_moved: Option<NotifyMoved>,
     notify_base: Option<u64>,
     pci_cfg_cap: usize,
+    faults: TransportFaults,
+}
+
+/// What the driver got wrong on this transport, counted (each kind is logged once).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TransportFaults {
+    /// Notifications whose avail index was more than the queue size ahead of the device
+    /// (Virtio 1.2 §2.7.13.3: the driver must not do that); each set DEVICE_NEEDS_RESET.
+    pub invalid_avail_idx: u64,
+    /// Notify passes stopped because buffers were announced but none could be taken (the avail
+    /// ring or a descriptor was unreadable, e.g. an IOMMU fault) or because the pass bound
+    /// (queue size) was reached.
+    pub stalled_passes: u64,
 }
 
 impl VirtioPci {
@@ -158,6 +173,7 @@ impl VirtioPci {
             notify_moved: None,
             notify_base: None,
             pci_cfg_cap,
+            faults: TransportFaults::default(),
         }
     }
 
@@ -182,6 +198,11 @@ impl VirtioPci {
         self.dev.as_ref()
     }
 
+    /// The driver errors this transport counted.
+    pub fn faults(&self) -> TransportFaults {
+        self.faults
+    }
+
     fn offered_features(&self) -> u64 {
         self.dev.features() | F_VERSION_1 | F_ACCESS_PLATFORM | F_RING_EVENT_IDX
     }
@@ -202,7 +223,9 @@ impl VirtioPci {
     /// Serve queue `index` (its notification arrived) and interrupt the
     /// driver if it asked for it.
     pub fn queue_notify(&mut self, index: usize) {
+        // A device that needs a reset serves nothing until the driver resets it (§2.1.1).
         if self.status & status::DRIVER_OK == 0
+            || self.status & status::NEEDS_RESET != 0
             || self.config.read_u16(COMMAND) & COMMAND_BUS_MASTER == 0
         {
             return;
@@ -214,29 +237,101 @@ impl VirtioPci {
         if !slot.queue.ready() {
             return;
         }
+        // With EVENT_IDX the pass repeats while buffers arrived during it (§2.7.10), but every
+        // pass must take at least one buffer and there are at most `size` passes: a driver that
+        // announces buffers the device cannot take (an avail index far ahead, a ring behind an
+        // IOMMU fault) cannot keep this thread, and the device's lock, forever.
+        let max_passes = u32::from(slot.queue.size()).max(1);
+        let mut passes = 0u32;
+        let mut stalled = false;
         let mut used = false;
         loop {
             if event_idx && slot.queue.disable_notification(&self.mem).is_err() {
                 break;
             }
+            let before = slot.queue.next_avail();
             used |= self.dev.process_queue(index, &mut slot.queue, &self.mem);
             if !event_idx {
                 break;
             }
+            passes = passes.saturating_add(1);
+            let progressed = slot.queue.next_avail() != before;
             match slot.queue.enable_notification(&self.mem) {
-                Ok(true) => continue,
+                Ok(true) if progressed && passes < max_passes => continue,
+                Ok(true) => {
+                    stalled = true;
+                    break;
+                }
                 _ => break,
             }
         }
-        if !used {
+        if used {
+            let notify = slot.queue.needs_notification(&self.mem).unwrap_or(true);
+            let vector = slot.vector;
+            if notify {
+                self.isr |= 1;
+                if vector != NO_VECTOR
+                    && let Some(msg) = self.msix.trigger(&self.config, vector)
+                {
+                    self.msi.raise_msi(msg);
+                }
+            }
+        }
+        if stalled {
+            self.queue_stalled(index);
+        }
+    }
+
+    /// A notify pass stopped with buffers announced but not taken: an avail index more than
+    /// the queue size ahead is a driver error that sets DEVICE_NEEDS_RESET (§2.1.2, with a
+    /// configuration change notification, §4.1.5.3); anything else is left for the next
+    /// notification.
+    fn queue_stalled(&mut self, index: usize) {
+        let Some(slot) = self.queues.get(index) else {
+            return;
+        };
+        let size = slot.queue.size();
+        let next = Wrapping(slot.queue.next_avail());
+        let pending = slot
+            .queue
+            .avail_idx(&self.mem, Ordering::Acquire)
+            .map(|idx| (idx - next).0);
+        match pending {
+            Ok(n) if n > size => {
+                self.faults.invalid_avail_idx = self.faults.invalid_avail_idx.saturating_add(1);
+                if self.faults.invalid_avail_idx == 1 {
+                    tracing::warn!(
+                        "virtio: queue {index}: avail index {n} entries ahead of the device, \
+                         more than the queue size {size}; DEVICE_NEEDS_RESET set (logged once, \
+                         counted in the transport's faults)"
+                    );
+                }
+                self.needs_reset();
+            }
+            _ => {
+                self.faults.stalled_passes = self.faults.stalled_passes.saturating_add(1);
+                if self.faults.stalled_passes == 1 {
+                    tracing::warn!(
+                        "virtio: queue {index}: buffers announced but none could be taken (avail \
+                         ring or descriptors unreadable) or the pass bound was reached; the \
+                         queue waits for the next notification (logged once, counted)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sets DEVICE_NEEDS_RESET and notifies the driver of a configuration change (§2.1.2:
+    /// "the device MUST send a device configuration change notification" when DRIVER_OK is set).
+    fn needs_reset(&mut self) {
+        if self.status & status::NEEDS_RESET != 0 {
             return;
         }
-        let notify = slot.queue.needs_notification(&self.mem).unwrap_or(true);
-        let vector = slot.vector;
-        if notify {
-            self.isr |= 1;
-            if vector != NO_VECTOR
-                && let Some(msg) = self.msix.trigger(&self.config, vector)
+        self.status |= status::NEEDS_RESET;
+        if self.status & status::DRIVER_OK != 0 {
+            self.isr |= 2;
+            if self.msix_config != NO_VECTOR
+                && let Some(msg) = self.msix.trigger(&self.config, self.msix_config)
             {
                 self.msi.raise_msi(msg);
             }
@@ -263,7 +358,8 @@ impl VirtioPci {
             self.reset();
             return;
         }
-        let mut v = v;
+        // DEVICE_NEEDS_RESET is the device's to set and stays until a reset (§2.1.1).
+        let mut v = (v & !status::NEEDS_RESET) | (self.status & status::NEEDS_RESET);
         if v & status::FEATURES_OK != 0 && self.status & status::FEATURES_OK == 0 {
             // §3.1.1: accept only subsets of what was offered, with VERSION_1.
             let ok = self.driver_features & !self.offered_features() == 0
@@ -513,16 +609,28 @@ mod tests {
     use crate::virtio::blk::Blk;
     use iommu_emulator::testing::RecordingMsi;
     use iommu_emulator::{Rid, SourceId};
-    use vm_memory::{GuestAddress, GuestMemoryMmap};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     fn device() -> (VirtioPci, tempfile::NamedTempFile) {
+        let (d, disk, _, _) = device_with_mem();
+        (d, disk)
+    }
+
+    /// The device with its guest memory (1 MiB, no IOMMU) and interrupt recorder.
+    fn device_with_mem() -> (
+        VirtioPci,
+        tempfile::NamedTempFile,
+        GuestMemoryMmap,
+        Arc<RecordingMsi>,
+    ) {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let dma = crate::iommu::dma_memory(&mem, None, SourceId::Pci(Rid::new(0, 1, 0)), None);
         let disk = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(disk.path(), vec![0u8; 4096]).unwrap();
         let blk = Blk::new(std::fs::File::open(disk.path()).unwrap(), true).unwrap();
-        let dev = VirtioPci::new(Box::new(blk), dma, Arc::new(RecordingMsi::new()));
-        (dev, disk)
+        let msi = Arc::new(RecordingMsi::new());
+        let dev = VirtioPci::new(Box::new(blk), dma, msi.clone());
+        (dev, disk, mem, msi)
     }
 
     fn cfg_read(d: &mut VirtioPci, off: usize, len: usize) -> u32 {
@@ -627,6 +735,132 @@ mod tests {
             5,
             "invalid window: the raw field, no BAR access"
         );
+    }
+
+    /// Drives the device as a driver would up to DRIVER_OK with EVENT_IDX, queue 0's rings at
+    /// `desc`/`avail`/`used` (guest-physical: no IOMMU in [`device`]), config vector 0.
+    fn start_with_event_idx(d: &mut VirtioPci, desc: u64, avail: u64, used: u64, size: u16) {
+        d.config_write(
+            COMMAND,
+            &(COMMAND_MEMORY | COMMAND_BUS_MASTER).to_le_bytes(),
+        );
+        d.bar_write(0, 0x14, &[status::ACKNOWLEDGE | status::DRIVER]);
+        common_write(d, 0x08, 0);
+        common_write(d, 0x0c, F_RING_EVENT_IDX as u32);
+        common_write(d, 0x08, 1);
+        common_write(d, 0x0c, ((F_VERSION_1 | F_ACCESS_PLATFORM) >> 32) as u32);
+        d.bar_write(
+            0,
+            0x14,
+            &[status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK],
+        );
+        // MSI-X enabled with vector 0 unmasked, so the config change interrupt is raised.
+        let mut p = cfg_read(d, CAPABILITIES_POINTER, 1) as usize;
+        while p != 0 && cfg_read(d, p, 1) as u8 != cap_id::MSIX {
+            p = cfg_read(d, p + 1, 1) as usize;
+        }
+        assert_ne!(p, 0, "MSI-X capability");
+        d.config_write(p + 3, &[0x80]);
+        d.bar_write(0, MSIX_TABLE_OFFSET, &0xfee0_0000u32.to_le_bytes());
+        d.bar_write(0, MSIX_TABLE_OFFSET + 8, &0x41u32.to_le_bytes());
+        d.bar_write(0, MSIX_TABLE_OFFSET + 12, &0u32.to_le_bytes());
+        d.bar_write(0, 0x10, &0u16.to_le_bytes());
+        d.bar_write(0, 0x16, &0u16.to_le_bytes());
+        d.bar_write(0, 0x18, &size.to_le_bytes());
+        for (off, a) in [(0x20, desc), (0x28, avail), (0x30, used)] {
+            common_write(d, off, a as u32);
+            common_write(d, off + 4, (a >> 32) as u32);
+        }
+        d.bar_write(0, 0x1c, &1u16.to_le_bytes());
+        d.bar_write(
+            0,
+            0x14,
+            &[status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK],
+        );
+    }
+
+    /// Runs `queue_notify(0)` on another thread; panics if it has not returned in 20 s (the
+    /// hang this guards against spun forever).
+    fn notify_returns(d: VirtioPci) -> VirtioPci {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut d = d;
+            d.queue_notify(0);
+            let _ = tx.send(d);
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("queue_notify did not return: the notify loop spins")
+    }
+
+    #[test]
+    fn virtio_pci_avail_idx_beyond_queue_size_sets_needs_reset_and_returns() {
+        // §2.7.13.3: the driver must not make avail.idx more than the queue size ahead; the
+        // device sets DEVICE_NEEDS_RESET (§2.1.2) and sends a config change interrupt.
+        let (mut d, _disk, mem, msi) = device_with_mem();
+        let q = virtio_queue::mock::MockSplitQueue::create(&mem, GuestAddress(0x1_0000), 256);
+        start_with_event_idx(
+            &mut d,
+            q.desc_table_addr().0,
+            q.avail_addr().0,
+            q.used_addr().0,
+            256,
+        );
+        q.avail().idx().store(257);
+        let raised_before = msi.messages().len();
+        let d = notify_returns(d);
+        let mut d = d;
+        assert_ne!(
+            common_read(&mut d, 0x14, 1) as u8 & status::NEEDS_RESET,
+            0,
+            "DEVICE_NEEDS_RESET"
+        );
+        assert_eq!(d.faults().invalid_avail_idx, 1);
+        assert_eq!(msi.messages().len(), raised_before + 1, "config change MSI");
+        assert_ne!(common_read(&mut d, ISR_OFFSET, 1) & 2, 0, "ISR config bit");
+        // The driver cannot clear the bit; the device serves nothing until a reset.
+        d.bar_write(0, 0x14, &[0x0f]);
+        assert_ne!(common_read(&mut d, 0x14, 1) as u8 & status::NEEDS_RESET, 0);
+        let d = notify_returns(d);
+        assert_eq!(d.faults().invalid_avail_idx, 1, "not served again");
+        let mut d = d;
+        d.bar_write(0, 0x14, &[0]);
+        assert_eq!(common_read(&mut d, 0x14, 1), 0, "reset clears it");
+    }
+
+    #[test]
+    fn virtio_pci_unreadable_avail_ring_stops_notify_pass() {
+        // The avail index is readable but the ring entry behind it is not (here: past the end
+        // of RAM; in a VM: an IOMMU fault): the pass takes nothing and stops.
+        let (d, _disk, mem, _msi) = device_with_mem();
+        let q = virtio_queue::mock::MockSplitQueue::create(&mem, GuestAddress(0x1_0000), 16);
+        let avail = (1u64 << 20) - 4; // flags and idx in RAM, ring[0] outside it
+        let mut d = d;
+        start_with_event_idx(&mut d, q.desc_table_addr().0, avail, q.used_addr().0, 16);
+        mem.write_obj(3u16, GuestAddress(avail + 2)).unwrap();
+        let d = notify_returns(d);
+        assert_eq!(d.faults().stalled_passes, 1);
+        assert_eq!(d.faults().invalid_avail_idx, 0, "a valid index: no reset");
+    }
+
+    #[test]
+    fn virtio_pci_event_idx_pass_serves_every_announced_buffer() {
+        // The bound does not cut a well-formed pass short: three requests, three used entries.
+        let (d, _disk, mem, _msi) = device_with_mem();
+        let mut q = virtio_queue::mock::MockSplitQueue::create(&mem, GuestAddress(0x1_0000), 16);
+        let mut d = d;
+        start_with_event_idx(
+            &mut d,
+            q.desc_table_addr().0,
+            q.avail_addr().0,
+            q.used_addr().0,
+            16,
+        );
+        for _ in 0..3 {
+            q.add_chain(2).unwrap();
+        }
+        let d = notify_returns(d);
+        assert_eq!(q.used().idx().load(), 3);
+        assert_eq!(d.faults(), TransportFaults::default());
     }
 
     #[test]
