@@ -788,7 +788,12 @@ impl PasidDevice {
                     );
                     fault
                 })?;
-            f(self.ram.as_ref(), t.output, off, c).map_err(|()| fault)?;
+            // A translation holds for its whole page: the data is at the page's output base
+            // plus this address's offset in the page (some translators, `NoIommu` among
+            // them, answer with the page base alone).
+            let in_page = addr & t.page_size.bytes().wrapping_sub(1);
+            let gpa = Gpa(t.page_base().wrapping_add(in_page));
+            f(self.ram.as_ref(), gpa, off, c).map_err(|()| fault)?;
             if c == 0 {
                 return Err(fault);
             }

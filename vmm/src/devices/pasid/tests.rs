@@ -478,3 +478,57 @@ fn garbage_register_writes_do_not_panic() {
         let _ = r.dev.mmio_read(off, size);
     }
 }
+
+// Without an IOMMU (`--iommu none`) the VMM's translator answers with the page's base address
+// and a 4 KiB page (vmm/src/iommu.rs `NoIommu`); a Translation is valid for the whole page, so
+// the device must add the offset inside the page itself. Before it did, the descriptor in ring
+// slot 1 (ring + 64) was read from slot 0 and a copy ran the previous fill again: the guest's
+// `pasid_dev_dma_api FAIL copy: bytes differ` with `--iommu none`.
+#[test]
+fn wq_without_iommu_reads_ring_slots_and_buffers_at_their_offset_in_the_page() {
+    let ram = Arc::new(FakeRam::new(1 << 24));
+    let space = DeviceAddressSpace::new(
+        Arc::new(crate::iommu::NoIommu),
+        ram.clone(),
+        SourceId::Pci(RID),
+    );
+    let mut dev = PasidDevice::new(space, ram.clone(), Arc::new(Atc::new(RID)));
+    dev.set_pcie_state(all_on());
+    dev.mmio_write(GCTL, 4, u64::from(GCTL_ENABLE));
+    // IOVA = GPA without an IOMMU. Slot 0: fill 4 KiB at BUF; slot 1: copy it to BUF + 0x1800
+    // (not page aligned); completion records at CPL and CPL + 32.
+    let src = BUF_GPA;
+    let dst = BUF_GPA + 0x1800;
+    ram.write(
+        Gpa(RING_GPA),
+        &d(Op::Fill, 0x1000, 0, src, 0x1122_3344_5566_7788, CPL_GPA).encode(),
+    )
+    .unwrap();
+    ram.write(
+        Gpa(RING_GPA + 64),
+        &d(Op::Copy, 0x1000, src, dst, 0, CPL_GPA + 32).encode(),
+    )
+    .unwrap();
+    dev.mmio_write(wq(0, WQ_PASID), 4, 0);
+    dev.mmio_write(wq(0, WQ_RING_BASE), 8, RING_GPA);
+    dev.mmio_write(wq(0, WQ_RING_SIZE), 4, 2);
+    dev.mmio_write(wq(0, WQ_CTL), 4, u64::from(WQ_CTL_ENABLE));
+    dev.mmio_write(wq(0, WQ_TAIL), 4, 1);
+    dev.mmio_write(wq(0, WQ_TAIL), 4, 0);
+    assert_eq!(
+        dev.mmio_read(wq(0, WQ_STATUS), 4).0,
+        u64::from(WQ_STS_ENABLED)
+    );
+    assert_eq!(dev.mmio_read(wq(0, WQ_COMPLETED), 4).0, 2);
+    let mut c = [0u8; 32];
+    for rec in [CPL_GPA, CPL_GPA + 32] {
+        ram.read(Gpa(rec), &mut c).unwrap();
+        assert_eq!(Completion::decode(&c).status, status::SUCCESS, "{rec:#x}");
+    }
+    let mut a = vec![0u8; 0x1000];
+    let mut b = vec![0u8; 0x1000];
+    ram.read(Gpa(src), &mut a).unwrap();
+    ram.read(Gpa(dst), &mut b).unwrap();
+    assert_eq!(&a[..8], &0x1122_3344_5566_7788u64.to_le_bytes());
+    assert_eq!(a, b, "the copy lands at dst + its offset in the page");
+}
