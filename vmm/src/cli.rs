@@ -51,11 +51,73 @@ pub struct Args {
     #[arg(long = "device", value_name = "NAME", value_parser = ["pasid-test", "none"],
           default_value_if("guest", ArgPredicate::IsPresent, Some(GUEST_DEVICE)))]
     pub device: Vec<String>,
+    /// Diagnostics: a `System.map` or `/proc/kallsyms` text of the guest kernel. A triple-fault
+    /// report names RIPs with it and checks the guest kernel's IDT and page tables in guest
+    /// memory (only with `nokaslr` in the guest). Default: `$IOMMU_VMM_SYSTEM_MAP`.
+    #[arg(long, value_name = "FILE", help_heading = "Diagnostics")]
+    pub system_map: Option<PathBuf>,
+    /// Diagnostics: the host's tracefs directory (e.g. `/sys/kernel/tracing`; root). The VMM
+    /// turns on KVM's kvm_exit/entry/inj_virq/inj_exception/page_fault/msi_set_irq/
+    /// apic_accept_irq tracepoints and a triple-fault report prints their last lines with the
+    /// guest RIP of the shutdown exit. Default: `$IOMMU_VMM_KVM_TRACE`.
+    #[arg(long, value_name = "DIR", help_heading = "Diagnostics")]
+    pub kvm_trace: Option<PathBuf>,
+    /// Experiments: clear these bits (hex) of KVM's paravirtual CPUID features (leaf
+    /// 0x40000001 EAX: 4 async PF, 5 steal time, 6 PV EOI, 7 PV unhalt, 9 PV TLB flush, 11 PV
+    /// IPI, ...), e.g. `7ef0`. Default: `$IOMMU_VMM_KVM_PV_CLEAR`, else none.
+    #[arg(long, value_name = "HEX", value_parser = parse_hex_u32, help_heading = "Diagnostics")]
+    pub kvm_pv_clear: Option<u32>,
     /// A built-in read-only test disk of this many bytes, generated in memory
     /// ([`crate::vmm::builtin_disk_content`]). Set by `--guest` when no `--disk` is given, so
     /// that the payload's disk tests run; not a command-line option.
     #[arg(skip)]
     pub builtin_disk: Option<usize>,
+}
+
+/// Environment variable: default of `--system-map`.
+pub const SYSTEM_MAP_ENV: &str = "IOMMU_VMM_SYSTEM_MAP";
+/// Environment variable: default of `--kvm-trace`.
+pub const KVM_TRACE_ENV: &str = "IOMMU_VMM_KVM_TRACE";
+/// Environment variable: default of `--kvm-pv-clear`.
+pub const KVM_PV_CLEAR_ENV: &str = "IOMMU_VMM_KVM_PV_CLEAR";
+
+impl Args {
+    /// The post-mortem's options: `--system-map` and `--kvm-trace`, else their environment
+    /// variables ([`SYSTEM_MAP_ENV`], [`KVM_TRACE_ENV`]; set by scripts that run the VMM inside
+    /// the nested runner's L1 machine, e.g. the `boot_stress` test).
+    pub fn diag_options(&self) -> crate::diag::postmortem::Options {
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        crate::diag::postmortem::Options {
+            system_map: self.system_map.clone().or_else(|| env(SYSTEM_MAP_ENV)),
+            kvm_trace: self.kvm_trace.clone().or_else(|| env(KVM_TRACE_ENV)),
+        }
+    }
+
+    /// `--kvm-pv-clear`, else [`KVM_PV_CLEAR_ENV`] (hex), else 0. A malformed variable is
+    /// ignored with a warning.
+    pub fn kvm_pv_clear(&self) -> u32 {
+        if let Some(bits) = self.kvm_pv_clear {
+            return bits;
+        }
+        let Ok(v) = std::env::var(KVM_PV_CLEAR_ENV) else {
+            return 0;
+        };
+        parse_hex_u32(&v).unwrap_or_else(|e| {
+            tracing::warn!("{KVM_PV_CLEAR_ENV}: {e}; ignored");
+            0
+        })
+    }
+}
+
+/// Parse a hexadecimal `u32`, with or without `0x`.
+pub fn parse_hex_u32(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    u32::from_str_radix(t.strip_prefix("0x").unwrap_or(t), 16)
+        .map_err(|_| format!("`{s}` is not a hexadecimal 32-bit number"))
 }
 
 /// Which IOMMU the guest gets.
@@ -257,6 +319,47 @@ mod tests {
         assert!(a.device.is_empty());
         assert_eq!(a.iommu, None);
         assert!(Args::try_parse_from(["iommu-vmm", "--device", "bogus"]).is_err());
+    }
+
+    #[test]
+    fn cli_diagnostics_options_parse_and_win_over_the_environment() {
+        let a = Args::try_parse_from([
+            "iommu-vmm",
+            "--kernel",
+            "/k",
+            "--system-map",
+            "/m",
+            "--kvm-trace",
+            "/sys/kernel/tracing",
+            "--kvm-pv-clear",
+            "0x7ef0",
+        ])
+        .expect("parses");
+        let o = a.diag_options();
+        assert_eq!(o.system_map.as_deref(), Some(std::path::Path::new("/m")));
+        assert_eq!(
+            o.kvm_trace.as_deref(),
+            Some(std::path::Path::new("/sys/kernel/tracing"))
+        );
+        assert_eq!(a.kvm_pv_clear(), 0x7ef0);
+        assert!(Args::try_parse_from(["iommu-vmm", "--kvm-pv-clear", "zz"]).is_err());
+        assert_eq!(parse_hex_u32("7ef0"), Ok(0x7ef0));
+    }
+
+    #[test]
+    fn cli_help_documents_the_diagnostics_options() {
+        use clap::CommandFactory;
+        let help = Args::command().render_long_help().to_string();
+        for want in [
+            "--system-map",
+            "IOMMU_VMM_SYSTEM_MAP",
+            "--kvm-trace",
+            "IOMMU_VMM_KVM_TRACE",
+            "--kvm-pv-clear",
+            "IOMMU_VMM_KVM_PV_CLEAR",
+        ] {
+            assert!(help.contains(want), "--help lacks {want}:\n{help}");
+        }
     }
 
     #[test]

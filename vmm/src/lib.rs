@@ -6,7 +6,8 @@
 //! (serial, i8042, ACPI PM, debug-exit), [`iommu`] (wiring of the IOMMU
 //! models), [`kvm`] (VM, vCPUs, interrupts: the only place that touches
 //! KVM), [`event_loop`] (the only place that knows epoll), [`vmm`] (puts it
-//! all together), [`cli`] and [`exit`].
+//! all together), [`cli`] and [`exit`]; [`diag`] (flight recorder and
+//! triple-fault post-mortem, off the hot paths).
 //!
 //! Unsafe code lives only in [`kvm`] and carries `// SAFETY:` notes.
 #![deny(missing_docs)]
@@ -15,6 +16,7 @@ pub mod acpi;
 pub mod boot;
 pub mod cli;
 pub mod devices;
+pub mod diag;
 pub mod error;
 pub mod event_loop;
 pub mod exit;

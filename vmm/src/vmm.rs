@@ -405,7 +405,7 @@ pub fn run(args: &Args) -> Result<RunReport> {
     let mmio = Arc::new(mmio);
     let mut vcpus = Vec::new();
     for id in 0..args.smp {
-        vcpus.push(kvm::vcpu::create(&vm.kvm, &vm.fd, id, args.smp)?);
+        vcpus.push(kvm::vcpu::create(&vm.kvm, &vm.fd, id, args.smp, args.kvm_pv_clear())?);
     }
     if let Some(bsp) = vcpus.first() {
         kvm::vcpu::setup_boot_cpu(bsp, kernel.entry)?;
@@ -442,12 +442,13 @@ pub fn run(args: &Args) -> Result<RunReport> {
         if vm.x2apic_api { "on" } else { "off" },
         started.elapsed()
     );
-    kvm::vcpu::prepare_shutdown_report(
+    crate::diag::postmortem::prepare_shutdown_report(
         &mem,
         &cmdline
             .as_cstring()
             .map(|c| c.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        &args.diag_options(),
     );
     let mut threads = Vec::new();
     for (id, vcpu) in vcpus.into_iter().enumerate() {

@@ -434,7 +434,7 @@ impl IrqRouter {
             st.stats.fallback = st.stats.fallback.saturating_add(1);
             self.backend.signal_msi(r.msg).is_ok()
         };
-        crate::exit::recorder::record(crate::exit::recorder::Event::Msi {
+        crate::diag::recorder::record(crate::diag::recorder::Event::Msi {
             rid: source.0,
             addr: msg.addr,
             data: msg.data,
@@ -494,7 +494,7 @@ impl IrqRouter {
 impl IoapicDelivery for IrqRouter {
     fn deliver(&self, pin: u8, rte: u64) -> Option<u8> {
         let vector = self.deliver_pin(pin, rte);
-        crate::exit::recorder::record(crate::exit::recorder::Event::IoapicPin { pin, vector });
+        crate::diag::recorder::record(crate::diag::recorder::Event::IoapicPin { pin, vector });
         vector
     }
 }

@@ -298,7 +298,7 @@ impl VirtioDevice for Blk {
             let data = descs
                 .get(1..descs.len().saturating_sub(1))
                 .unwrap_or_default();
-            crate::exit::recorder::record(crate::exit::recorder::Event::Blk {
+            crate::diag::recorder::record(crate::diag::recorder::Event::Blk {
                 head,
                 rtype: self.last_header.0,
                 sector: self.last_header.1,
@@ -458,13 +458,13 @@ mod tests {
 
     #[test]
     fn blk_completed_request_is_in_the_flight_recorder_with_its_buffers() {
-        use crate::exit::recorder::{Event, recent};
+        use crate::diag::recorder::{Event, recent};
         let s = setup(u64::MAX);
         let mut dev = blk(&s, false);
         let (status, _) = submit(&s, &mut dev, T_IN, 5, 512, true);
         assert_eq!(status, S_OK);
         // Other tests record concurrently: find this request by its sector and buffer.
-        let found = recent(usize::MAX).into_iter().any(|(_, _, e)| {
+        let found = recent(usize::MAX).into_iter().map(|r| r.event).any(|e| {
             e == Event::Blk {
                 head: 0,
                 rtype: T_IN,
@@ -478,7 +478,7 @@ mod tests {
                 used_idx: 1,
             }
         });
-        assert!(found, "{}", crate::exit::recorder::dump(usize::MAX));
+        assert!(found, "{}", crate::diag::recorder::dump(usize::MAX));
     }
 
     #[test]
