@@ -2,25 +2,69 @@
 //! interesting inputs found by `cargo fuzz run vtd_ops`, stored as hex text,
 //! one input per `.hex` file; regenerate with `xxd -p <artifact>`) through
 //! the same decoder and invariants as the fuzz target, plus a few hand-made
-//! seeds.
+//! seeds. The inputs are embedded with `include_str!` and listed in `SAVED`:
+//! a saved input that is missing does not build, and one that is not listed
+//! fails a test, so the replay cannot silently run on nothing.
 
 mod fuzz_ops;
 
+/// The saved inputs, embedded at build time (a missing file does not build; a new file in
+/// the folder that is not listed here fails [`fuzz_regressions_folder_holds_exactly_the_listed_inputs`]).
+const SAVED: &[(&str, &str)] = &[
+    (
+        "seed-legacy.hex",
+        include_str!("fuzz_regressions/seed-legacy.hex"),
+    ),
+    (
+        "seed-scalable.hex",
+        include_str!("fuzz_regressions/seed-scalable.hex"),
+    ),
+];
+
+/// Bytes of a saved input: hex text, whitespace ignored.
+fn decode_hex(name: &str, text: &str) -> Vec<u8> {
+    let hex: String = text.split_whitespace().collect();
+    assert!(
+        !hex.is_empty() && hex.len().is_multiple_of(2),
+        "{name}: not whole hex bytes"
+    );
+    (0..hex.len() / 2)
+        .map(|i| {
+            u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .unwrap_or_else(|e| panic!("{name}: byte {i}: {e}"))
+        })
+        .collect()
+}
+
+#[test]
+fn fuzz_regressions_folder_holds_exactly_the_listed_inputs() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let mut listed: Vec<String> = SAVED.iter().map(|(n, _)| n.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        found, listed,
+        "every saved input must be listed in SAVED (and so replayed)"
+    );
+}
+
 #[test]
 fn fuzz_regressions_replay_without_panic() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
     let mut n = 0;
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        for e in rd.flatten() {
-            let text = std::fs::read_to_string(e.path()).unwrap();
-            let hex: String = text.split_whitespace().collect();
-            let data: Vec<u8> = (0..hex.len() / 2)
-                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-                .collect();
-            fuzz_ops::run(&data);
-            n += 1;
-        }
+    for (name, text) in SAVED {
+        let data = decode_hex(name, text);
+        assert!(
+            data.len() > 1,
+            "{name}: a configuration byte and operations"
+        );
+        fuzz_ops::run(&data);
+        n += 1;
     }
+    assert_eq!(n, 2, "saved inputs replayed");
     // Seeds: empty, config only, a GCMD storm, a queue tail beyond the queue.
     fuzz_ops::run(&[]);
     fuzz_ops::run(&[1]);
