@@ -524,34 +524,43 @@ mod tests {
 
     #[test]
     fn recorder_records_while_every_other_ring_is_locked() {
-        // The claim of "no lock shared by all vCPUs": with the lock of every other ring held
-        // (as if each were being read, or as the single process-wide lock of the old
-        // recorder would be held by another vCPU), a thread still records.
-        let (ring_tx, ring_rx) = mpsc::channel();
+        // The claim of "no lock shared by all vCPUs": two recording threads get rings of
+        // their own, and with the lock of every ring but B's held (as if A were in the middle
+        // of recording, or each ring were being read for a report), B still records.
+        let own_ring = || CLAIM.with(|c| c.0.get()).expect("claimed");
+        let (a_tx, a_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let a = std::thread::spawn(move || {
+            record(pio(239, 0));
+            a_tx.send(own_ring()).unwrap();
+            let _ = stop_rx.recv();
+        });
+        let (b_tx, b_rx) = mpsc::channel();
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let (done_tx, done_rx) = mpsc::channel();
-        let h = std::thread::spawn(move || {
-            record(pio(239, 0));
-            ring_tx
-                .send(CLAIM.with(|c| c.0.get()).expect("claimed"))
-                .unwrap();
+        let b = std::thread::spawn(move || {
+            record(pio(239, 1));
+            b_tx.send(own_ring()).unwrap();
             go_rx.recv().unwrap();
-            for i in 1..=1000 {
+            for i in 2..=1000 {
                 record(pio(239, i));
             }
             done_tx.send(()).unwrap();
         });
-        let own: usize = ring_rx.recv().unwrap();
+        let (ring_a, ring_b): (usize, usize) = (a_rx.recv().unwrap(), b_rx.recv().unwrap());
+        assert_ne!(ring_a, ring_b, "two threads share a ring");
         let held: Vec<_> = SLOTS
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != own)
+            .filter(|(i, _)| *i != ring_b)
             .map(|(_, s)| lock(s))
             .collect();
         go_tx.send(()).unwrap();
         let r = done_rx.recv_timeout(Duration::from_secs(20));
         drop(held);
-        h.join().unwrap();
+        stop_tx.send(()).unwrap();
+        a.join().unwrap();
+        b.join().unwrap();
         assert!(r.is_ok(), "recording blocked on another thread's ring");
     }
 
