@@ -426,62 +426,138 @@ fn scalable_device_tlb_invalidation_reaches_device() {
 // Invalidation guarantee under load (DESIGN: concurrency): once the wait
 // descriptor after an invalidation has completed, no translation that
 // starts afterwards returns the old mapping, while other threads keep
-// translating (and refilling the IOTLB) concurrently.
+// translating (and refilling the IOTLB) concurrently. Each racing thread
+// checks every one of its own translations: it reads which round last
+// completed an invalidation of the page before it starts, and the result
+// must be that round's mapping or a newer one.
 #[test]
 fn scalable_invalidation_is_complete_under_concurrent_translation() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const PAGES: u64 = 16;
+    const ROUNDS: u64 = 40;
+    const THREADS: usize = 2;
+    let initial = |p: u64| 0x100_0000 + (p << 12);
+    let remapped = |round: u64| 0x200_0000 + (round << 12);
     let mut d = Driver::probe(SM);
     let dev = rid(0, 10, 0);
     let ram = d.ram.clone();
     let pt = X86PageTable::new(&ram, Format::FirstLevel { levels: 4 });
     let dir = d.set_context_sm(dev, 0);
     d.set_pasid_entry(dir, 0, pasid_fl(5, pt.root().0, false));
-    for p in 0..16u64 {
-        pt.map(p << 12, 0x100_0000 + (p << 12), PageSize::SIZE_4K, Perm::RW)
+    for p in 0..PAGES {
+        pt.map(p << 12, initial(p), PageSize::SIZE_4K, Perm::RW)
             .unwrap();
     }
+    // completed[p]: the last round whose invalidation of page p has completed (0: none).
+    let completed: Arc<Vec<AtomicU64>> = Arc::new((0..PAGES).map(|_| AtomicU64::new(0)).collect());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    /// What one racing thread ran and saw.
+    #[derive(Default, Debug)]
+    struct Seen {
+        issued: u64,
+        checked: u64,
+        after_an_invalidation: u64,
+        bad: Vec<String>,
+    }
     let mut hs = Vec::new();
-    for _ in 0..2 {
-        let (vtd, ram, stop, done) = (d.vtd.clone(), d.ram.clone(), stop.clone(), done.clone());
+    for _ in 0..THREADS {
+        let (vtd, ram, stop, done, completed) = (
+            d.vtd.clone(),
+            d.ram.clone(),
+            stop.clone(),
+            done.clone(),
+            completed.clone(),
+        );
         hs.push(std::thread::spawn(move || {
             use iommu_emulator::Iommu;
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                for p in 0..16u64 {
+            let mut seen = Seen::default();
+            while !stop.load(Ordering::Relaxed) {
+                for p in 0..PAGES {
                     let req = iommu_emulator::DmaRequest::new(
                         iommu_emulator::SourceId::Pci(dev),
                         p << 12,
                         4,
                         Perm::R,
                     );
-                    let _ = vtd.translate(ram.as_ref(), &req);
-                    n += 1;
-                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // Read before the translation starts: it starts after that completion.
+                    let round = completed[p as usize].load(Ordering::Acquire);
+                    let got = vtd.translate(ram.as_ref(), &req);
+                    seen.issued += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    let out = match got {
+                        Ok(t) => t.output.0,
+                        Err(f) => {
+                            seen.bad.push(format!("page {p}: fault {:#x}", f.reason));
+                            continue;
+                        }
+                    };
+                    // The round whose mapping this is (0: the initial one).
+                    let of = if out == initial(p) {
+                        Some(0)
+                    } else {
+                        out.checked_sub(remapped(0))
+                            .map(|o| o >> 12)
+                            .filter(|r| (1..=ROUNDS).contains(r) && r % PAGES == p)
+                    };
+                    match of {
+                        Some(r) if r >= round => {}
+                        _ => seen.bad.push(format!(
+                            "page {p}: {out:#x} after round {round}'s invalidation completed"
+                        )),
+                    }
+                    seen.checked += 1;
+                    if round > 0 {
+                        seen.after_an_invalidation += 1;
+                    }
                 }
             }
-            n
+            seen
         }));
     }
-    // Let the translating threads get going before invalidating under them.
-    while done.load(std::sync::atomic::Ordering::Relaxed) < 64 {
-        std::thread::yield_now();
-    }
-    for round in 1..=40u64 {
-        let p = round % 16;
-        let new_out = 0x200_0000 + (round << 12);
-        pt.map(p << 12, new_out, PageSize::SIZE_4K, Perm::RW)
+    // Let the translating threads get going before invalidating under them, and after each
+    // round until they have translated again.
+    let wait_for = |n: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while done.load(Ordering::Relaxed) < n && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+    };
+    wait_for(64);
+    for round in 1..=ROUNDS {
+        let p = round % PAGES;
+        pt.map(p << 12, remapped(round), PageSize::SIZE_4K, Perm::RW)
             .unwrap();
         d.qi_submit(&[desc_piotlb(5, 0, Some((p << 12, 0, true)))]);
+        completed[p as usize].store(round, Ordering::Release);
         let t = d.dma(dev, p << 12, Perm::R).unwrap();
         assert_eq!(
-            t.output.0, new_out,
+            t.output.0,
+            remapped(round),
             "round {round}: stale translation after invalidation"
         );
+        wait_for(done.load(Ordering::Relaxed) + 2 * PAGES);
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let total: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
-    assert!(total > 0);
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<Seen> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    for (i, s) in seen.iter().enumerate() {
+        assert!(
+            s.bad.is_empty(),
+            "thread {i}: {:?}",
+            &s.bad[..s.bad.len().min(10)]
+        );
+        assert_eq!(s.checked, s.issued, "thread {i}: every translation checked");
+        assert!(
+            s.after_an_invalidation > 0,
+            "thread {i} never translated after an invalidation: {s:?}"
+        );
+    }
+    let issued: u64 = seen.iter().map(|s| s.issued).sum();
+    assert_eq!(
+        issued,
+        done.load(Ordering::Relaxed),
+        "results of all that ran"
+    );
 }
 
 // aw-bits=57: CAP.SAGAW bit 3, CAP.FL5LP; 5-level first-level (FLPM=01)
