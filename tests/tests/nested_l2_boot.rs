@@ -10,7 +10,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use iommu_vmm::exit::STATUS_TRIPLE_FAULT;
+use iommu_vmm::exit::{STATUS_TRIPLE_FAULT, Summary};
 use iommu_vmm::nested::{Job, KvmSupport, NestedMode, RunnerOptions, detect_kvm, run_batch};
 
 /// Builds (or checks current) a guest image on the host: the L1 machine can not build one.
@@ -24,6 +24,87 @@ fn ensure_guest(name: &str) {
         out.status.success(),
         "guest-image build {name} failed: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The payload tests a `--guest` run may SKIP: `--guest` gives the payload what it needs (the
+/// PASID test device, a disk, the IOMMU properties), so none may, except `iommufd_pasid` where
+/// the payload has it: it SKIPs on every Debian kernel (none sets CONFIG_IOMMUFD).
+fn expected_skips() -> Vec<&'static str> {
+    let kmod = include_str!("../../guest-images/payload/kmod/iommutest.c");
+    if kmod.contains("IOMMUTEST iommufd_pasid SKIP") {
+        vec!["iommufd_pasid"]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Checks a payload console: no FAIL line, exactly the [`expected_skips`] SKIP lines, some
+/// PASS lines, and a summary line that counts what the lines show.
+fn check_payload(g: &str, console: &str) -> Result<(), String> {
+    let (mut pass, mut fail, mut skip) = (0u32, Vec::new(), Vec::new());
+    for l in console.lines() {
+        let Some(rest) = l.trim_end_matches('\r').split("IOMMUTEST ").nth(1) else {
+            continue;
+        };
+        let mut w = rest.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some(name), Some("PASS")) if !name.is_empty() => pass += 1,
+            (Some(name), Some("FAIL")) => fail.push(name.to_string()),
+            (Some(name), Some("SKIP")) => skip.push(name.to_string()),
+            _ => {}
+        }
+    }
+    skip.sort();
+    let want = expected_skips();
+    let summary = console
+        .lines()
+        .find_map(Summary::parse_line)
+        .ok_or_else(|| format!("guest {g}: no payload summary line"))?;
+    if !fail.is_empty() || summary.fail != 0 {
+        return Err(format!("guest {g}: FAIL {fail:?}, {summary:?}"));
+    }
+    if skip != want {
+        return Err(format!("guest {g}: SKIP {skip:?}, want exactly {want:?}"));
+    }
+    let want_summary = Summary {
+        pass,
+        fail: 0,
+        skip: u32::try_from(want.len()).unwrap_or(u32::MAX),
+    };
+    if pass == 0 || summary != want_summary {
+        return Err(format!(
+            "guest {g}: summary {summary:?}, the lines show {want_summary:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn nested_l2_payload_check_rejects_fail_unexpected_skip_and_miscounts() {
+    let extra: String = expected_skips()
+        .iter()
+        .map(|n| format!("IOMMUTEST {n} SKIP why\n"))
+        .collect();
+    let n = expected_skips().len();
+    let good = format!(
+        "IOMMUTEST a PASS\r\nIOMMUTEST b PASS x\n{extra}IOMMUTEST-SUMMARY pass=2 fail=0 skip={n}\n"
+    );
+    assert_eq!(check_payload("t", &good), Ok(()));
+    let skipped = format!(
+        "IOMMUTEST a PASS\nIOMMUTEST b SKIP no device\n{extra}IOMMUTEST-SUMMARY pass=1 fail=0 skip={}\n",
+        n + 1
+    );
+    assert!(check_payload("t", &skipped).is_err(), "an unexpected SKIP");
+    let failed = format!(
+        "IOMMUTEST a PASS\nIOMMUTEST b FAIL x\n{extra}IOMMUTEST-SUMMARY pass=1 fail=1 skip={n}\n"
+    );
+    assert!(check_payload("t", &failed).is_err(), "a FAIL");
+    let miscounted = good.replace("pass=2", "pass=3");
+    assert!(check_payload("t", &miscounted).is_err(), "summary != lines");
+    assert!(
+        check_payload("t", "IOMMUTEST a PASS\n").is_err(),
+        "no summary"
     );
 }
 
@@ -77,12 +158,9 @@ fn run_guests(guests: &[(&str, Vec<String>)]) -> Vec<String> {
     );
     for ((g, _), r) in guests.iter().zip(&report.jobs) {
         assert_eq!(r.status(), Some(0), "guest {g}: {r:#?}");
-        let summary = r
-            .console
-            .lines()
-            .find(|l| l.starts_with("IOMMUTEST-SUMMARY"))
-            .unwrap_or_else(|| panic!("guest {g}: no payload summary line:\n{}", r.console));
-        assert!(summary.contains("fail=0"), "guest {g}: {summary}");
+        if let Err(e) = check_payload(g, &r.console) {
+            panic!("{e}:\n{}", r.console);
+        }
     }
     report.jobs.into_iter().map(|r| r.console).collect()
 }
@@ -162,11 +240,9 @@ fn nested_cli_guest_6_1_auto_boots_with_one_notice_off_explains() {
         Some(0),
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    let summary = stdout
-        .lines()
-        .find(|l| l.starts_with("IOMMUTEST-SUMMARY"))
-        .unwrap_or_else(|| panic!("no payload summary:\n{stdout}\n{stderr}"));
-    assert!(summary.contains("fail=0"), "{summary}");
+    if let Err(e) = check_payload("6.1", &stdout) {
+        panic!("{e}:\n{stdout}\n{stderr}");
+    }
     let notices: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("running nested"))
