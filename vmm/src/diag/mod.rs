@@ -21,6 +21,10 @@
 //! KVM trace, guest symbols, the guest kernel's IDT and page tables) runs only after a
 //! triple fault; before that, [`postmortem::prepare_shutdown_report`] keeps a handle on guest
 //! memory and, with `--kvm-trace`, turns on the host's KVM tracepoints once.
+//!
+//! Not this module's: the devices and the interrupt router keep their own state locks (one
+//! per device on the buses; the router's route table, `kvm::irq::IrqRouter`, is one lock per
+//! VM taken for each interrupt sent). The recorder adds no lock to any of these paths.
 
 pub mod postmortem;
 pub mod recorder;
