@@ -235,25 +235,32 @@ fn images_6_12_boots_with_intel_iommu_and_every_test_passes() {
     boots_and_passes("6.12");
 }
 
+// Without an IOMMU (no ACPI DMAR table) the tests that need one SKIP with that reason and the
+// property that adds one; the rest pass, and the run exits 0 (issue 14: SKIP, never FAIL, for
+// what the configured hardware cannot do). The exit port's failure path is the next test's.
 #[test]
-fn images_6_1_without_iommu_reports_fail_through_exit_port() {
+fn images_6_1_without_iommu_skips_the_iommu_tests_with_reason() {
     let (text, code) = boot("6.1", None, "");
-    assert!(
-        result_of(&text, "iommu_present").starts_with("FAIL"),
-        "{text}"
-    );
-    assert!(
-        result_of(&text, "kmod_dev_iommu_mapped").starts_with("FAIL"),
-        "{text}"
-    );
-    assert!(
-        result_of(&text, "disk_read_sha").starts_with("PASS"),
-        "{text}"
-    );
+    for t in [
+        "iommu_present",
+        "iommu_groups",
+        "virtio_blk_group",
+        "kmod_dev_iommu_mapped",
+        "kmod_iommu_group",
+        "kmod_default_domain",
+    ] {
+        let r = result_of(&text, t);
+        assert!(
+            r.starts_with("SKIP") && r.contains("no ACPI DMAR table"),
+            "{t}: {r}\n{text}"
+        );
+    }
+    for t in ["kmod_dma_map", "disk_read_sha"] {
+        assert!(result_of(&text, t).starts_with("PASS"), "{t}\n{text}");
+    }
     assert!(text.contains("IOMMUTEST-SUMMARY pass="), "{text}");
-    assert!(!text.contains("fail=0"), "{text}");
-    // Byte 0 through port 0xf4 from the payload module: (0 << 1) | 1.
-    assert_eq!(code, 1, "exit status from port 0xf4\n{text}");
+    assert!(text.contains(" fail=0 "), "{text}");
+    assert_eq!(code, 0, "exit status\n{text}");
 }
 
 #[test]

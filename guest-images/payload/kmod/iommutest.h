@@ -28,5 +28,10 @@ void iommutest_sva_exit(void);
  * device enabled and its BAR0 mapped at bar. Other kernels: no line.
  */
 void iommutest_sva_kernel(struct seq_file *m, struct pci_dev *pdev, void __iomem *bar);
+/*
+ * iommutest.c: why SVA cannot run on the PASID test device with this IOMMU (a SKIP reason
+ * naming the property that enables it), from the unit's capabilities; NULL when it can.
+ */
+const char *iommutest_sva_missing(void);
 
 #endif

@@ -227,7 +227,7 @@ static void sva_features_off(void)
  */
 static void sva_kernel_test(struct seq_file *m, struct pci_dev *pdev, void __iomem *bar)
 {
-	const struct iommu_ops *ops = dev_iommu_ops(&pdev->dev);
+	const struct iommu_ops *ops;
 	unsigned int flags = SVM_FLAG_SUPERVISOR_MODE;
 	struct iommutest_desc *ring;
 	struct iommutest_cpl *cpl;
@@ -237,14 +237,24 @@ static void sva_kernel_test(struct seq_file *m, struct pci_dev *pdev, void __iom
 	u64 pattern = 0x5e5e0000c0de0000ULL;
 	u32 pasid, es;
 	int ret, i;
+	const char *why = iommutest_sva_missing();
 
+	if (why) {
+		seq_printf(m, "IOMMUTEST sva_bind_supervisor SKIP %s\n", why);
+		return;
+	}
+	if (!device_iommu_mapped(&pdev->dev)) {
+		seq_printf(m, "IOMMUTEST sva_bind_supervisor FAIL %s is not behind an IOMMU\n", pci_name(pdev));
+		return;
+	}
+	ops = dev_iommu_ops(&pdev->dev);
 	if (!ops->sva_bind || !ops->sva_unbind || !ops->sva_get_pasid) {
 		seq_printf(m, "IOMMUTEST sva_bind_supervisor FAIL the IOMMU driver has no sva_bind operation\n");
 		return;
 	}
 	ret = sva_features_on(pdev);
 	if (ret) {
-		seq_printf(m, "IOMMUTEST sva_bind_supervisor FAIL enabling IOMMU_DEV_FEAT_IOPF/SVA: %d (needs ECAP.PRS and ATS: device-iotlb=on,x-prs=on)\n",
+		seq_printf(m, "IOMMUTEST sva_bind_supervisor FAIL enabling IOMMU_DEV_FEAT_IOPF/SVA: %d, though the unit has PASID, FLTS, PRS and device-TLB\n",
 			   ret);
 		return;
 	}
@@ -322,9 +332,15 @@ static long sva_user_run(struct iommutest_sva_run *r)
 	if (!r->ring_size || r->ring_size > 4096 || (r->ring_size & (r->ring_size - 1)) ||
 	    r->ring_size < 2 || !r->count || r->count >= r->ring_size || (r->ring & 63))
 		return -EINVAL;
+	if (iommutest_sva_missing())
+		return -EOPNOTSUPP; /* the program reads the reason from debugfs/iommutest/sva_skip */
 	ret = sva_dev_get(&s);
 	if (ret)
 		return ret;
+	if (!device_iommu_mapped(&s.pdev->dev)) {
+		ret = -ENXIO;
+		goto put;
+	}
 	ops = dev_iommu_ops(&s.pdev->dev);
 	if (!ops->sva_bind || !ops->sva_unbind || !ops->sva_get_pasid) {
 		ret = -EOPNOTSUPP;
@@ -393,6 +409,17 @@ static const struct file_operations sva_fops = {
 	.owner = THIS_MODULE,
 	.unlocked_ioctl = sva_ioctl,
 };
+
+/* debugfs/iommutest/sva_skip: why SVA cannot run here (one line), empty when it can. */
+static int sva_skip_show(struct seq_file *m, void *unused)
+{
+	const char *why = iommutest_sva_missing();
+
+	if (why)
+		seq_printf(m, "%s\n", why);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(sva_skip);
 #endif /* SVA_OPS */
 
 void iommutest_sva_kernel(struct seq_file *m, struct pci_dev *pdev, void __iomem *bar)
@@ -521,6 +548,7 @@ void iommutest_sva_init(struct dentry *dir)
 {
 #ifdef SVA_OPS
 	debugfs_create_file("sva", 0600, dir, NULL, &sva_fops);
+	debugfs_create_file("sva_skip", 0444, dir, NULL, &sva_skip_fops);
 #endif
 	debugfs_create_file("dma_loop", 0200, dir, NULL, &dma_loop_fops);
 }

@@ -239,9 +239,13 @@ int main(void)
 	if (d)
 		closedir(d);
 	if (!pmu_dir[0]) {
-		if (!read_str("/sys/class/iommu/dmar0/intel-iommu/ecap", ecap_s, sizeof(ecap_s)))
+		int unit = !read_str("/sys/class/iommu/dmar0/intel-iommu/ecap", ecap_s, sizeof(ecap_s));
+
+		if (unit)
 			ecap = strtoull(ecap_s, NULL, 16);
-		if (!(ecap & (1ULL << 51)))
+		if (!unit && access("/sys/firmware/acpi/tables/DMAR", F_OK))
+			printf("IOMMUTEST perf_dmar_pmu SKIP no IOMMU (no ACPI DMAR table): --iommu intel-iommu,x-perfmon=on\n");
+		else if (!(ecap & (1ULL << 51)))
 			printf("IOMMUTEST perf_dmar_pmu SKIP the unit has no performance monitoring (ECAP.PMS=0, ecap=%#llx): --iommu ...,x-perfmon=on\n",
 			       ecap);
 		else

@@ -15,6 +15,7 @@
  * SVA file (kernels other than 6.1) or there is no PASID test device.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -79,6 +80,32 @@ static long resident(void *p, size_t len)
 	return r;
 }
 
+/* Whether the PASID test device (1af4:10f7) is on the PCI bus. */
+static int have_device(void)
+{
+	DIR *d = opendir("/sys/bus/pci/devices");
+	struct dirent *e;
+	int found = 0;
+
+	while (d && (e = readdir(d)) && !found) {
+		char p[512], v[64] = "";
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s/uevent", e->d_name);
+		f = fopen(p, "r");
+		while (f && fgets(v, sizeof(v), f))
+			if (!strncmp(v, "PCI_ID=1AF4:10F7", 16))
+				found = 1;
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
 static void *map(size_t len)
 {
 	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -97,10 +124,26 @@ int main(void)
 	unsigned long want_pr = (2 * A_LEN + C_LEN) / PAGE;
 	size_t i;
 	int fd, ret, err, bad = -1;
+	FILE *f;
 
 	fd = open("/sys/kernel/debug/iommutest/sva", O_RDWR);
 	if (fd < 0)
 		return 0; /* no SVA interface in this kernel's module: no line */
+	if (!have_device())
+		return 0; /* no PASID test device: no line */
+	/* What the IOMMU lacks for SVA (the module decides from its capabilities). */
+	f = fopen("/sys/kernel/debug/iommutest/sva_skip", "r");
+	if (f) {
+		char why[512] = "";
+
+		if (fgets(why, sizeof(why), f) && why[0] && why[0] != '\n') {
+			why[strcspn(why, "\n")] = 0;
+			printf("IOMMUTEST sva_user SKIP %s\n", why);
+			fclose(f);
+			return 0;
+		}
+		fclose(f);
+	}
 	ring = map(2 * PAGE);
 	a = map(A_LEN);
 	b = map(A_LEN);
