@@ -4,6 +4,8 @@
 //! `APT_CONFIG` pointing at this configuration and with the same folders given again as `-o`
 //! options.
 
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,6 +18,12 @@ pub const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 pub const MIRROR_ENV: &str = "IOMMU_EMU_DEBIAN_MIRROR";
 /// Environment variable naming the Debian security archive URL.
 pub const SECURITY_MIRROR_ENV: &str = "IOMMU_EMU_DEBIAN_SECURITY_MIRROR";
+/// Environment variable that, set to `1` while the mirrors are local `file:` folders, reads
+/// them without signatures (`[trusted=yes]`): for tests that write their own small archive.
+/// Ignored for any other kind of mirror.
+pub const UNSIGNED_LOCAL_ENV: &str = "IOMMU_EMU_APT_UNSIGNED_LOCAL";
+/// apt's helper that prints a package list whatever its compression.
+pub const APT_HELPER: &str = "/usr/lib/apt/apt-helper";
 
 /// The archive URLs to download from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +32,8 @@ pub struct Mirrors {
     pub debian: String,
     /// The security archive (path ending in `/debian-security`).
     pub security: String,
+    /// Both are local `file:` folders read without signatures ([`UNSIGNED_LOCAL_ENV`]).
+    pub unsigned_local: bool,
 }
 
 /// Finds the Debian archive URLs in apt source files (one-line `deb` format and deb822
@@ -58,7 +68,11 @@ pub fn mirrors_from_sources(texts: &[String]) -> Option<Mirrors> {
     }
     let debian: String = debian?;
     let security = security.unwrap_or_else(|| format!("{debian}-security"));
-    Some(Mirrors { debian, security })
+    Some(Mirrors {
+        debian,
+        security,
+        unsigned_local: false,
+    })
 }
 
 impl Mirrors {
@@ -72,9 +86,13 @@ impl Mirrors {
                 .ok()
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| format!("{d}-security"));
+            let unsigned_local = std::env::var(UNSIGNED_LOCAL_ENV).is_ok_and(|v| v == "1")
+                && d.starts_with("file:")
+                && s.starts_with("file:");
             return Ok(Self {
                 debian: d,
                 security: s,
+                unsigned_local,
             });
         }
         let mut texts = Vec::new();
@@ -102,6 +120,182 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(program))
         .find(|p| p.is_file())
+}
+
+/// One version of a package in one suite, as a package list (`Packages` file) gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// The suite (distribution as named in the sources list) whose list holds it.
+    pub suite: String,
+    /// Exact Debian version.
+    pub version: String,
+    /// Names of the packages it depends on (every alternative, without versions).
+    pub depends: Vec<String>,
+}
+
+/// The packages of some suites: name to every version listed, with its suite. Built from
+/// package-list text ([`PackageIndex::add_packages_text`]), so the decisions made over it are
+/// pure functions that tests can feed with hand-written lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackageIndex {
+    packages: BTreeMap<String, Vec<IndexEntry>>,
+}
+
+impl PackageIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the stanzas of a `Packages` file of `suite` whose package name passes `keep`.
+    pub fn add_packages_text(&mut self, suite: &str, text: &str, keep: &dyn Fn(&str) -> bool) {
+        let mut flush =
+            |name: &mut Option<String>, ver: &mut Option<String>, deps: &mut Vec<String>| {
+                if let (Some(n), Some(v)) = (name.take(), ver.take()) {
+                    let list = self.packages.entry(n).or_default();
+                    let e = IndexEntry {
+                        suite: suite.to_owned(),
+                        version: v,
+                        depends: std::mem::take(deps),
+                    };
+                    if !list.contains(&e) {
+                        list.push(e);
+                    }
+                }
+                deps.clear();
+            };
+        let (mut name, mut ver, mut deps) = (None, None, Vec::new());
+        for line in text.lines() {
+            if line.trim().is_empty() {
+                flush(&mut name, &mut ver, &mut deps);
+            } else if let Some(n) = line.strip_prefix("Package:") {
+                flush(&mut name, &mut ver, &mut deps);
+                let n = n.trim();
+                if keep(n) {
+                    name = Some(n.to_owned());
+                }
+            } else if name.is_none() {
+                continue;
+            } else if let Some(v) = line.strip_prefix("Version:") {
+                ver = Some(v.trim().to_owned());
+            } else if let Some(d) = line
+                .strip_prefix("Depends:")
+                .or_else(|| line.strip_prefix("Pre-Depends:"))
+            {
+                deps.extend(parse_depends(d));
+            }
+        }
+        flush(&mut name, &mut ver, &mut deps);
+    }
+
+    /// Every listed version of `name` (any suite).
+    pub fn entries(&self, name: &str) -> &[IndexEntry] {
+        self.packages.get(name).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The entry of `name` at exactly `version`, if a suite lists it.
+    pub fn find(&self, name: &str, version: &str) -> Option<&IndexEntry> {
+        self.entries(name).iter().find(|e| e.version == version)
+    }
+
+    /// The newest version of `name` over all suites.
+    pub fn newest(&self, name: &str) -> Option<&IndexEntry> {
+        self.entries(name)
+            .iter()
+            .max_by(|a, b| version_cmp(&a.version, &b.version))
+    }
+
+    /// Package names starting with `prefix`, sorted.
+    pub fn names_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.packages
+            .range(prefix.to_owned()..)
+            .map(|(n, _)| n.as_str())
+            .take_while(move |n| n.starts_with(prefix))
+    }
+
+    /// True when no package is listed.
+    pub fn is_empty(&self) -> bool {
+        self.packages.is_empty()
+    }
+}
+
+/// The package names of a `Depends:` field value, every alternative, without version or
+/// architecture qualifiers.
+pub fn parse_depends(field: &str) -> Vec<String> {
+    field
+        .split([',', '|'])
+        .filter_map(|alt| {
+            let n = alt.trim().split([' ', '(', ':']).next()?.trim();
+            (!n.is_empty()).then(|| n.to_owned())
+        })
+        .collect()
+}
+
+/// Compares two Debian versions the way dpkg does (epoch, upstream version, revision; `~`
+/// sorts before everything, letters before other characters).
+pub fn version_cmp(a: &str, b: &str) -> Ordering {
+    fn split(v: &str) -> (u64, &str, &str) {
+        let (epoch, rest) = match v.split_once(':') {
+            Some((e, r)) if e.chars().all(|c| c.is_ascii_digit()) => (e.parse().unwrap_or(0), r),
+            _ => (0, v),
+        };
+        match rest.rsplit_once('-') {
+            Some((u, r)) => (epoch, u, r),
+            None => (epoch, rest, ""),
+        }
+    }
+    fn order(c: Option<u8>) -> i32 {
+        match c {
+            None => 0,
+            Some(c) if c.is_ascii_digit() => 0,
+            Some(c) if c.is_ascii_alphabetic() => i32::from(c),
+            Some(b'~') => -1,
+            Some(c) => i32::from(c) + 256,
+        }
+    }
+    fn part(a: &[u8], b: &[u8]) -> Ordering {
+        let (mut i, mut j) = (0, 0);
+        let digit = |s: &[u8], k: usize| s.get(k).is_some_and(u8::is_ascii_digit);
+        while i < a.len() || j < b.len() {
+            while (i < a.len() && !digit(a, i)) || (j < b.len() && !digit(b, j)) {
+                let (ac, bc) = (order(a.get(i).copied()), order(b.get(j).copied()));
+                if ac != bc {
+                    return ac.cmp(&bc);
+                }
+                i += 1;
+                j += 1;
+            }
+            while a.get(i) == Some(&b'0') {
+                i += 1;
+            }
+            while b.get(j) == Some(&b'0') {
+                j += 1;
+            }
+            let mut first_diff = Ordering::Equal;
+            while digit(a, i) && digit(b, j) {
+                if first_diff == Ordering::Equal {
+                    first_diff = a[i].cmp(&b[j]);
+                }
+                i += 1;
+                j += 1;
+            }
+            if digit(a, i) {
+                return Ordering::Greater;
+            }
+            if digit(b, j) {
+                return Ordering::Less;
+            }
+            if first_diff != Ordering::Equal {
+                return first_diff;
+            }
+        }
+        Ordering::Equal
+    }
+    let (ea, ua, ra) = split(a);
+    let (eb, ub, rb) = split(b);
+    ea.cmp(&eb)
+        .then_with(|| part(ua.as_bytes(), ub.as_bytes()))
+        .then_with(|| part(ra.as_bytes(), rb.as_bytes()))
 }
 
 /// One package as apt resolved it.
@@ -172,7 +366,11 @@ impl AptRepo {
             } else {
                 &self.mirrors.debian
             };
-            s.push_str(&format!("deb [signed-by={KEYRING}] {url} {suite} main\n"));
+            if self.mirrors.unsigned_local {
+                s.push_str(&format!("deb [trusted=yes] {url} {suite} main\n"));
+            } else {
+                s.push_str(&format!("deb [signed-by={KEYRING}] {url} {suite} main\n"));
+            }
         }
         s
     }
@@ -220,7 +418,7 @@ impl AptRepo {
         if find_program("apt-get").is_none() {
             return Err(Error::NotDebianLike);
         }
-        if !Path::new(KEYRING).is_file() {
+        if !self.mirrors.unsigned_local && !Path::new(KEYRING).is_file() {
             return Err(Error::NoKeyring(PathBuf::from(KEYRING)));
         }
         for sub in [
@@ -340,6 +538,47 @@ impl AptRepo {
         Ok(path)
     }
 
+    /// The packages of the current lists whose name passes `keep`, per suite. Empty when no
+    /// list was fetched yet.
+    pub fn index(&self, keep: &dyn Fn(&str) -> bool) -> Result<PackageIndex> {
+        let out = self
+            .apt("apt-get")
+            .args([
+                "indextargets",
+                "--format",
+                "$(FILENAME)\t$(RELEASE)\t$(CREATED_BY)",
+            ])
+            .output()
+            .ctx(|| "running apt-get indextargets")?;
+        let mut index = PackageIndex::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut f = line.split('\t');
+            let (Some(file), Some(suite), Some("Packages")) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            if !Path::new(file).is_file() {
+                continue;
+            }
+            let text = Command::new(APT_HELPER)
+                .args(["cat-file", file])
+                .output()
+                .ctx(|| format!("running {APT_HELPER} cat-file {file}"))?;
+            if !text.status.success() {
+                return Err(Error::Command {
+                    command: format!("{APT_HELPER} cat-file {file}"),
+                    detail: tail("", &String::from_utf8_lossy(&text.stderr)),
+                });
+            }
+            index.add_packages_text(suite, &String::from_utf8_lossy(&text.stdout), keep);
+        }
+        Ok(index)
+    }
+
+    /// The suites of this setup.
+    pub fn suites(&self) -> &[String] {
+        &self.suites
+    }
+
     /// Package names that start with `prefix` in the current lists.
     pub fn package_names(&self, prefix: &str) -> Result<Vec<String>> {
         let out = self
@@ -418,6 +657,7 @@ mod tests {
         Mirrors {
             debian: "http://mirror.example/debian".into(),
             security: "http://mirror.example/debian-security".into(),
+            unsigned_local: false,
         }
     }
 
@@ -486,6 +726,92 @@ mod tests {
         assert_eq!(d.size, 928188);
         assert_eq!(d.sha256, "abcdef");
         assert_eq!(d.file_name, "busybox-static_1%3a1.35.0-4+b1_amd64.deb");
+    }
+
+    #[test]
+    fn version_cmp_follows_dpkg_rules() {
+        use Ordering::*;
+        for (a, b, want) in [
+            ("6.1.192-3", "6.1.192-2", Greater),
+            ("6.1.192-2", "6.1.192-2", Equal),
+            ("7.3.4-1~bpo13+1", "7.3.4-1", Less),
+            ("7.3.4-1~bpo13+1", "7.2.13-1", Greater),
+            ("1:1.30.1-6", "1.37.0-6", Greater),
+            ("1:1.37.0-6+b9", "1:1.37.0-6", Greater),
+            ("6.12.10-1", "6.12.9-1", Greater),
+            ("1.0~rc1-1", "1.0-1", Less),
+            ("1.0a-1", "1.0+-1", Less),
+            ("2.38-1", "2.4-1", Greater),
+            ("1.001-1", "1.1-1", Equal),
+        ] {
+            assert_eq!(version_cmp(a, b), want, "{a} vs {b}");
+            assert_eq!(version_cmp(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    /// The comparison agrees with dpkg itself on versions seen in the archive.
+    #[test]
+    fn version_cmp_agrees_with_dpkg() {
+        if find_program("dpkg").is_none() {
+            return;
+        }
+        let vs = [
+            "6.1.192-2",
+            "6.1.192-3",
+            "6.1.99-1",
+            "7.3.4-1~bpo13+1",
+            "7.3.4-1~bpo13+2",
+            "7.3.4-1",
+            "1:1.35.0-4+deb12u1+b1",
+            "1:1.35.0-4+b1",
+            "5.10.262-1",
+            "6.12.117-1",
+            "6.12.117+deb13-1",
+        ];
+        for a in vs {
+            for b in vs {
+                assert_eq!(
+                    version_cmp(a, b) == Ordering::Greater,
+                    version_gt(a, b),
+                    "{a} > {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn package_index_keeps_versions_per_suite_and_depends() {
+        let text = "Package: linux-image-7.3.4+deb13-amd64\nSource: linux-signed-amd64\n\
+                    Version: 7.3.4-1~bpo13+1\nDepends: dracut | initramfs-tools (>= 0.120), \
+                    linux-binary-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1)\n\n\
+                    Package: zsh\nVersion: 5.9-8\n\n\
+                    Package: busybox-static\nVersion: 1:1.37.0-6+b9\n";
+        let mut i = PackageIndex::new();
+        i.add_packages_text("trixie-backports", text, &|n| n != "zsh");
+        i.add_packages_text(
+            "trixie",
+            "Package: busybox-static\nVersion: 1:1.37.0-6\n",
+            &|_| true,
+        );
+        let k = i
+            .find("linux-image-7.3.4+deb13-amd64", "7.3.4-1~bpo13+1")
+            .unwrap();
+        assert_eq!(k.suite, "trixie-backports");
+        assert_eq!(
+            k.depends,
+            [
+                "dracut",
+                "initramfs-tools",
+                "linux-binary-7.3.4+deb13-amd64"
+            ]
+        );
+        assert!(i.entries("zsh").is_empty());
+        assert_eq!(i.newest("busybox-static").unwrap().version, "1:1.37.0-6+b9");
+        assert_eq!(i.entries("busybox-static").len(), 2);
+        assert_eq!(
+            i.names_with_prefix("linux-").collect::<Vec<_>>(),
+            ["linux-image-7.3.4+deb13-amd64"]
+        );
     }
 
     #[test]

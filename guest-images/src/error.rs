@@ -42,18 +42,52 @@ pub enum Error {
         /// apt's own words.
         detail: String,
     },
-    /// A pinned package version is no longer in the archive.
+    /// No complete kernel of the guest's series is left in its suites.
     #[error(
-        "the pinned package {package} {version} for guest {guest} is no longer in the Debian \
-         archive. Re-pin with: guest-image repin {guest}"
+        "no complete kernel of {series} (linux-image-*-amd64 with its headers and kbuild at one \
+         version) is in {suites} for guest {guest}: the series is gone from these suites. Name \
+         other suites or another series for `{guest}` in guest-images/manifest.toml (or try \
+         one with guest-image --manifest PATH)"
     )]
-    PinGone {
+    SeriesGone {
+        /// Guest name in the manifest.
+        guest: String,
+        /// `series 6.1` or `any series`.
+        series: String,
+        /// The suites searched.
+        suites: String,
+    },
+    /// `--locked` and a recorded version is gone.
+    #[error(
+        "--locked: {package}, recorded in {recorded_in} for guest {guest}, is gone from \
+         {suite}{}. Run `guest-image build {guest}` without --locked to build with what the \
+         archive has now (and `guest-image repin {guest}` to record it in the manifest)",
+        instead.as_ref().map(|i| format!(" (the archive has {i} now)")).unwrap_or_default()
+    )]
+    LockedGone {
+        /// Guest name in the manifest.
+        guest: String,
+        /// Debian package name and the recorded version (`name version`).
+        package: String,
+        /// The suite it left (or the suites searched).
+        suite: String,
+        /// `the image's lock.toml` or `the manifest`.
+        recorded_in: &'static str,
+        /// What an unlocked build would take instead.
+        instead: Option<String>,
+    },
+    /// A package the guest needs is in none of its suites.
+    #[error(
+        "{package} is in none of the suites {suites} of guest {guest}; check the suites in \
+         guest-images/manifest.toml"
+    )]
+    PackageMissing {
         /// Guest name in the manifest.
         guest: String,
         /// Debian package name.
         package: String,
-        /// Pinned version.
-        version: String,
+        /// The suites searched.
+        suites: String,
     },
     /// A package download failed.
     #[error("downloading {package} failed: {detail}")]

@@ -11,11 +11,12 @@ use crate::cache::{Cache, INITRAMFS_FILE, KERNEL_FILE, LOCK_FILE};
 use crate::deb;
 use crate::error::{Error, IoContext, Result};
 use crate::initramfs::Tree;
-use crate::lockfile::{FORMAT, ImageLock, LockedPackage};
-use crate::manifest::{GuestSpec, Manifest, PackageRef, Repin, Role};
+use crate::lockfile::{FORMAT, ImageLock, LockedKernel, LockedPackage};
+use crate::manifest::{GuestSpec, Manifest, Repin, Role};
 use crate::modules::{ModuleDb, ModuleFile, plain_path, read_module};
 use crate::payload::{self, Kbuild};
 use crate::progress::Progress;
+use crate::resolve::{Pin, PinSource, Resolution, newest_kernel, resolve};
 
 /// Bumped whenever the builder's output for the same inputs changes.
 pub const BUILDER_VERSION: &str = "guest-images/1";
@@ -24,6 +25,10 @@ pub const BUILDER_VERSION: &str = "guest-images/1";
 pub const PAYLOAD_MODULE_PATH: &str = "lib/iommutest/iommutest.ko";
 /// Load-order list of the kernel modules in the image.
 pub const MODULE_LIST_PATH: &str = "etc/iommutest/modules";
+
+/// What a guest is built from: the resolution, and each package with its role, apt's record
+/// of it and the local .deb.
+pub type Fetched = (Resolution, Vec<(Role, ResolvedDeb, PathBuf)>);
 
 /// Options of a build.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +39,9 @@ pub struct BuildOptions {
     pub quiet: bool,
     /// Keep the work folder (extracted packages, build trees) after the build.
     pub keep_work: bool,
+    /// Refuse to build from anything but the versions in the image's lock (or, without a
+    /// lock, the manifest's record), instead of moving to what the archive has now.
+    pub locked: bool,
 }
 
 /// The result of a build.
@@ -227,97 +235,185 @@ impl Builder {
         Ok(repo)
     }
 
-    /// Fingerprint of every input of a Debian guest build.
-    pub fn debian_inputs(spec: &GuestSpec) -> Result<String> {
+    /// Fingerprint of every input of a Debian guest build: the builder, the guest's entry
+    /// (suites, series, modules, host libraries) and record, the packages used (name, version,
+    /// SHA-256), the payload sources and the compiler. It depends on what was resolved, not on
+    /// the archive, so a current image stays current when the archive moves.
+    pub fn debian_inputs(spec: &GuestSpec, packages: &[LockedPackage]) -> Result<String> {
+        let used: Vec<String> = packages
+            .iter()
+            .map(|p| format!("{}={} {}", p.name, p.version, p.sha256))
+            .collect();
         Ok(digest(&[
             BUILDER_VERSION,
             &spec.canonical(),
+            &spec.record_text(),
+            &used.join("\n"),
             &payload::sources_digest(),
             &payload::compiler_id()?,
         ]))
     }
 
-    /// Resolves (updating the lists when needed) and downloads the packages of a guest.
-    /// Returns each package with its role and local .deb path.
+    /// The pins a rebuild keeps while the archive has them, best first: the lock's (when it
+    /// was built under the manifest's current record), then the manifest's record.
+    pub fn preferences(spec: &GuestSpec, lock: Option<&ImageLock>) -> Vec<(PinSource, Pin)> {
+        let record = spec.record();
+        let mut prefs = Vec::new();
+        if let Some(k) = lock.and_then(|l| l.kernel.as_ref())
+            && k.record == spec.record_text()
+        {
+            prefs.push((
+                PinSource::Lock,
+                Pin {
+                    abi: k.abi.clone(),
+                    version: k.version.clone(),
+                    busybox: k.busybox.clone(),
+                },
+            ));
+        }
+        if prefs.first().is_none_or(|(_, p)| *p != record) {
+            prefs.push((PinSource::Manifest, record));
+        }
+        prefs
+    }
+
+    /// Resolves (reading the package lists when they are missing or lack what is wanted) and
+    /// downloads the packages of a guest. Returns the resolution and each package with its
+    /// role and local .deb path.
     pub fn fetch_packages(
         &self,
         spec: &GuestSpec,
+        prefs: &[(PinSource, Pin)],
         progress: &Progress,
-    ) -> Result<Vec<(Role, ResolvedDeb, PathBuf)>> {
-        let repo = self.apt_for(spec)?;
-        let mut updated = false;
-        if !repo.has_lists() {
-            progress.step(&format!(
-                "reading the package lists of {}",
-                spec.suites.join(", ")
-            ));
-            repo.update()?;
-            updated = true;
-        }
-        let mut resolved = Vec::new();
-        for (role, pkg) in spec.packages() {
-            let mut r = repo.resolve(&pkg)?;
-            if r.is_none() && !updated {
-                progress.step("a package is not in the cached lists; reading them again");
-                repo.update()?;
-                updated = true;
-                r = repo.resolve(&pkg)?;
-            }
-            let r = r.ok_or_else(|| missing(spec, &pkg))?;
-            resolved.push((role, r));
-        }
-        let total: u64 = resolved.iter().map(|(_, r)| r.size).sum();
-        let bar = progress.bytes(&format!("fetching {} packages", resolved.len()), total);
-        let mut out = Vec::new();
-        for (role, mut r) in resolved {
-            bar.set_message(r.name.clone());
-            let path = match repo.download(&r, &self.cache.debs()) {
-                Ok(p) => p,
-                // Lists older than the archive name files that are gone: read them again once.
-                Err(Error::Download { .. }) if !updated => {
-                    progress.step("a download failed; reading the package lists again");
-                    repo.update()?;
-                    updated = true;
-                    let pkg = spec
-                        .packages()
-                        .into_iter()
-                        .map(|(_, p)| p)
-                        .find(|p| p.name == r.name)
-                        .ok_or_else(|| Error::Contents(format!("{} left the manifest", r.name)))?;
-                    r = repo.resolve(&pkg)?.ok_or_else(|| missing(spec, &pkg))?;
-                    repo.download(&r, &self.cache.debs())?
-                }
-                Err(e) => return Err(e),
-            };
-            bar.inc(r.size);
-            out.push((role, r, path));
-        }
-        bar.finish_and_clear();
-        Ok(out)
+    ) -> Result<Fetched> {
+        fetch_guest_packages(&self.cache, spec, prefs, self.opts.locked, progress)
     }
 
-    /// Builds (or finds current) the Debian guest `name`.
+    /// The packages of `lock` from the cache's `debs/` folder (each file's SHA-256 checked),
+    /// when all are there and the guest's host libraries are the lock's: a rebuild then needs
+    /// no archive.
+    fn cached_debs(&self, spec: &GuestSpec, lock: &ImageLock) -> Option<Fetched> {
+        let k = lock.kernel.as_ref()?;
+        let role = |name: &str| {
+            if spec.host_libs.iter().any(|h| h == name) {
+                Role::HostLib
+            } else if name == "busybox-static" {
+                Role::Busybox
+            } else if name.starts_with("linux-headers-") && name.ends_with("-common") {
+                Role::HeadersCommon
+            } else if name.starts_with("linux-headers-") {
+                Role::Headers
+            } else if name.starts_with("linux-kbuild-") {
+                Role::Kbuild
+            } else {
+                Role::Image
+            }
+        };
+        let libs: Vec<&str> = lock
+            .packages
+            .iter()
+            .filter(|p| role(&p.name) == Role::HostLib)
+            .map(|p| p.name.as_str())
+            .collect();
+        if libs.len() != spec.host_libs.len() || lock.packages.is_empty() {
+            return None;
+        }
+        let debs = self.cache.debs();
+        let files: Vec<PathBuf> = std::fs::read_dir(&debs)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        let mut out = Vec::new();
+        for p in &lock.packages {
+            let prefix = format!("{}_{}_", p.name, p.version.replace(':', "%3a"));
+            let path = files.iter().find(|f| {
+                f.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with(&prefix) && n.ends_with(".deb")
+                }) && crate::initramfs::sha256_file(f).ok().as_deref() == Some(&p.sha256)
+            })?;
+            let r = ResolvedDeb {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                url: String::new(),
+                file_name: path.file_name()?.to_string_lossy().into_owned(),
+                size: std::fs::metadata(path).ok()?.len(),
+                sha256: p.sha256.clone(),
+            };
+            out.push((role(&p.name), r, path.clone()));
+        }
+        let res = Resolution {
+            pin: Pin {
+                abi: k.abi.clone(),
+                version: k.version.clone(),
+                busybox: k.busybox.clone(),
+            },
+            packages: vec![],
+            notes: vec![],
+        };
+        Some((res, out))
+    }
+
+    /// Builds (or finds current) the Debian guest `name` (a manifest name, or the series a
+    /// guest is also reachable by). The image's folder is named after the manifest entry.
     pub fn build_debian(&self, name: &str) -> Result<BuiltImage> {
         let spec = self.manifest.guest(name)?.clone();
+        let name = spec.name.as_str();
         let _lock = self.cache.lock_build(name)?;
         let progress = Progress::new(name, self.opts.quiet);
         let started = Instant::now();
         payload::check_compiler()?;
-        let inputs = Self::debian_inputs(&spec)?;
         let dir = self.cache.image(name);
+        let old = ImageLock::load(&dir.join(LOCK_FILE)).ok().flatten();
+        let intact = old.as_ref().is_some_and(|l| {
+            l.kind == "debian" && l.is_current(&l.inputs, &dir) && l.kernel.is_some()
+        });
         if !self.opts.force
-            && let Some(lock) = ImageLock::load(&dir.join(LOCK_FILE))?
-            && lock.is_current(&inputs, &dir)
+            && intact
+            && let Some(lock) = &old
+            && lock.inputs == Self::debian_inputs(&spec, &lock.packages)?
         {
             progress.finish(&format!("up to date, nothing to do ({})", dir.display()));
             return Ok(BuiltImage {
                 name: name.to_owned(),
                 dir,
-                lock,
+                lock: lock.clone(),
                 rebuilt: false,
             });
         }
-        let debs = self.fetch_packages(&spec, &progress)?;
+        let prefs = Self::preferences(&spec, old.as_ref());
+        let offline = match &old {
+            Some(lock) if prefs.first().is_some_and(|(s, _)| *s == PinSource::Lock) => {
+                self.cached_debs(&spec, lock)
+            }
+            _ => None,
+        };
+        let (res, debs) = match offline {
+            Some(found) => {
+                progress.step("using the lock's packages from the cache");
+                found
+            }
+            None => match self.fetch_packages(&spec, &prefs, &progress) {
+                Ok(found) => found,
+                // Offline with an image built before: keep using it, and say why.
+                Err(e @ Error::ArchiveUnreachable { .. }) if intact && !self.opts.force => {
+                    let lock = old.clone().ok_or(e)?;
+                    progress.notice(&format!(
+                        "the Debian archive cannot be reached and the lock's packages are not \
+                         all cached; using the image built before ({}), although its inputs \
+                         changed: build again when the archive is reachable",
+                        dir.display()
+                    ));
+                    return Ok(BuiltImage {
+                        name: name.to_owned(),
+                        dir,
+                        lock,
+                        rebuilt: false,
+                    });
+                }
+                Err(e) => return Err(e),
+            },
+        };
 
         let work = self.cache.work(name);
         if work.exists() {
@@ -334,7 +430,7 @@ impl Builder {
             };
             deb::extract(path, dest)?;
         }
-        let release = spec.release();
+        let release = res.release();
         let busybox = deb::busybox_in(&root)?;
         progress.step("resolving the module closure (busybox depmod)");
         deb::depmod(&busybox, &root, &release)?;
@@ -342,7 +438,7 @@ impl Builder {
         let modules = ModuleDb::load(&modules_dir)?.closure(&spec.modules)?;
 
         progress.step("building the payload module and programs");
-        let (headers, notes) = payload::prepare_debian_headers(&root, &spec.abi, &host_libs)?;
+        let (headers, notes) = payload::prepare_debian_headers(&root, &res.pin.abi, &host_libs)?;
         for n in &notes {
             progress.step(n);
         }
@@ -352,13 +448,7 @@ impl Builder {
         let programs = payload::build_programs(&src)?;
 
         progress.step("writing the initramfs");
-        let kernel = root.join(format!("boot/vmlinuz-{release}"));
-        if !kernel.is_file() {
-            return Err(Error::Contents(format!(
-                "no kernel at {}",
-                kernel.display()
-            )));
-        }
+        let kernel = kernel_in(&root, &release)?;
         let tree = guest_tree(&ImageParts {
             release: release.clone(),
             busybox,
@@ -367,20 +457,29 @@ impl Builder {
             payload_module,
             programs,
         })?;
+        let packages: Vec<LockedPackage> = debs
+            .iter()
+            .map(|(_, r, _)| LockedPackage {
+                name: r.name.clone(),
+                version: r.version.clone(),
+                sha256: r.sha256.clone(),
+            })
+            .collect();
+        let kernel_note = LockedKernel {
+            abi: res.pin.abi.clone(),
+            version: res.pin.version.clone(),
+            busybox: res.pin.busybox.clone(),
+            record: spec.record_text(),
+            notes: res.notes.clone(),
+        };
         let lock = ImageLock {
             format: FORMAT,
             name: name.to_owned(),
             kind: "debian".into(),
             release,
-            inputs,
-            packages: debs
-                .iter()
-                .map(|(_, r, _)| LockedPackage {
-                    name: r.name.clone(),
-                    version: r.version.clone(),
-                    sha256: r.sha256.clone(),
-                })
-                .collect(),
+            inputs: Self::debian_inputs(&spec, &packages)?,
+            kernel: Some(kernel_note),
+            packages,
             files: vec![],
         };
         self.finish_build(name, &kernel, &tree, lock, &work, &progress, started)
@@ -459,21 +558,40 @@ impl Builder {
                 rebuilt: false,
             });
         }
-        // busybox-static from the Debian suite.
+        // busybox-static from the Debian suite (the record's, else the suite's newest).
         let repo = self.apt_for(&spec)?;
         if !repo.has_lists() {
             progress.step("reading the package lists");
             repo.update()?;
         }
-        let bb_ref = spec
-            .packages()
-            .into_iter()
-            .find(|(r, _)| *r == Role::Busybox)
-            .map(|(_, p)| p)
-            .ok_or_else(|| Error::Manifest("no busybox entry".into()))?;
-        let bb = repo
-            .resolve(&bb_ref)?
-            .ok_or_else(|| missing(&spec, &bb_ref))?;
+        let mut bb_spec = spec.clone();
+        bb_spec.host_libs.clear();
+        let keep = |n: &str| n == "busybox-static";
+        let mut bb = None;
+        for attempt in 0..2 {
+            let index = repo.index(&keep)?;
+            let want = index
+                .find("busybox-static", &spec.busybox)
+                .or_else(|| index.newest("busybox-static"))
+                .map(|e| e.version.clone());
+            let r = match want {
+                Some(v) => repo.resolve(&crate::manifest::PackageRef {
+                    name: "busybox-static".into(),
+                    version: Some(v),
+                })?,
+                None => None,
+            };
+            if r.is_some() || attempt == 1 {
+                bb = r;
+                break;
+            }
+            repo.update()?;
+        }
+        let bb = bb.ok_or_else(|| Error::PackageMissing {
+            guest: spec.name.clone(),
+            package: "busybox-static".into(),
+            suites: spec.suites.join(", "),
+        })?;
         progress.step("fetching busybox-static");
         let bb_deb = repo.download(&bb, &self.cache.debs())?;
         let work = self.cache.work(name);
@@ -542,6 +660,7 @@ impl Builder {
             kind: "kernel-tree".into(),
             release,
             inputs,
+            kernel: None,
             packages: vec![LockedPackage {
                 name: bb.name.clone(),
                 version: bb.version.clone(),
@@ -578,62 +697,161 @@ impl Builder {
         Ok(built)
     }
 
-    /// Finds the newest kernel ABI of a guest's series and the newest busybox-static in its
-    /// suites (after reading the lists again).
+    /// Finds the newest kernel ABI of a guest's series (complete with headers and kbuild)
+    /// and the newest busybox-static in its suites (after reading the lists again).
     pub fn find_repin(&self, name: &str) -> Result<Repin> {
         let spec = self.manifest.guest(name)?.clone();
         let repo = self.apt_for(&spec)?;
         repo.update()?;
-        let mut best: Option<(String, String)> = None;
-        for pkg in repo.package_names(&format!("linux-image-{}", spec.series))? {
-            let Some(abi) = pkg
-                .strip_prefix("linux-image-")
-                .and_then(|p| p.strip_suffix("-amd64"))
-            else {
-                continue;
-            };
-            // Same series, plain flavour (not -rt, -cloud, -unsigned, -dbg).
-            let rest = &abi[spec.series.len()..];
-            if !(rest.starts_with('.') || rest.starts_with('-'))
-                || abi.contains("-rt")
-                || abi.contains("cloud")
-            {
-                continue;
-            }
-            let Some(ver) = repo.candidate(&pkg)? else {
-                continue;
-            };
-            if best
-                .as_ref()
-                .is_none_or(|(_, v)| crate::apt::version_gt(&ver, v))
-            {
-                best = Some((abi.to_owned(), ver));
-            }
-        }
-        let (abi, version) = best.ok_or_else(|| {
-            Error::Contents(format!(
-                "no linux-image-{}*-amd64 in {}",
-                spec.series,
-                spec.suites.join(", ")
-            ))
+        let index = repo.index(&|n: &str| n.starts_with("linux-") || n == "busybox-static")?;
+        let set = newest_kernel(&spec, &index).ok_or_else(|| Error::SeriesGone {
+            guest: spec.name.clone(),
+            series: format!("series {}", spec.series),
+            suites: spec.suites.join(", "),
         })?;
-        let busybox = repo
-            .candidate("busybox-static")?
-            .ok_or_else(|| Error::Contents("no busybox-static in the suites".into()))?;
+        let busybox = index
+            .newest("busybox-static")
+            .ok_or_else(|| Error::PackageMissing {
+                guest: spec.name.clone(),
+                package: "busybox-static".into(),
+                suites: spec.suites.join(", "),
+            })?
+            .version
+            .clone();
+        let kbuild = set
+            .packages
+            .iter()
+            .find(|(r, _)| *r == Role::Kbuild)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_else(|| spec.kbuild.clone());
         Ok(Repin {
-            abi,
-            version,
+            abi: set.abi,
+            version: set.version,
             busybox,
+            kbuild,
         })
     }
 }
 
-fn missing(spec: &GuestSpec, pkg: &PackageRef) -> Error {
-    Error::PinGone {
-        guest: spec.name.clone(),
-        package: pkg.name.clone(),
-        version: pkg.version.clone().unwrap_or_else(|| "(any)".into()),
+/// Resolves and downloads the packages of guest `spec` through the private apt setup of
+/// its suites in `cache` (shared by image builds and the nested runner's L1 image). The
+/// package lists are read when missing, and read again once when they lack what is wanted
+/// (a recorded version gone, a download that fails). The notes of a moved version are
+/// printed as one notice line each.
+pub fn fetch_guest_packages(
+    cache: &Cache,
+    spec: &GuestSpec,
+    prefs: &[(PinSource, Pin)],
+    locked: bool,
+    progress: &Progress,
+) -> Result<Fetched> {
+    let repo = AptRepo::new(
+        cache.apt(&spec.suites),
+        spec.suites.clone(),
+        Mirrors::discover()?,
+    );
+    repo.prepare()?;
+    let keep = |n: &str| {
+        n.starts_with("linux-") || n == "busybox-static" || spec.host_libs.iter().any(|h| h == n)
+    };
+    let mut updated = false;
+    if !repo.has_lists() {
+        progress.step(&format!(
+            "reading the package lists of {}",
+            spec.suites.join(", ")
+        ));
+        repo.update()?;
+        updated = true;
     }
+    let mut failed_once = false;
+    loop {
+        let index = repo.index(&keep)?;
+        let res = resolve(spec, prefs, &index, locked);
+        let stale = res.as_ref().map_or(true, Resolution::moved);
+        if stale && !updated {
+            progress
+                .step("the cached package lists lack the recorded versions; reading them again");
+            repo.update()?;
+            updated = true;
+            continue;
+        }
+        let res = res?;
+        // apt's own view: the exact file and its SHA-256 from the signed index.
+        let mut resolved = Vec::new();
+        let mut unresolved = None;
+        for (role, pkg) in &res.packages {
+            match repo.resolve(pkg)? {
+                Some(r) => resolved.push((*role, r)),
+                None => {
+                    unresolved = Some(pkg.apt_arg());
+                    break;
+                }
+            }
+        }
+        if let Some(arg) = unresolved {
+            if !updated {
+                repo.update()?;
+                updated = true;
+                continue;
+            }
+            return Err(Error::Download {
+                package: arg,
+                detail: "apt cannot resolve it although the package lists name it".into(),
+            });
+        }
+        if !failed_once {
+            for note in &res.notes {
+                progress.notice(note);
+            }
+        }
+        let total: u64 = resolved.iter().map(|(_, r)| r.size).sum();
+        let bar = progress.bytes(&format!("fetching {} packages", resolved.len()), total);
+        let mut out = Vec::new();
+        let mut failed = None;
+        for (role, r) in resolved {
+            bar.set_message(r.name.clone());
+            match repo.download(&r, &cache.debs()) {
+                Ok(path) => {
+                    bar.inc(r.size);
+                    out.push((role, r, path));
+                }
+                // Lists older than the archive name files that are gone: read them again once.
+                Err(Error::Download { .. }) if !updated => {
+                    failed = Some(());
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        bar.finish_and_clear();
+        if failed.is_some() {
+            progress.step("a download failed; reading the package lists again");
+            repo.update()?;
+            updated = true;
+            failed_once = true;
+            continue;
+        }
+        return Ok((res, out));
+    }
+}
+
+/// The kernel of `release` in an extracted package tree: `boot/vmlinuz-<release>`, or (Debian
+/// 7.x, linux-binary-*) `usr/lib/modules/<release>/vmlinuz`.
+pub fn kernel_in(root: &Path, release: &str) -> Result<PathBuf> {
+    [
+        format!("boot/vmlinuz-{release}"),
+        format!("usr/lib/modules/{release}/vmlinuz"),
+        format!("lib/modules/{release}/vmlinuz"),
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .find(|p| p.is_file())
+    .ok_or_else(|| {
+        Error::Contents(format!(
+            "no kernel for {release} under {} (looked in boot/ and usr/lib/modules/)",
+            root.display()
+        ))
+    })
 }
 
 /// Cached images: name and lock record (or `None` when the lock file is unreadable).

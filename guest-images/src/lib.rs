@@ -1,6 +1,7 @@
 //! Builds and caches guest images (kernel + initramfs + IOMMU test payload) from Debian packages.
 //!
-//! - [`manifest`]: the pinned kernels (`manifest.toml`);
+//! - [`manifest`]: the guest kernels (`manifest.toml`);
+//! - [`resolve`]: which package versions a guest is built from (lock, record, newest);
 //! - [`apt`]: a private apt configuration under the cache folder, resolution and download;
 //! - [`deb`]: unpacking packages, depmod;
 //! - [`modules`]: module closure from modules.dep;
@@ -23,6 +24,7 @@ pub mod manifest;
 pub mod modules;
 pub mod payload;
 pub mod progress;
+pub mod resolve;
 pub mod runner;
 
 pub use error::{Error, Result};

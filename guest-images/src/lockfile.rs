@@ -23,6 +23,24 @@ pub struct LockedPackage {
     pub sha256: String,
 }
 
+/// The kernel and busybox a Debian image was built from, and the manifest record it was
+/// built under (a build keeps these while the archive has them; a changed record, after
+/// `guest-image repin`, takes precedence).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedKernel {
+    /// Kernel ABI used.
+    pub abi: String,
+    /// Kernel package version used.
+    pub version: String,
+    /// busybox-static version used.
+    pub busybox: String,
+    /// The manifest's record at build time ([`crate::manifest::GuestSpec::record_text`]).
+    pub record: String,
+    /// What the build said when it did not use the record (a moved kernel or busybox).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
 /// One output file of the image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockedFile {
@@ -45,8 +63,13 @@ pub struct ImageLock {
     pub kind: String,
     /// Kernel release (`uname -r`) in the guest.
     pub release: String,
-    /// Fingerprint of every input (manifest entry, payload sources, builder, compiler).
+    /// Fingerprint of every input (manifest entry, the packages used, payload sources,
+    /// builder, compiler).
     pub inputs: String,
+    /// For Debian images: the kernel and busybox chosen, and the record they were chosen
+    /// under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<LockedKernel>,
     /// Packages the image was built from.
     #[serde(default)]
     pub packages: Vec<LockedPackage>,
@@ -131,6 +154,7 @@ mod tests {
             kind: "debian".into(),
             release: "6.1.0-56-amd64".into(),
             inputs: "abc".into(),
+            kernel: None,
             packages: vec![LockedPackage {
                 name: "linux-image-6.1.0-56-amd64".into(),
                 version: "6.1.192-2".into(),

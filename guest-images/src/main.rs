@@ -14,7 +14,7 @@ use guest_images::{Error, Result};
 #[derive(Debug, Parser)]
 #[command(name = "guest-image", version)]
 struct Cli {
-    /// Manifest of pinned kernels (default: the one built into this binary).
+    /// Manifest of guest kernels (default: the one built into this binary).
     #[arg(long, global = true)]
     manifest: Option<PathBuf>,
     #[command(subcommand)]
@@ -23,11 +23,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Build images: guest names from the manifest (5.10, 6.1, 6.12), `all`, `runner` (the
-    /// nested runner's L1 image), or a kernel tree.
+    /// Build images: guest names from the manifest (5.10, 6.1, 6.12, latest; a guest's kernel
+    /// series names it too, e.g. 7.3), `all`, `runner` (the nested runner's L1 image), or a
+    /// kernel tree. A guest keeps the kernel of its lock.toml (else the manifest's record)
+    /// while the archive has it, else takes the newest of its series and says so.
     Build {
         /// Guests to build; `all` builds every manifest guest.
         names: Vec<String>,
+        /// Refuse to move: build only from the versions in the image's lock.toml (without one,
+        /// the manifest's record), failing when the archive no longer has them.
+        #[arg(long)]
+        locked: bool,
         /// Build from your own built kernel tree (bzImage, Module.symvers) instead.
         #[arg(long, requires = "name", conflicts_with = "names")]
         kernel_tree: Option<PathBuf>,
@@ -64,7 +70,8 @@ enum Cmd {
         #[arg(long)]
         initramfs: bool,
     },
-    /// Re-pin a guest to the newest kernel ABI of its series (rewrites manifest.toml).
+    /// Record the newest kernel ABI of a guest's series in manifest.toml (the record builds
+    /// keep while the archive has it).
     Repin {
         /// Guest name.
         name: String,
@@ -83,6 +90,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Build {
             names,
+            locked,
             kernel_tree,
             name,
             busybox_from,
@@ -95,6 +103,7 @@ fn run(cli: Cli) -> Result<()> {
                 force,
                 quiet,
                 keep_work,
+                locked,
             };
             let builder = Builder::new(cache, manifest.clone(), opts);
             if let Some(tree) = kernel_tree {
@@ -106,7 +115,7 @@ fn run(cli: Cli) -> Result<()> {
             if names.is_empty() {
                 return Err(Error::UnknownGuest {
                     name: String::new(),
-                    known: format!("{}, all", manifest.names().join(", ")),
+                    known: format!("{}, all", manifest.names_with_aliases().join(", ")),
                 });
             }
             let mut list = Vec::new();
@@ -116,11 +125,11 @@ fn run(cli: Cli) -> Result<()> {
                 } else if n == "runner" {
                     build_runner(vmm_binary.clone())?;
                 } else {
-                    manifest.guest(&n)?;
-                    list.push(n);
+                    list.push(manifest.guest(&n)?.name.clone());
                 }
             }
-            list.dedup();
+            let mut seen = std::collections::BTreeSet::new();
+            list.retain(|n| seen.insert(n.clone()));
             for n in list {
                 let img = builder.build_debian(&n)?;
                 println!("{}", img.dir.display());
@@ -151,6 +160,11 @@ fn run(cli: Cli) -> Result<()> {
             kernel,
             initramfs,
         } => {
+            // A guest's series names it too (`7.3` for `latest`).
+            let name = manifest
+                .guest(&name)
+                .map(|g| g.name.clone())
+                .unwrap_or(name);
             let dir = image_path(&cache, &name)?;
             let p = if kernel {
                 dir.join(KERNEL_FILE)

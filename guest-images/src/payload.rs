@@ -224,6 +224,9 @@ pub struct DebianHeaders {
     pub cc: String,
     /// True when objtool cannot run here (the module is then built without it).
     pub no_objtool: bool,
+    /// True when the amd64 Makefile sets `KBUILD_OUTPUT` to its installed path (Debian 7.x):
+    /// the build then passes the extracted folder as `KBUILD_OUTPUT` instead.
+    pub kbuild_output: bool,
 }
 
 /// Prepares extracted Debian headers under `root` for building on this host. `host_libs` is a
@@ -321,12 +324,17 @@ pub fn prepare_debian_headers(
         })
         .filter(|c| c.starts_with("gcc") && find_program(c).is_some())
         .unwrap_or_else(|| "gcc".to_owned());
+    let kbuild_output = std::fs::read_to_string(amd64.join("Makefile"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.trim_start().starts_with("KBUILD_OUTPUT"));
     Ok((
         DebianHeaders {
             amd64,
             common,
             cc,
             no_objtool,
+            kbuild_output,
         },
         notes,
     ))
@@ -402,6 +410,9 @@ pub fn build_module(kbuild: &Kbuild, src: &Path, prefix_root: &Path) -> Result<P
                 .arg(format!("CC={}", h.cc));
             if h.no_objtool {
                 cmd.arg("IOMMUTEST_NO_OBJTOOL=1");
+            }
+            if h.kbuild_output {
+                cmd.arg(format!("KBUILD_OUTPUT={}", h.amd64.display()));
             }
         }
         Kbuild::Tree(t) => {

@@ -42,6 +42,15 @@ impl Progress {
         }
     }
 
+    /// A line that stays, printed even when quiet: something the user should know (the
+    /// kernel moved to another version, an old image is used).
+    pub fn notice(&self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.println(format!("guest-image [{}] {msg}", self.prefix)),
+            None => eprintln!("guest-image [{}] {msg}", self.prefix),
+        }
+    }
+
     /// A byte bar for a download of `total` bytes.
     pub fn bytes(&self, msg: &str, total: u64) -> ProgressBar {
         self.step(msg);

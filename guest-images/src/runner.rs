@@ -5,8 +5,10 @@
 //! L1 kernel has SVM with nested paging and loads `kvm_amd`. This module builds what that L1 machine
 //! boots, and caches it:
 //!
-//! - the kernel of Debian's `linux-image-6.1.0-*-amd64` package, as pinned for guest
-//!   [`RUNNER_GUEST`] in `manifest.toml` (fetched and checked by [`crate::apt`]);
+//! - the kernel of Debian's `linux-image-6.1.0-*-amd64` package, chosen for guest
+//!   [`RUNNER_GUEST`] of `manifest.toml` the way image builds choose it ([`crate::resolve`]:
+//!   the manifest's record while the archive has it, else the newest ABI of the series;
+//!   fetched and checked by [`crate::apt`]);
 //! - an uncompressed newc initramfs holding `/init` (`guest-images/runner/init`, a busybox shell
 //!   script), a static busybox, the kernel modules for KVM (`irqbypass`, `kvm`, `ccp`, `kvm_amd`) and
 //!   for 9p over virtio (how the L1 machine sees the host's files), the static `kvm-smoke` check
@@ -34,7 +36,7 @@ use crate::apt::{AptRepo, Mirrors};
 use crate::cache::Cache;
 use crate::manifest::{Manifest, PackageRef, Role};
 
-/// The guest of `manifest.toml` whose pinned kernel and busybox the L1 runner uses (bookworm's
+/// The guest of `manifest.toml` whose kernel and busybox the L1 runner uses (bookworm's
 /// 6.1: its kvm_amd runs nested under QEMU's EPYC model, see MACHINE-NOTES.md).
 pub const RUNNER_GUEST: &str = "6.1";
 /// Modules `/init` loads (their dependencies are found and loaded first): virtio-pci and 9p for
@@ -178,73 +180,69 @@ pub fn extracted_package(deb: &Path) -> Result<PathBuf, RunnerError> {
     }
 }
 
-/// The extracted kernel and busybox packages of [`RUNNER_GUEST`] (pinned in `manifest.toml`):
-/// (kernel package root, busybox binary, kernel release). Apt runs only the first time for a
-/// given manifest entry; afterwards a stamp in the cache names the extracted folders.
+/// The extracted kernel and busybox packages of [`RUNNER_GUEST`]: (kernel package root,
+/// busybox binary, kernel release). The versions are resolved like an image build's
+/// ([`crate::image::fetch_guest_packages`]: the manifest's record while the archive has it,
+/// else the newest ABI of the series, said in one line). Apt runs only the first time for a
+/// given manifest entry; afterwards a stamp in the cache names the extracted folders and the
+/// release, so the runner works offline.
 fn runner_packages() -> Result<(PathBuf, PathBuf, String), RunnerError> {
     let cache = Cache::from_env()?;
     let manifest = Manifest::embedded()?;
     let spec = manifest.guest(RUNNER_GUEST)?.clone();
-    let release = spec.release();
-    let stamp = cache
-        .root()
-        .join("runner")
-        .join(format!("packages-{}.txt", hex_digest(&[&spec.canonical()])));
+    let stamp = cache.root().join("runner").join(format!(
+        "packages-{}.txt",
+        hex_digest(&[&spec.canonical(), &spec.record_text()])
+    ));
     if let Ok(text) = fs::read_to_string(&stamp) {
         let mut lines = text.lines();
-        if let (Some(k), Some(b)) = (lines.next(), lines.next()) {
+        if let (Some(k), Some(b), Some(r)) = (lines.next(), lines.next(), lines.next()) {
             let (k, b) = (PathBuf::from(k), PathBuf::from(b));
-            if k.is_dir() && b.is_file() {
-                return Ok((k, b, release));
+            if k.is_dir() && b.is_file() && !r.is_empty() {
+                return Ok((k, b, r.to_owned()));
             }
         }
     }
-    let repo = AptRepo::new(
-        cache.apt(&spec.suites),
-        spec.suites.clone(),
-        Mirrors::discover()?,
-    );
-    repo.prepare()?;
-    let mut updated = false;
-    if !repo.has_lists() {
-        repo.update()?;
-        updated = true;
-    }
-    let mut kernel_root = None;
+    let progress = crate::progress::Progress::new("runner", true);
+    let prefs = [(crate::resolve::PinSource::Manifest, spec.record())];
+    let mut runner_spec = spec.clone();
+    runner_spec.host_libs.clear();
+    let (res, debs) =
+        crate::image::fetch_guest_packages(&cache, &runner_spec, &prefs, false, &progress)?;
+    let release = res.release();
+    let mut kernel_debs = Vec::new();
     let mut busybox = None;
-    for (role, pkg) in spec.packages() {
-        if !matches!(role, Role::Image | Role::Busybox) {
-            continue;
-        }
-        let mut r = repo.resolve(&pkg)?;
-        if r.is_none() && !updated {
-            repo.update()?;
-            updated = true;
-            r = repo.resolve(&pkg)?;
-        }
-        let r = r.ok_or_else(|| {
-            RunnerError::Missing(format!(
-                "{} is no longer in the Debian archive; run `guest-image repin {RUNNER_GUEST}`",
-                pkg.apt_arg()
-            ))
-        })?;
-        let root = extracted_package(&repo.download(&r, &cache.debs())?)?;
+    for (role, _, path) in &debs {
         match role {
-            Role::Image => kernel_root = Some(root),
-            _ => busybox = Some(crate::deb::busybox_in(&root)?),
+            Role::Image => kernel_debs.push(path.clone()),
+            Role::Busybox => busybox = Some(crate::deb::busybox_in(&extracted_package(path)?)?),
+            _ => {}
         }
     }
-    let (Some(k), Some(b)) = (kernel_root, busybox) else {
+    let kernel_root = match kernel_debs.as_slice() {
+        [one] => extracted_package(one)?,
+        _ => {
+            return Err(RunnerError::Missing(format!(
+                "the runner takes a kernel packaged as one linux-image .deb; {release} comes \
+                 in {} packages",
+                kernel_debs.len()
+            )));
+        }
+    };
+    let Some(b) = busybox else {
         return Err(RunnerError::Missing(
-            "the manifest names no kernel or busybox".into(),
+            "the resolution named no busybox-static".into(),
         ));
     };
     if let Some(dir) = stamp.parent() {
         fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     }
-    fs::write(&stamp, format!("{}\n{}\n", k.display(), b.display()))
-        .map_err(io_err("write", &stamp))?;
-    Ok((k, b, release))
+    fs::write(
+        &stamp,
+        format!("{}\n{}\n{release}\n", kernel_root.display(), b.display()),
+    )
+    .map_err(io_err("write", &stamp))?;
+    Ok((kernel_root, b, release))
 }
 
 fn hex_digest(parts: &[&str]) -> String {

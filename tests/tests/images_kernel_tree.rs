@@ -38,13 +38,24 @@ fn stand_in_tree(dir: &Path) -> (PathBuf, String) {
         },
     );
     let img = builder.build_debian("6.1").unwrap();
-    let spec = Manifest::embedded().unwrap().guest("6.1").unwrap().clone();
+    // The packages the image was built from (its lock), not the manifest's record: the
+    // archive may have moved on.
+    let k = img
+        .lock
+        .kernel
+        .clone()
+        .expect("a Debian image records its kernel");
     let root = dir.join("root");
-    for (_, pkg) in spec.packages().into_iter().take(4) {
-        deb::extract(&deb_of(&cache, &pkg.name, &spec.version), &root).unwrap();
+    for p in img
+        .lock
+        .packages
+        .iter()
+        .filter(|p| p.name.starts_with("linux-"))
+    {
+        deb::extract(&deb_of(&cache, &p.name, &p.version), &root).unwrap();
     }
-    let release = spec.release();
-    let abi = &spec.abi;
+    let release = img.lock.release.clone();
+    let abi = &k.abi;
     let tree = root.join(format!("usr/src/linux-headers-{abi}-amd64"));
     // The packaged Makefile includes the common headers by their installed path.
     std::fs::write(

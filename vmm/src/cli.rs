@@ -34,7 +34,9 @@ pub struct Args {
     /// Number of vCPUs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
     pub smp: u8,
-    /// Boot a prebuilt guest image by name (built on first use).
+    /// Boot a prebuilt guest image by name (built on first use): a guest of
+    /// guest-images/manifest.toml (5.10, 6.1, 6.12, latest; `latest` is also named by its
+    /// kernel series, e.g. 7.3) or an image made with `guest-image build --kernel-tree`.
     #[arg(long, value_name = "NAME")]
     pub guest: Option<String>,
     /// Print what the IOMMU did on exit.

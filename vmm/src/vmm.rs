@@ -41,6 +41,7 @@ pub const GUEST_DEFAULT_IOMMU: &str = "intel-iommu,x-scalable-mode=on";
 /// Default `--iommu` for `--guest NAME` with `devices`: [`GUEST_DEFAULT_IOMMU`], plus ATS and
 /// page requests (`device-iotlb=on,x-prs=on`, which Linux needs for PRI and SVA) with the
 /// PASID test device, plus `x-perfmon=on` for kernels with the IOMMU perf driver (6.3+).
+/// `name` is the guest's kernel release (`7.3.4+deb13-amd64`) or version (`6.12`).
 pub fn guest_default_iommu(name: &str, devices: &[String]) -> String {
     let mut s = GUEST_DEFAULT_IOMMU.to_string();
     if devices.iter().any(|d| d == "pasid-test") {
@@ -534,26 +535,39 @@ pub fn resolve_guest(args: &Args, name: &str, build: bool) -> Result<Args> {
     use guest_images::image::{BuildOptions, Builder, image_path};
     let err = |e: guest_images::Error| Error::Setup(format!("--guest {name}: {e}"));
     let cache = guest_images::cache::Cache::from_env().map_err(err)?;
-    let dir = match image_path(&cache, name) {
-        Ok(dir) if !build => dir,
-        _ => {
-            let manifest = guest_images::manifest::Manifest::embedded().map_err(err)?;
+    let manifest = guest_images::manifest::Manifest::embedded().map_err(err)?;
+    // A guest's kernel series names it too (`7.3` for `latest`); an image that is not in the
+    // manifest (`guest-image build --kernel-tree`) is used as it is.
+    let guest = manifest.guest(name).map(|g| g.name.clone()).ok();
+    let dir = match (image_path(&cache, guest.as_deref().unwrap_or(name)), &guest) {
+        (Ok(dir), _) if !build => dir,
+        (Ok(dir), None) => dir,
+        (Err(e), None) => return Err(err(e)),
+        (_, Some(guest)) => {
             let opts = BuildOptions {
                 quiet: true,
                 ..BuildOptions::default()
             };
             Builder::new(cache, manifest, opts)
-                .build_debian(name)
+                .build_debian(guest)
                 .map_err(err)?
                 .dir
         }
     };
+    // Per-kernel defaults follow the image's kernel release (its lock), not its name.
+    let release =
+        guest_images::lockfile::ImageLock::load(&dir.join(guest_images::cache::LOCK_FILE))
+            .ok()
+            .flatten()
+            .map(|l| l.release)
+            .unwrap_or_else(|| name.to_owned());
     let mut out = args.clone();
     out.guest = None;
     out.kernel = Some(dir.join(guest_images::cache::KERNEL_FILE));
     out.initrd = Some(dir.join(guest_images::cache::INITRAMFS_FILE));
     let iommu = args.iommu.clone().unwrap_or_else(|| {
-        crate::cli::parse_iommu(&guest_default_iommu(name, &args.device)).unwrap_or(IommuSpec::None)
+        crate::cli::parse_iommu(&guest_default_iommu(&release, &args.device))
+            .unwrap_or(IommuSpec::None)
     });
     let mut append = guest_cmdline(&iommu).to_string();
     // Without a disk of the user's, a built-in one whose checksum the payload verifies.
@@ -625,7 +639,10 @@ mod tests {
         assert!(s.ends_with(",device-iotlb=on,x-prs=on"), "{s}");
         assert!(guest_default_iommu("6.12", &[]).ends_with(",x-perfmon=on"));
         assert!(!guest_default_iommu("5.10", &pasid).contains("perfmon"));
-        for name in ["5.10", "6.1", "6.12", "kt-test"] {
+        // Kernel releases as the image locks give them: 7.x and trixie's ABIs too.
+        assert!(guest_default_iommu("7.3.4+deb13-amd64", &[]).ends_with(",x-perfmon=on"));
+        assert!(!guest_default_iommu("6.1.0-57-amd64", &[]).contains("perfmon"));
+        for name in ["5.10", "6.1", "6.12", "kt-test", "7.3.4+deb13-amd64"] {
             let s = guest_default_iommu(name, &pasid);
             assert!(crate::cli::parse_iommu(&s).is_ok(), "{s}");
         }
