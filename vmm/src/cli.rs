@@ -61,7 +61,9 @@ pub struct Args {
     /// Diagnostics: the host's tracefs directory (e.g. `/sys/kernel/tracing`; root). The VMM
     /// turns on KVM's kvm_exit/entry/inj_virq/inj_exception/page_fault/msi_set_irq/
     /// apic_accept_irq tracepoints and a triple-fault report prints their last lines with the
-    /// guest RIP of the shutdown exit. Default: `$IOMMU_VMM_KVM_TRACE`.
+    /// guest RIP of the shutdown exit. Default: `$IOMMU_VMM_KVM_TRACE`. Through the nested
+    /// runner (whose L1 kernel is the one to trace) set the variable instead: the runner shares
+    /// the host paths named on the command line into L1.
     #[arg(long, value_name = "DIR", help_heading = "Diagnostics")]
     pub kvm_trace: Option<PathBuf>,
     /// Experiments: clear these bits (hex) of KVM's paravirtual CPUID features (leaf
