@@ -36,8 +36,9 @@ use crate::apt::{AptRepo, Mirrors};
 use crate::cache::Cache;
 use crate::manifest::{Manifest, PackageRef, Role};
 
-/// The guest of `manifest.toml` whose kernel and busybox the L1 runner uses (bookworm's
-/// 6.1: its kvm_amd runs nested under QEMU's EPYC model, see MACHINE-NOTES.md).
+/// The guest of `manifest.toml` whose kernel and busybox the L1 runner uses by default
+/// (bookworm's 6.1: its kvm_amd runs nested under QEMU's EPYC model, see MACHINE-NOTES.md).
+/// [`build_runner_for`] takes another one (`IOMMU_VMM_NESTED_L1_KERNEL` in `iommu_vmm::nested`).
 pub const RUNNER_GUEST: &str = "6.1";
 /// Modules `/init` loads (their dependencies are found and loaded first): virtio-pci and 9p for
 /// the host's files, then KVM for AMD (the L1 CPU model is EPYC).
@@ -186,10 +187,10 @@ pub fn extracted_package(deb: &Path) -> Result<PathBuf, RunnerError> {
 /// else the newest ABI of the series, said in one line). Apt runs only the first time for a
 /// given manifest entry; afterwards a stamp in the cache names the extracted folders and the
 /// release, so the runner works offline.
-fn runner_packages() -> Result<(PathBuf, PathBuf, String), RunnerError> {
+fn runner_packages(guest: &str) -> Result<(PathBuf, PathBuf, String), RunnerError> {
     let cache = Cache::from_env()?;
     let manifest = Manifest::embedded()?;
-    let spec = manifest.guest(RUNNER_GUEST)?.clone();
+    let spec = manifest.guest(guest)?.clone();
     let stamp = cache.root().join("runner").join(format!(
         "packages-{}.txt",
         hex_digest(&[&spec.canonical(), &spec.record_text()])
@@ -288,9 +289,17 @@ pub fn default_vmm_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Builds the runner image, or returns the cached one when nothing that goes in changed.
+/// Builds the runner image with the kernel of [`RUNNER_GUEST`], or returns the cached one when
+/// nothing that goes in changed.
 pub fn build_runner(spec: &RunnerSpec) -> Result<RunnerImage, RunnerError> {
-    let (kernel_root, busybox, release) = runner_packages()?;
+    build_runner_for(spec, RUNNER_GUEST)
+}
+
+/// [`build_runner`] with the kernel and busybox of another manifest guest (`"6.12"`): an
+/// x86_64 Debian kernel with kvm_amd and 9p as modules (plain or `.ko.xz`; modules the kernel
+/// has built in, such as 6.12's virtio_pci, are skipped).
+pub fn build_runner_for(spec: &RunnerSpec, guest: &str) -> Result<RunnerImage, RunnerError> {
+    let (kernel_root, busybox, release) = runner_packages(guest)?;
     let kernel = kernel_root.join("boot").join(format!("vmlinuz-{release}"));
     if !kernel.exists() {
         return Err(RunnerError::Missing(format!(
@@ -382,8 +391,13 @@ pub fn build_runner(spec: &RunnerSpec) -> Result<RunnerImage, RunnerError> {
     t.host_file("bin/kvm-smoke", 0o755, &smoke)?;
     let mut load_list = String::new();
     for (rel, path) in &modules {
-        let dest = format!("lib/modules/{release}/{rel}");
-        t.host_file(&dest, 0o644, path)?;
+        // Without the compression suffix: busybox insmod takes plain `.ko` files.
+        let dest = format!("lib/modules/{release}/{}", crate::modules::plain_path(rel));
+        if rel.ends_with(".ko") {
+            t.host_file(&dest, 0o644, path)?;
+        } else {
+            t.file(&dest, 0o644, crate::modules::read_module(path)?)?;
+        }
         load_list.push_str(&format!("/{dest}\n"));
     }
     t.file("etc/runner-modules", 0o644, load_list)?;
@@ -645,12 +659,21 @@ pub fn module_closure(
             if path.is_dir() {
                 stack.push(path);
             } else if let Some(name) = path.file_name().and_then(OsStr::to_str)
-                && let Some(stem) = name.strip_suffix(".ko")
+                && [".ko", ".ko.xz", ".ko.gz"]
+                    .iter()
+                    .any(|e| name.ends_with(e))
             {
-                index.insert(stem.replace('-', "_"), path);
+                // 6.12 and later ship `.ko.xz`: read (and put in the image) decompressed.
+                index.insert(crate::modules::module_name(name), path);
             }
         }
     }
+    // Modules built into the kernel (6.12 has virtio_pci built in): nothing to load.
+    let builtin: Vec<String> = fs::read_to_string(modules_dir.join("modules.builtin"))
+        .unwrap_or_default()
+        .lines()
+        .map(crate::modules::module_name)
+        .collect();
     let mut order: Vec<String> = Vec::new();
     let mut state: BTreeMap<String, bool> = BTreeMap::new(); // false: visiting, true: done
     fn visit(
@@ -673,7 +696,7 @@ pub fn module_closure(
         let path = index
             .get(&name)
             .ok_or_else(|| RunnerError::Missing(format!("kernel module {name} not found")))?;
-        let bytes = fs::read(path).map_err(io_err("read", path))?;
+        let bytes = crate::modules::read_module(path)?;
         for dep in modinfo_depends(&bytes) {
             visit(&dep, index, state, order)?;
         }
@@ -682,6 +705,10 @@ pub fn module_closure(
         Ok(())
     }
     for w in wanted {
+        let name = w.replace('-', "_");
+        if !index.contains_key(&name) && builtin.contains(&name) {
+            continue;
+        }
         visit(w, &index, &mut state, &mut order)?;
     }
     let mut out = Vec::new();
@@ -750,6 +777,33 @@ mod tests {
     fn parse_ldd_missing_library_is_error() {
         let text = "\tlibfoo.so.1 => not found\n";
         assert!(parse_ldd(text).is_err());
+    }
+
+    #[test]
+    fn module_closure_reads_xz_modules_and_skips_built_ins() {
+        let d = tempfile::tempdir().unwrap();
+        let k = d.path().join("kernel/arch/x86/kvm");
+        fs::create_dir_all(&k).unwrap();
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut &b"\0depends=kvm\0name=kvm_amd\0"[..], &mut xz).unwrap();
+        fs::write(k.join("kvm-amd.ko.xz"), xz).unwrap();
+        fs::write(k.join("kvm.ko"), b"\0depends=\0name=kvm\0").unwrap();
+        fs::write(
+            d.path().join("modules.builtin"),
+            "kernel/drivers/virtio/virtio_pci.ko\n",
+        )
+        .unwrap();
+        let got = module_closure(d.path(), &["virtio_pci", "kvm_amd"]).unwrap();
+        let rels: Vec<&str> = got.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(
+            rels,
+            [
+                "kernel/arch/x86/kvm/kvm.ko",
+                "kernel/arch/x86/kvm/kvm-amd.ko.xz"
+            ]
+        );
+        // A module neither present nor built in is still an error.
+        assert!(module_closure(d.path(), &["9p"]).is_err());
     }
 
     #[test]

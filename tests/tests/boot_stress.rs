@@ -17,7 +17,16 @@
 //! - `IOMMU_STRESS_SMP` (default `1,2`);
 //! - `IOMMU_STRESS_KVM_TRACE=0` leaves L1's KVM tracepoints off;
 //! - `IOMMU_STRESS_INIT=payload` runs the image's whole payload (with `--device pasid-test`
-//!   under intel-iommu) instead of only the reads: slower, closer to the failed boot tests.
+//!   under intel-iommu) instead of only the reads: slower, closer to the failed boot tests;
+//! - `IOMMU_STRESS_ATTEMPTS` (default 3): L1 boots at most (`RunnerOptions::attempts`); raise
+//!   it when measuring the L1 failure rate, so a run survives several L1 failures.
+//!
+//! The runner's own knobs apply too (`IOMMU_VMM_NESTED_KVM_PARAMS`, `IOMMU_VMM_NESTED_CPU`,
+//! `IOMMU_VMM_NESTED_L1_KERNEL`, `IOMMU_VMM_NESTED_IDLE_TIMEOUT`, vmm/src/nested/README.md).
+//! The last line, `boot_stress: SUMMARY ...`, counts the L1 boots, the L2 boots started (jobs
+//! that ended plus those cut off by an L1 failure), L1 freezes (idle or outer timeout), L1
+//! crashes (QEMU exited early), L2 triple faults, other failed boots, retry boots and the wall
+//! time: the L1 failure-rate table in vmm/src/nested/README.md is made of these lines.
 //!
 //! `cargo test -p iommu-tests --test boot_stress -- --ignored --nocapture`
 
@@ -180,6 +189,52 @@ fn map_export(map: &Path) -> String {
     )
 }
 
+/// L1 machine failures of one run, from each L1 boot's failure reason and console log.
+#[derive(Debug, Default)]
+struct L1Failures {
+    /// The runner declared L1 frozen (idle timeout, outer timeout, boot timeout).
+    freezes: usize,
+    /// QEMU exited before L1 finished its jobs (an L1 kernel crash with `panic=-1`, or QEMU
+    /// itself died).
+    crashes: usize,
+    /// Jobs that were running when L1 failed (their L2 boot was cut off).
+    cut_jobs: usize,
+    /// What L1's kernel log said about each failure (first matching line).
+    signatures: Vec<String>,
+}
+
+impl L1Failures {
+    fn count(&mut self, failure: Option<&str>, log: &str) {
+        let Some(f) = failure else { return };
+        if f.contains("ended before finishing") {
+            self.crashes += 1;
+        } else if f.contains("stopped answering") || f.contains("did not finish booting") {
+            self.freezes += 1;
+        } else {
+            // "KVM does not work in L1" and the like: an L1 failure all the same.
+            self.crashes += 1;
+        }
+        if log.contains("when L1 was lost") {
+            self.cut_jobs += 1;
+        }
+        let sig = log
+            .lines()
+            .find(|l| {
+                [
+                    "BUG:",
+                    "Kernel panic",
+                    "soft lockup",
+                    "rcu_preempt",
+                    "general protection",
+                ]
+                .iter()
+                .any(|k| l.contains(k))
+            })
+            .unwrap_or("(no kernel message)");
+        self.signatures.push(format!("{f} [{}]", sig.trim()));
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Pass,
@@ -295,13 +350,20 @@ exit $rc
                 .with_cwd(&dir)
                 .with_path(image_dir.clone())
         }));
+    let attempts = std::env::var("IOMMU_STRESS_ATTEMPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let opts = RunnerOptions {
         vmm_binary: Some(vmm),
         job_timeout: Duration::from_secs(300),
         stream: false,
+        attempts,
         ..RunnerOptions::default()
     };
+    let started = std::time::Instant::now();
     let report = run_batch(NestedMode::Auto, &jobs, &opts).expect("the jobs must run");
+    let wall = started.elapsed();
     assert_eq!(report.jobs.len(), plan.len() + 1, "one result per job");
     let ksyms = &report.jobs[0];
     eprintln!(
@@ -360,7 +422,9 @@ exit $rc
             "boot_stress: {mode:7} smp {smp}: {pass} pass, {tf} triple faults, {other} other failures"
         );
     }
+    let mut l1 = L1Failures::default();
     for b in &report.boots {
+        l1.count(b.failure.as_deref(), &b.log);
         eprintln!(
             "boot_stress: L1 boot: QEMU {}, completed {}, {:.0} s, failure {:?}",
             b.qemu_version,
@@ -376,6 +440,39 @@ exit $rc
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             eprintln!("boot_stress: L1 log (last 40 lines):\n{}", tail.join("\n"));
         }
+    }
+    let results = report.jobs.iter().filter(|j| j.status().is_some()).count();
+    let lost = report.jobs.len() - results;
+    let (mut tf, mut other) = (0, 0);
+    for (_, t, o) in table.values() {
+        tf += t;
+        other += o;
+    }
+    if report.jobs[0].status() != Some(0) {
+        other += 1;
+    }
+    // L2 boots started: every job that ended (job 0, the symbol job, boots L2 too) and every
+    // job an L1 failure cut off mid-boot (it runs again in the next L1 boot).
+    let l2_boots = results + l1.cut_jobs;
+    eprintln!(
+        "boot_stress: SUMMARY L1 boots {}, L2 boots {l2_boots} ({results} ended, {} cut off by L1, {lost} lost), \
+         L1 freezes {}, L1 crashes {}, L2 triple faults {tf}, other failed L2 boots {other}, \
+         retry boots {}, wall {:.0} s, cpu {}, kvm_params {:?}, L1 kernel {}",
+        report.boots.len(),
+        l1.cut_jobs,
+        l1.freezes,
+        l1.crashes,
+        report.boots.len().saturating_sub(1),
+        wall.as_secs_f64(),
+        opts.cpu_model,
+        opts.kvm_params,
+        opts.l1_kernel,
+    );
+    if !l1.signatures.is_empty() {
+        eprintln!(
+            "boot_stress: SUMMARY L1 failure signatures: {}",
+            l1.signatures.join("; ")
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(

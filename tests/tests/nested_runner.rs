@@ -1,5 +1,6 @@
 //! Boot tests of the nested runner (`iommu_vmm::nested`): each one boots the real L1 machine
-//! (QEMU TCG, `-cpu EPYC`, Debian 6.1 kernel with kvm_amd) and fails loudly when it does not boot.
+//! (QEMU TCG, `-cpu EPYC`, Debian 6.1 kernel with kvm_amd; one test each for the `-cpu qemu64`
+//! and 6.12 kernel options) and fails loudly when it does not boot.
 //!
 //! They need QEMU and the Debian packages of the runner image: on a Debian host as root they are
 //! fetched on first use (QEMU 10.0 from bookworm-backports into the cache, or apt-get install);
@@ -202,18 +203,72 @@ fn nested_retry_status_reruns_job_once_in_new_l1_boot_and_keeps_first_attempt() 
 #[test]
 fn nested_kvm_params_reach_l1_kvm_amd_module() {
     let _g = lock();
-    // npt is always on in these tests' L1; pause_filter_count is a plain knob to flip.
-    let job = Job::shell("cat /sys/module/kvm_amd/parameters/pause_filter_count");
+    // A plain boolean whose default is N and that no missing CPU feature clears (unlike
+    // pause_filter_count, which kvm_amd sets to 0 itself on QEMU's EPYC model: no PAUSE filter).
+    let job = Job::shell("cat /sys/module/kvm_amd/parameters/dump_invalid_vmcb");
     let report = run_jobs(
         &[job],
         &RunnerOptions {
-            kvm_params: "pause_filter_count=0".into(),
+            kvm_params: "dump_invalid_vmcb=1".into(),
             ..opts()
         },
     )
     .expect("runner must boot with kvm_amd parameters");
     assert_eq!(report.jobs[0].outcome, JobOutcome::Exited(0), "{report:#?}");
-    assert_eq!(report.jobs[0].console.trim(), "0", "{report:#?}");
+    assert_eq!(report.jobs[0].console.trim(), "Y", "{report:#?}");
+}
+
+#[test]
+fn nested_cpu_model_option_sets_l1_cpu_and_kvm_amd_still_has_npt() {
+    let _g = lock();
+    let job = Job::shell("grep -m1 '^model name' /proc/cpuinfo");
+    let report = run_jobs(
+        &[job],
+        &RunnerOptions {
+            cpu_model: "qemu64,+svm,+npt".into(),
+            ..opts()
+        },
+    )
+    .expect("runner must boot with -cpu qemu64,+svm,+npt");
+    assert_eq!(report.jobs[0].outcome, JobOutcome::Exited(0), "{report:#?}");
+    // The default model (EPYC) says "AMD EPYC Processor".
+    assert!(
+        report.jobs[0].console.contains("QEMU Virtual CPU"),
+        "L1 must run on the qemu64 model: {report:#?}"
+    );
+    let kvm = report.boots[0].kvm.clone().unwrap_or_default();
+    assert_eq!((kvm.module.as_str(), kvm.npt.as_str()), ("kvm_amd", "Y"));
+    let bad = run_jobs(
+        &[],
+        &RunnerOptions {
+            cpu_model: "EPYC;reboot".into(),
+            ..opts()
+        },
+    );
+    assert!(matches!(bad, Err(NestedError::Qemu(_))), "{bad:?}");
+}
+
+#[test]
+fn nested_l1_kernel_option_boots_trixie_6_12_with_nested_kvm_amd() {
+    let _g = lock();
+    let job = Job::shell("uname -r; cat /sys/module/kvm_amd/parameters/nested");
+    let report = run_jobs(
+        &[job],
+        &RunnerOptions {
+            l1_kernel: "6.12".into(),
+            ..opts()
+        },
+    )
+    .expect("runner must boot the 6.12 L1 kernel");
+    assert_eq!(report.jobs[0].outcome, JobOutcome::Exited(0), "{report:#?}");
+    let console = &report.jobs[0].console;
+    assert!(console.starts_with("6.12."), "L1 must run 6.12: {console}");
+    assert!(
+        console.lines().nth(1) == Some("1"),
+        "nested kvm_amd: {console}"
+    );
+    let kvm = report.boots[0].kvm.clone().unwrap_or_default();
+    assert!(kvm.works(), "KVM in the 6.12 L1: {kvm:?}");
 }
 
 #[test]

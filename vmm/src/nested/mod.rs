@@ -11,6 +11,9 @@
 //! L2:    the guest under test, with the emulated IOMMU            │
 //! ```
 //!
+//! L1's CPU model and kernel can be changed for experiments: [`RunnerOptions::cpu_model`]
+//! (`IOMMU_VMM_NESTED_CPU`) and [`RunnerOptions::l1_kernel`] (`IOMMU_VMM_NESTED_L1_KERNEL=6.12`).
+//!
 //! - [`detect_kvm`] decides whether hardware KVM is usable; [`maybe_run_nested`] applies the
 //!   `--nested auto|on|off` policy and, when nesting, runs the whole command in L1 and returns
 //!   the L2 run's exit status.
@@ -227,7 +230,18 @@ pub struct RunnerOptions {
     /// Module parameters for L1's kvm_amd (or kvm_intel), comma-separated, e.g. `vgif=0,vls=0`
     /// (default: `IOMMU_VMM_NESTED_KVM_PARAMS`, else none). For experiments with L1's KVM.
     pub kvm_params: String,
+    /// QEMU's `-cpu` model for the L1 machine (default: `IOMMU_VMM_NESTED_CPU`, else
+    /// [`DEFAULT_L1_CPU`]). It must offer AMD SVM with nested paging (`EPYC`, `max`,
+    /// `qemu64,+svm,+npt`), since L1 runs kvm_amd. For experiments with L1's emulated SVM.
+    pub cpu_model: String,
+    /// The manifest guest whose Debian kernel L1 boots (default: `IOMMU_VMM_NESTED_L1_KERNEL`,
+    /// else `guest_images::runner::RUNNER_GUEST`, 6.1): `"6.12"` boots trixie's kernel (and
+    /// busybox) instead. For experiments with L1's KVM.
+    pub l1_kernel: String,
 }
+
+/// The L1 machine's default QEMU CPU model (`RunnerOptions::cpu_model`).
+pub const DEFAULT_L1_CPU: &str = "EPYC";
 
 impl Default for RunnerOptions {
     fn default() -> Self {
@@ -248,6 +262,14 @@ impl Default for RunnerOptions {
             install_qemu: true,
             qemu: None,
             kvm_params: std::env::var("IOMMU_VMM_NESTED_KVM_PARAMS").unwrap_or_default(),
+            cpu_model: std::env::var("IOMMU_VMM_NESTED_CPU")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_L1_CPU.to_string()),
+            l1_kernel: std::env::var("IOMMU_VMM_NESTED_L1_KERNEL")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| guest_images::runner::RUNNER_GUEST.to_string()),
         }
     }
 }
@@ -602,8 +624,10 @@ pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, Neste
         None => None,
     };
     let t_image = Instant::now();
-    let image =
-        guest_images::runner::build_runner(&guest_images::runner::RunnerSpec { vmm_binary })?;
+    let image = guest_images::runner::build_runner_for(
+        &guest_images::runner::RunnerSpec { vmm_binary },
+        &opts.l1_kernel,
+    )?;
     if image.built {
         eprintln!(
             "iommu-vmm: built the nested runner's L1 image for this iommu-vmm binary in {:.1} s \
@@ -773,9 +797,11 @@ fn job_env(cache_dir: &Path) -> String {
     out
 }
 
-/// The QEMU command line of the L1 machine.
+/// The QEMU command line of the L1 machine (`cpu`: the `-cpu` model, see
+/// [`RunnerOptions::cpu_model`]).
 pub fn qemu_command(
     qemu: &Qemu,
+    cpu: &str,
     kernel: &Path,
     initramfs: &Path,
     append: &str,
@@ -800,9 +826,8 @@ pub fn qemu_command(
         _ => "tcg".to_string(),
     };
     cmd.args(["-accel", &accel]);
+    cmd.args(["-cpu", cpu]);
     cmd.args([
-        "-cpu",
-        "EPYC",
         "-m",
         "4G",
         "-smp",
@@ -939,8 +964,20 @@ fn boot_once(
             )));
         }
     }
+    if opts.cpu_model.is_empty()
+        || !opts
+            .cpu_model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-_.,=".contains(&b))
+    {
+        return Err(NestedError::Qemu(format!(
+            "L1 CPU model {:?}: a QEMU -cpu value (letters, digits and `+-_.,=`) is needed",
+            opts.cpu_model
+        )));
+    }
     let mut cmd = qemu_command(
         qemu,
+        &opts.cpu_model,
         &image.kernel,
         &image.initramfs,
         &append,
@@ -1253,6 +1290,7 @@ mod tests {
         }];
         let cmd = qemu_command(
             &q,
+            DEFAULT_L1_CPU,
             Path::new("/k"),
             Path::new("/i"),
             "console=ttyS0",
