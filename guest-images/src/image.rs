@@ -349,7 +349,8 @@ impl Builder {
                 busybox: k.busybox.clone(),
             },
             packages: vec![],
-            notes: vec![],
+            // What the build that chose these said (kept in the new lock).
+            notes: k.notes.clone(),
         };
         Some((res, out))
     }
