@@ -346,6 +346,11 @@ fn archive_build_moves_off_a_gone_version_keeps_it_and_locked_refuses() {
         r.stderr
     );
     assert_eq!(lock(&cache).release, "6.1.0-57-amd64");
+    assert_eq!(
+        lock(&cache).kernel.unwrap().notes,
+        [moved],
+        "the move stays recorded"
+    );
 
     // With the archive back and the cached .debs gone, the lock's version (gone from the
     // archive) gives way to the newest: 6.1.0-58, said in one line naming the lock.
