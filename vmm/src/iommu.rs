@@ -13,6 +13,7 @@ use iommu_emulator::{
 };
 use vm_memory::{GuestMemoryMmap, IommuMemory};
 
+use crate::arch::x86_64::vtd;
 use crate::cli::IommuSpec;
 use crate::devices::{BusDevice, le_value, put_le_value};
 use crate::error::{Error, Result};
@@ -208,214 +209,6 @@ impl BusDevice for IommuMmio {
     }
 }
 
-#[cfg(feature = "vtd")]
-mod vtd {
-    //! Intel VT-d through `vtd_model`.
-    use std::sync::Arc;
-
-    use std::sync::Weak;
-
-    use iommu_emulator::{GuestRam, Iommu, MsiMessage, MsiSink, Rid};
-    use vtd_model::{IecInvalidation, IrNotifier, Vtd, VtdConfig};
-
-    use super::IommuUnit;
-    use crate::error::{Error, Result};
-    use crate::kvm::irq::{IOAPIC_SOURCE, InterruptRemapper, IrqRouter, Resolved};
-    use crate::layout;
-
-    /// VT-d interrupt remapping (5.1) for the router.
-    struct VtdRemapper(Arc<Vtd>);
-
-    impl InterruptRemapper for VtdRemapper {
-        fn remap_msi(&self, mem: &dyn GuestRam, source: Rid, msg: MsiMessage) -> Option<Resolved> {
-            self.0
-                .remap_msi(mem, source, msg.addr, msg.data)
-                .ok()
-                .map(|r| Resolved {
-                    msg: r.msi(),
-                    index: r.index,
-                })
-        }
-        fn remap_ioapic(&self, mem: &dyn GuestRam, rte: u64) -> Option<Resolved> {
-            self.0
-                .remap_ioapic(mem, IOAPIC_SOURCE, rte)
-                .ok()
-                .map(|r| Resolved {
-                    msg: r.msi(),
-                    index: r.index,
-                })
-        }
-    }
-
-    /// IEC invalidations (and IR table/enable changes) to the router.
-    struct RouterNotifier(Weak<IrqRouter>);
-
-    impl IrNotifier for RouterNotifier {
-        fn interrupt_entries_invalidated(&self, inv: IecInvalidation) {
-            if let Some(r) = self.0.upgrade() {
-                r.invalidate(match inv {
-                    IecInvalidation::Global => None,
-                    IecInvalidation::Range { index, count } => Some((index, count)),
-                });
-            }
-        }
-    }
-
-    struct VtdUnit {
-        vtd: Arc<Vtd>,
-        config: VtdConfig,
-    }
-
-    /// QEMU's habits for the properties the VMM defaults differently from
-    /// the model: with a split irqchip (always, here) QEMU's intel-iommu
-    /// turns interrupt remapping on (`intremap=auto`) and, with it, x2APIC
-    /// support through EIM (`eim=auto`). Explicit values win.
-    pub fn with_vmm_defaults(props: &str) -> String {
-        let names: Vec<&str> = props
-            .split(',')
-            .map(|i| i.split_once('=').map_or(i, |(n, _)| n).trim())
-            .collect();
-        let mut pre = String::new();
-        let ir_given = names.contains(&"intremap");
-        if !ir_given {
-            pre.push_str("intremap=on,");
-        }
-        let ir_on = !ir_given || VtdConfig::parse_props(props).is_ok_and(|c| c.intremap);
-        if !names.contains(&"eim") && ir_on {
-            pre.push_str("eim=on,");
-        }
-        pre + props
-    }
-
-    /// Defaults as the VMM applies them, for the error message.
-    const VMM_DEFAULTS: &[(&str, &str)] = &[("intremap", "on"), ("eim", "on with intremap")];
-
-    fn parse(props: &str) -> Result<VtdConfig> {
-        VtdConfig::parse_props(&with_vmm_defaults(props)).map_err(|e| {
-            let valid: Vec<String> = VtdConfig::PROPERTIES
-                .iter()
-                .map(|(name, default, help)| {
-                    let default = VMM_DEFAULTS
-                        .iter()
-                        .find(|(n, _)| n == name)
-                        .map_or(*default, |(_, d)| *d);
-                    format!("  {name} (default {default}): {help}")
-                })
-                .collect();
-            Error::IommuConfig(format!(
-                "--iommu intel-iommu: {e}\nvalid properties:\n{}",
-                valid.join("\n")
-            ))
-        })
-    }
-
-    pub fn validate(props: &str) -> Result<()> {
-        parse(props).map(|_| ())
-    }
-
-    #[cfg(test)]
-    pub(super) fn parse_for_test(props: &str) -> Result<VtdConfig> {
-        parse(props)
-    }
-
-    #[cfg(test)]
-    pub(super) fn create_for_test(props: &str, msi: Arc<dyn MsiSink>) -> Arc<dyn IommuUnit> {
-        create(props, msi).unwrap()
-    }
-
-    pub fn create(props: &str, msi: Arc<dyn MsiSink>) -> Result<Arc<dyn IommuUnit>> {
-        let config = parse(props)?;
-        let vtd = Vtd::new(config.clone(), msi)
-            .map_err(|e| Error::IommuConfig(format!("intel-iommu: {e}")))?;
-        Ok(Arc::new(VtdUnit {
-            vtd: Arc::new(vtd),
-            config,
-        }))
-    }
-
-    impl IommuUnit for VtdUnit {
-        fn name(&self) -> &'static str {
-            "intel-iommu"
-        }
-        fn mmio_base(&self) -> u64 {
-            layout::VTD_START
-        }
-        fn mmio_size(&self) -> u64 {
-            Vtd::MMIO_SIZE
-        }
-        fn mmio_read(&self, mem: &dyn GuestRam, offset: u64, size: u8) -> u64 {
-            self.vtd.mmio_read(mem, offset, size)
-        }
-        fn mmio_write(&self, mem: &dyn GuestRam, offset: u64, size: u8, value: u64) {
-            self.vtd.mmio_write(mem, offset, size, value)
-        }
-        fn translator(&self) -> Arc<dyn Iommu> {
-            self.vtd.clone()
-        }
-        fn acpi_table(&self, ioapic_id: u8) -> Vec<u8> {
-            vtd_model::acpi::dmar_table(&self.config, layout::VTD_START, ioapic_id)
-        }
-        fn stats(&self) -> String {
-            let ir = self.vtd.ir_stats();
-            format!(
-                "{}  interrupt remapping: {} remapped, {} passed through, {} faults; IEC {} hits, {} misses\n",
-                self.vtd.stats(),
-                ir.remapped,
-                ir.passed_through,
-                ir.faults,
-                ir.iec_hits,
-                ir.iec_misses
-            )
-        }
-        fn interrupt_remapper(&self) -> Option<Arc<dyn InterruptRemapper>> {
-            self.config
-                .intremap
-                .then(|| Arc::new(VtdRemapper(self.vtd.clone())) as Arc<dyn InterruptRemapper>)
-        }
-        fn set_interrupt_router(&self, router: &Arc<IrqRouter>) {
-            self.vtd
-                .set_ir_notifier(Arc::new(RouterNotifier(Arc::downgrade(router))));
-        }
-        fn set_device_notifier(&self, n: Arc<dyn vtd_model::DeviceNotifier>) {
-            self.vtd.set_device_notifier(n);
-        }
-        fn page_request_port(
-            &self,
-            ram: Arc<dyn GuestRam>,
-            atc: Arc<crate::devices::pasid::atc::Atc>,
-        ) -> Option<Arc<dyn crate::devices::pasid::PageRequestPort>> {
-            Some(Arc::new(crate::devices::pasid::atc::VtdPageRequests {
-                vtd: self.vtd.clone(),
-                ram,
-                atc,
-            }))
-        }
-    }
-}
-
-#[cfg(not(feature = "vtd"))]
-mod vtd {
-    //! Placeholder until the VT-d model's device API is in the tree: the
-    //! `vtd` feature switches to the real wiring above.
-    use std::sync::Arc;
-
-    use iommu_emulator::MsiSink;
-
-    use super::IommuUnit;
-    use crate::error::{Error, Result};
-
-    const MSG: &str =
-        "--iommu intel-iommu: this iommu-vmm was built without the VT-d model (feature `vtd`)";
-
-    pub fn validate(_props: &str) -> Result<()> {
-        Err(Error::IommuConfig(MSG.into()))
-    }
-
-    pub fn create(_props: &str, _msi: Arc<dyn MsiSink>) -> Result<Arc<dyn IommuUnit>> {
-        Err(Error::IommuConfig(MSG.into()))
-    }
-}
-
 /// Silence unused warnings of the error type in builds without models.
 #[allow(dead_code)]
 fn _uses(_: Error) {}
@@ -532,13 +325,13 @@ mod tests {
         // VT-d 8.1: flags bit 0 INTR_REMAP, bit 1 X2APIC_OPT_OUT (clear);
         // 8.3.1: IOAPIC scope (type 3) with the MADT's IOAPIC ID at ff:00.0.
         let c = vtd::parse_for_test("").unwrap();
-        let t = vtd_model::acpi::dmar_table(&c, layout_vtd(), crate::acpi::IOAPIC_ID);
+        let t = vtd_model::acpi::dmar_table(&c, layout_vtd(), crate::arch::x86_64::acpi::IOAPIC_ID);
         assert_eq!(t[37] & 0b11, 0b01);
         let scope = t
             .windows(8)
             .find(|w| w[0] == 3 && w[1] == 8)
             .expect("IOAPIC device scope");
-        assert_eq!(scope[4], crate::acpi::IOAPIC_ID);
+        assert_eq!(scope[4], crate::arch::x86_64::acpi::IOAPIC_ID);
         assert_eq!(
             (scope[5], scope[6], scope[7]),
             ((crate::kvm::irq::IOAPIC_SOURCE.0 >> 8) as u8, 0, 0)
@@ -547,7 +340,7 @@ mod tests {
 
     #[cfg(feature = "vtd")]
     fn layout_vtd() -> u64 {
-        crate::layout::VTD_START
+        crate::arch::x86_64::layout::VTD_START
     }
 
     #[test]

@@ -1,20 +1,23 @@
 //! `iommu-vmm`: a KVM VMM that boots Linux guests against emulated IOMMUs.
 //!
-//! Layout: [`layout`] (guest-physical map, e820), [`boot`] (kernel, initrd,
-//! boot parameters), [`acpi`] (tables), [`pci`] (root complex, config space,
-//! MSI-X), [`virtio`] (virtio-pci transport and virtio-blk), [`devices`]
-//! (serial, i8042, ACPI PM, debug-exit), [`iommu`] (wiring of the IOMMU
-//! models), [`kvm`] (VM, vCPUs, interrupts: the only place that touches
-//! KVM), [`event_loop`] (the only place that knows epoll), [`vmm`] (puts it
-//! all together), [`cli`] and [`exit`]; [`diag`] (flight recorder and
-//! triple-fault post-mortem, off the hot paths).
+//! Layout: [`arch`] (what differs per guest architecture; today [`arch::x86_64`]: layout and
+//! e820, boot protocol, ACPI, CPUID, IOAPIC, ACPI PM, CF8/CFC, the VT-d unit, the platform's
+//! legacy devices), [`device_manager`] (the one place where devices are created and given
+//! their requester ID, bus ranges, interrupts and IOMMU address space), [`pci`] (root complex,
+//! config space, MSI, MSI-X), [`virtio`] (virtio-pci transport and virtio-blk), [`devices`]
+//! (buses, serial, console, debug-exit, the PASID test device), [`iommu`] (wiring of the
+//! IOMMU models), [`kvm`] (VM, vCPUs, interrupts: the only place that talks to KVM),
+//! [`event_loop`] (the only place that knows epoll), [`vmm`] (the run as a short sequence of
+//! steps), [`cli`], [`exit`], [`diag`] (flight recorder and triple-fault post-mortem, off the
+//! hot paths) and [`nested`] (the nested runner).
 //!
-//! Unsafe code lives only in [`kvm`] and carries `// SAFETY:` notes.
+//! Unsafe code carries `// SAFETY:` notes; it is in [`kvm`] (KVM ioctls, guest memory for
+//! vCPU state) and in [`vmm`] (the built-in disk's memfd).
 #![deny(missing_docs)]
 
-pub mod acpi;
-pub mod boot;
+pub mod arch;
 pub mod cli;
+pub mod device_manager;
 pub mod devices;
 pub mod diag;
 pub mod error;
@@ -22,7 +25,6 @@ pub mod event_loop;
 pub mod exit;
 pub mod iommu;
 pub mod kvm;
-pub mod layout;
 pub mod nested;
 pub mod pci;
 pub mod virtio;

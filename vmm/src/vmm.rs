@@ -1,8 +1,8 @@
 //! Puts a VM together from the command line and runs it to its end.
 
 use std::fs::OpenOptions;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
@@ -10,30 +10,16 @@ use iommu_emulator::trace::{TraceSink, TraceWriter};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::acpi::{self, AcpiConfig};
-use crate::boot;
+use crate::arch::x86_64::{self, layout, platform};
 use crate::cli::{Args, IommuSpec};
-use crate::devices::acpi_pm::{ACPI_PM_LEN, ACPI_PM_PORT, AcpiPm};
-use crate::devices::console::ConsoleOut;
-use crate::devices::debug_exit::{DEBUG_EXIT_PORT, DebugExit};
-use crate::devices::ioapic::{IOAPIC_MMIO_SIZE, Ioapic, IoapicLine};
-use crate::devices::serial::{COM1_IRQ, COM1_PORT, I8042, I8042_PORT, ResetTrigger, SerialDevice};
-use crate::devices::{Bus, BusDevice};
+use crate::device_manager::DeviceManager;
 use crate::error::{Error, Result};
-use crate::event_loop::{ExitHandler, QueueHandler, StdinHandler};
+use crate::event_loop::{ExitHandler, StdinHandler};
 use crate::exit::{ExitControl, ExitReason, ExitSink, exit_status};
-use crate::iommu::{self, IommuMmio, IommuUnit};
-use crate::kvm::irq::{IrqRouter, KvmGsi};
-use crate::kvm::{self, KvmMsi, Vm};
-use crate::layout;
-use crate::pci::{PciConfigIo, PciEcam, PciMmio, PciRoot};
-use crate::virtio::blk::Blk;
-use crate::virtio::pci::{BAR_SIZE, NOTIFY_MULTIPLIER, VirtioPci};
+use crate::iommu;
+use crate::kvm::{self, Vm};
 
-/// Command line the VMM always gives the kernel: console on COM1, no port
-/// 0x80 delays (every port access is an exit), reboot through ACPI, reboot
-/// (which ends the VMM) on panic.
-pub const BASE_CMDLINE: &str = "console=ttyS0 io_delay=none reboot=acpi panic=-1 pci=realloc=off";
+pub use crate::arch::x86_64::BASE_CMDLINE;
 
 /// Default `--iommu` for `--guest`.
 pub const GUEST_DEFAULT_IOMMU: &str = "intel-iommu,x-scalable-mode=on";
@@ -111,12 +97,6 @@ pub struct RunReport {
     pub status: i32,
 }
 
-struct Disk {
-    dev: Arc<Mutex<VirtioPci>>,
-}
-
-type Console = SerialDevice<IoapicLine, ConsoleOut<std::io::Stdout>>;
-
 /// Check what can be checked without KVM (files, `--iommu` properties), so
 /// that a mistake is reported at once, also before the nested runner
 /// starts an L1 machine.
@@ -153,7 +133,80 @@ pub fn preflight(args: &Args) -> Result<()> {
     iommu::validate(args.iommu.as_ref().unwrap_or(&IommuSpec::None))
 }
 
-/// Boot and run the guest described by `args`.
+/// The host files a run needs, opened and checked before any KVM work.
+struct Inputs {
+    kernel: std::path::PathBuf,
+    iommu: IommuSpec,
+    disks: Vec<(std::fs::File, bool)>,
+    trace: Option<Arc<TraceWriter<std::fs::File>>>,
+}
+
+impl Inputs {
+    fn open(args: &Args) -> Result<Self> {
+        let kernel = args.kernel.clone().ok_or(Error::MissingKernel)?;
+        std::fs::File::open(&kernel).map_err(|source| Error::KernelUnreadable {
+            path: kernel.clone(),
+            source,
+        })?;
+        if let Some(p) = &args.initrd {
+            std::fs::File::open(p).map_err(|source| Error::InitrdUnreadable {
+                path: p.clone(),
+                source,
+            })?;
+        }
+        let iommu = args.iommu.clone().unwrap_or(IommuSpec::None);
+        iommu::validate(&iommu)?;
+        let mut disks = Vec::new();
+        if let Some(len) = args.builtin_disk {
+            let f =
+                memfd_with(&builtin_disk_content(len)).map_err(io("creating the built-in disk"))?;
+            disks.push((f, true));
+        }
+        for d in &args.disk {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(!d.readonly)
+                .open(&d.path)
+                .map_err(|source| Error::DiskUnreadable {
+                    path: d.path.clone(),
+                    source,
+                })?;
+            disks.push((f, d.readonly));
+        }
+        let trace = match &args.trace {
+            Some(p) => {
+                let f = std::fs::File::create(p).map_err(|source| Error::Io {
+                    what: format!("creating the trace file {}", p.display()),
+                    source,
+                })?;
+                Some(Arc::new(
+                    TraceWriter::new(f).map_err(io("writing the trace header"))?,
+                ))
+            }
+            None => None,
+        };
+        Ok(Inputs {
+            kernel,
+            iommu,
+            disks,
+            trace,
+        })
+    }
+}
+
+/// How devices end the run: they tell [`ExitControl`], which wakes the event loop.
+fn exit_path() -> Result<(EventFd, Arc<ExitControl>)> {
+    let exit_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
+    let exit_evt_w = exit_evt.try_clone().map_err(io("cloning an eventfd"))?;
+    let exit = Arc::new(ExitControl::new(Box::new(move || {
+        let _ = exit_evt_w.write(1);
+    })));
+    Ok((exit_evt, exit))
+}
+
+/// Boot and run the guest described by `args`: open the inputs, create the VM and its
+/// memory, wire the devices (device manager, then the platform's own), load the guest,
+/// start the vCPUs, serve the event loop until a device ends the run, report.
 pub fn run(args: &Args) -> Result<RunReport> {
     let started = Instant::now();
     let resolved;
@@ -164,278 +217,68 @@ pub fn run(args: &Args) -> Result<RunReport> {
         }
         None => args,
     };
-    let kernel_path = args.kernel.clone().ok_or(Error::MissingKernel)?;
-    std::fs::File::open(&kernel_path).map_err(|source| Error::KernelUnreadable {
-        path: kernel_path.clone(),
-        source,
-    })?;
-    if let Some(p) = &args.initrd {
-        std::fs::File::open(p).map_err(|source| Error::InitrdUnreadable {
-            path: p.clone(),
-            source,
-        })?;
-    }
-    let spec = args.iommu.clone().unwrap_or(IommuSpec::None);
-    iommu::validate(&spec)?;
-    let mut disk_files = Vec::new();
-    if let Some(len) = args.builtin_disk {
-        let f = memfd_with(&builtin_disk_content(len)).map_err(io("creating the built-in disk"))?;
-        disk_files.push((f, true));
-    }
-    for d in &args.disk {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(!d.readonly)
-            .open(&d.path)
-            .map_err(|source| Error::DiskUnreadable {
-                path: d.path.clone(),
-                source,
-            })?;
-        disk_files.push((f, d.readonly));
-    }
-    let trace = match &args.trace {
-        Some(p) => {
-            let f = std::fs::File::create(p).map_err(|source| Error::Io {
-                what: format!("creating the trace file {}", p.display()),
-                source,
-            })?;
-            Some(Arc::new(
-                TraceWriter::new(f).map_err(io("writing the trace header"))?,
-            ))
-        }
-        None => None,
-    };
-    let trace_sink: Option<Arc<dyn TraceSink>> = trace.clone().map(|t| t as Arc<dyn TraceSink>);
-
-    let kvm = kvm::open_kvm()?;
-    let regions: Vec<(GuestAddress, usize)> = layout::ram_regions(args.memory)
-        .into_iter()
-        .map(|(s, l)| (GuestAddress(s), l as usize))
-        .collect();
-    let mem = GuestMemoryMmap::from_ranges(&regions).map_err(|e| Error::Memory {
-        size: args.memory,
-        reason: e.to_string(),
-    })?;
-    let vm = Vm::new(kvm, &mem)?;
-
-    // Exit path: devices -> ExitControl -> eventfd -> event loop.
-    let exit_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating an eventfd"))?;
-    let exit_evt_w = exit_evt.try_clone().map_err(io("cloning an eventfd"))?;
-    let exit = Arc::new(ExitControl::new(Box::new(move || {
-        let _ = exit_evt_w.write(1);
-    })));
+    let inputs = Inputs::open(args)?;
+    let mem = guest_memory(args.memory)?;
+    let vm = Vm::new(kvm::open_kvm()?, &mem)?;
+    let (exit_evt, exit) = exit_path()?;
     let exit_sink: Arc<dyn ExitSink> = exit.clone();
-    // The IOMMU's own interrupts (not remapped, VT-d 5.1.6).
-    let msi = Arc::new(KvmMsi::new(vm.fd.clone()));
 
-    // IOMMU.
-    let unit: Option<Arc<dyn IommuUnit>> = iommu::create(&spec, msi.clone())?;
-
-    // Interrupts: the router (remapping through the unit), the IOAPIC.
-    let router = Arc::new(IrqRouter::new(
-        Arc::new(KvmGsi::new(vm.fd.clone())),
-        unit.as_ref().and_then(|u| u.interrupt_remapper()),
-        Arc::new(mem.clone()),
-    ));
-    if let Some(u) = &unit {
-        u.set_interrupt_router(&router);
-    }
-    let ioapic = Arc::new(Ioapic::new(acpi::IOAPIC_ID, router.clone()));
-
-    // Port I/O.
-    let mut pio = Bus::new();
-    let console: Arc<Mutex<Console>> = Arc::new(Mutex::new(SerialDevice::new(
-        IoapicLine {
-            ioapic: ioapic.clone(),
-            pin: COM1_IRQ as usize,
-        },
-        ConsoleOut::new(std::io::stdout(), exit_sink.clone()),
-    )));
-    insert(&mut pio, console.clone(), u64::from(COM1_PORT), 8)?;
-    insert(
-        &mut pio,
-        Arc::new(Mutex::new(I8042(vm_superio::I8042Device::new(
-            ResetTrigger(exit_sink.clone()),
-        )))),
-        u64::from(I8042_PORT),
-        5,
+    let trace_sink = inputs.trace.clone().map(|t| t as Arc<dyn TraceSink>);
+    let mut dm = DeviceManager::new(
+        Arc::new(kvm::KvmBackend::new(vm.fd.clone())),
+        mem.clone(),
+        platform::PCI_WINDOWS,
+        &inputs.iommu,
+        trace_sink,
     )?;
-    insert(
-        &mut pio,
-        Arc::new(AcpiPm::new(exit_sink.clone())),
-        u64::from(ACPI_PM_PORT),
-        u64::from(ACPI_PM_LEN),
-    )?;
-    insert(
-        &mut pio,
-        Arc::new(DebugExit::new(exit_sink.clone())),
-        u64::from(DEBUG_EXIT_PORT),
-        1,
-    )?;
-
-    // PCI.
-    let mut root = PciRoot::new();
-    let mut disks = Vec::new();
-    let mut notify_fds = Vec::new();
-    for (i, (file, readonly)) in disk_files.into_iter().enumerate() {
-        let blk = Blk::new(file, readonly).map_err(io("reading the disk size"))?;
-        let devfn = root
-            .next_devfn()
-            .ok_or_else(|| Error::Setup("too many PCI devices".into()))?;
-        let rid = iommu_emulator::Rid::new(0, devfn >> 3, devfn & 7);
-        let source = iommu_emulator::SourceId::Pci(rid);
-        let dma = iommu::dma_memory(&mem, unit.as_ref(), source, trace_sink.as_ref());
-        let mut dev = VirtioPci::new(Box::new(blk), dma, router.device_sink(rid));
-        dev.set_bar0(layout::PCI_MMIO_START + i as u64 * BAR_SIZE);
-        let fds: Vec<EventFd> = (0..dev.num_queues())
-            .map(|_| EventFd::new(libc::EFD_NONBLOCK))
-            .collect::<std::io::Result<_>>()
-            .map_err(io("creating an eventfd"))?;
-        let hook_fds: Vec<EventFd> = fds
-            .iter()
-            .map(|f| f.try_clone())
-            .collect::<std::io::Result<_>>()
-            .map_err(io("cloning an eventfd"))?;
-        let vmfd = vm.fd.clone();
-        dev.set_notify_moved(Box::new(move |old, new| {
-            kvm::move_ioevents(&vmfd, &hook_fds, u64::from(NOTIFY_MULTIPLIER), old, new)
-        }));
-        let dev = Arc::new(Mutex::new(dev));
-        root.add(devfn, dev.clone());
-        notify_fds.push((dev.clone(), fds));
-        disks.push(Disk { dev });
-        tracing::info!(
-            "virtio-blk {i} at 00:{:02x}.{} (requester ID {source})",
-            devfn >> 3,
-            devfn & 7
-        );
+    let plat = platform::add_devices(&mut dm, &exit_sink)?;
+    for (file, readonly) in inputs.disks {
+        dm.add_virtio_blk(file, readonly)?;
     }
     if args.device.iter().any(|d| d == "pasid-test") {
-        let bar0 = layout::PCI_MMIO_START + crate::devices::pasid::pci::BAR0_OFFSET_IN_WINDOW;
-        // plug() takes the next free slot: its requester ID is the source
-        // of the device's MSI-X messages.
-        let devfn = root
-            .next_devfn()
-            .ok_or_else(|| Error::Setup("too many PCI devices".into()))?;
-        let rid = iommu_emulator::Rid::new(0, devfn >> 3, devfn & 7);
-        let source = crate::devices::pasid::pci::plug(
-            &mut root,
-            &mem,
-            unit.as_ref(),
-            trace_sink.as_ref(),
-            router.device_sink(rid),
-            bar0,
-        )?;
-        if source != iommu_emulator::SourceId::Pci(rid) {
-            return Err(Error::Setup(format!(
-                "pasid-test plugged at {source}, expected {rid}"
-            )));
-        }
+        dm.add_pasid_test()?;
     }
-    let root = Arc::new(root);
-    insert(&mut pio, Arc::new(PciConfigIo(root.clone())), 0xcf8, 8)?;
+    let mut machine = dm.seal(platform::add_pci_ports)?;
 
-    // MMIO.
-    let mut mmio = Bus::new();
-    insert(
-        &mut mmio,
-        Arc::new(PciEcam(root.clone())),
-        layout::ECAM_START,
-        layout::ECAM_SIZE,
-    )?;
-    insert(
-        &mut mmio,
-        Arc::new(PciMmio {
-            root: root.clone(),
-            base: layout::PCI_MMIO_START,
-        }),
-        layout::PCI_MMIO_START,
-        layout::PCI_MMIO_SIZE,
-    )?;
-    insert(
-        &mut mmio,
-        ioapic.clone(),
-        layout::IOAPIC_START,
-        IOAPIC_MMIO_SIZE,
-    )?;
-    let mut extra_tables = Vec::new();
-    if let Some(u) = &unit {
-        insert(
-            &mut mmio,
-            Arc::new(IommuMmio::new(u.clone(), mem.clone())),
-            u.mmio_base(),
-            u.mmio_size(),
-        )?;
-        extra_tables.push(u.acpi_table(acpi::IOAPIC_ID));
-    }
-
-    // Guest memory contents.
-    let kernel = boot::load_kernel(&mem, &kernel_path)?;
-    let initrd = match &args.initrd {
-        Some(p) => Some(boot::load_initrd(
-            &mem,
-            args.memory,
-            p,
-            boot::initrd_addr_max(&kernel),
-            kernel.end,
-        )?),
-        None => None,
-    };
-    let tables = acpi::build(&AcpiConfig {
-        vcpus: args.smp,
-        extra_tables,
-    })
-    .map_err(Error::Setup)?;
-    for t in &tables {
-        vm_memory::Bytes::write_slice(&mem, &t.bytes, GuestAddress(t.addr))
-            .map_err(|e| Error::Setup(format!("writing ACPI tables: {e}")))?;
-    }
-    let cmdline = boot::build_cmdline(BASE_CMDLINE, args.append.as_deref())?;
-    boot::write_boot_params(
+    let guest = x86_64::load_guest(
         &mem,
-        args.memory,
-        &kernel,
-        &cmdline,
-        initrd,
-        layout::ACPI_START,
+        &x86_64::GuestBoot {
+            kernel: &inputs.kernel,
+            initrd: args.initrd.as_deref(),
+            append: args.append.as_deref(),
+            memory: args.memory,
+            vcpus: args.smp,
+        },
+        machine.unit.as_ref(),
     )?;
-    boot::write_boot_tables(&mem)?;
-
-    // vCPUs.
-    let pio = Arc::new(pio);
-    let mmio = Arc::new(mmio);
     let mut vcpus = Vec::new();
     for id in 0..args.smp {
-        vcpus.push(kvm::vcpu::create(&vm.kvm, &vm.fd, id, args.smp, args.kvm_pv_clear())?);
+        vcpus.push(kvm::vcpu::create(
+            &vm.kvm,
+            &vm.fd,
+            id,
+            args.smp,
+            args.kvm_pv_clear(),
+        )?);
     }
     if let Some(bsp) = vcpus.first() {
-        kvm::vcpu::setup_boot_cpu(bsp, kernel.entry)?;
+        kvm::vcpu::setup_boot_cpu(bsp, guest.entry)?;
     }
 
-    // Event loop.
     let stop = Arc::new(AtomicBool::new(false));
-    let mut em: EventManager<Box<dyn MutEventSubscriber + Send>> =
-        EventManager::new().map_err(|e| Error::Setup(format!("event manager: {e:?}")))?;
-    em.add_subscriber(Box::new(ExitHandler::new(exit_evt, stop.clone())));
-    for (dev, fds) in notify_fds {
-        em.add_subscriber(Box::new(QueueHandler::new(dev, fds)));
-    }
-    let input = console.clone();
-    em.add_subscriber(Box::new(StdinHandler::new(Box::new(move |bytes| {
-        if let Ok(mut c) = input.lock() {
-            c.enqueue_input(bytes);
-        }
-    }))));
-
+    let mut em = event_loop(
+        std::mem::take(&mut machine.subscribers),
+        exit_evt,
+        stop.clone(),
+        &plat,
+    )?;
+    let unit = machine.unit.as_ref();
     tracing::info!(
         "starting {} vCPU(s), {} MiB, IOMMU {}, interrupt remapping {}, x2APIC API {}, setup took {:?}",
         args.smp,
         args.memory >> 20,
-        unit.as_ref().map_or("none", |u| u.name()),
-        if unit
-            .as_ref()
-            .is_some_and(|u| u.interrupt_remapper().is_some())
-        {
+        unit.map_or("none", |u| u.name()),
+        if unit.is_some_and(|u| u.interrupt_remapper().is_some()) {
             "on"
         } else {
             "off"
@@ -443,18 +286,11 @@ pub fn run(args: &Args) -> Result<RunReport> {
         if vm.x2apic_api { "on" } else { "off" },
         started.elapsed()
     );
-    crate::diag::postmortem::prepare_shutdown_report(
-        &mem,
-        &cmdline
-            .as_cstring()
-            .map(|c| c.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        &args.diag_options(),
-    );
+    crate::diag::postmortem::prepare_shutdown_report(&mem, &guest.cmdline, &args.diag_options());
     let mut threads = Vec::new();
     for (id, vcpu) in vcpus.into_iter().enumerate() {
-        let (pio, mmio, exit) = (pio.clone(), mmio.clone(), exit_sink.clone());
-        let ioapic = ioapic.clone();
+        let (pio, mmio, exit) = (machine.pio.clone(), machine.mmio.clone(), exit_sink.clone());
+        let ioapic = plat.ioapic.clone();
         let t = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             .spawn(move || kvm::vcpu::run(vcpu, id as u8, pio, mmio, ioapic, exit))
@@ -473,48 +309,58 @@ pub fn run(args: &Args) -> Result<RunReport> {
         .unwrap_or(ExitReason::Error("stopped without a reason".into()));
     let status = exit_status(&reason, exit.summary());
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    for (i, d) in disks.iter().enumerate() {
-        if let Ok(dev) = d.dev.lock() {
-            if let Err(e) = dev.device().sync() {
-                eprintln!("iommu-vmm: disk {i}: flushing to the host: {e}");
-            }
-            if args.stats {
-                eprintln!("virtio-blk {i}: {}", dev.device().stats());
-            }
-        }
+    machine.stop_devices();
+    if let Some(t) = &inputs.trace
+        && let Err(e) = t.flush()
+    {
+        eprintln!("iommu-vmm: trace: {e}");
     }
-    if let Some(t) = &trace {
-        if let Err(e) = t.flush() {
-            eprintln!("iommu-vmm: trace: {e}");
-        }
-        if args.stats {
+    if args.stats {
+        eprintln!("iommu-vmm: ran for {:.2?}", started.elapsed());
+        if let Some(t) = &inputs.trace {
             eprintln!(
                 "trace: {} records written, {} failed",
                 t.written(),
                 t.failed()
             );
         }
-    }
-    if args.stats {
-        eprintln!("iommu-vmm: ran for {:.2?}", started.elapsed());
-        match &unit {
-            Some(u) => eprintln!("{} statistics:\n{}", u.name(), u.stats()),
-            None => eprintln!("no IOMMU (--iommu none): nothing translated"),
-        }
-        eprintln!("IOMMU MSIs refused by KVM: {}", msi.dropped());
-        let io = ioapic.stats();
-        eprintln!(
-            "ioapic: {} sent, {} blocked by remapping, {} EOIs",
-            io.sent, io.blocked, io.eois
-        );
-        eprintln!("{}", router.stats());
-        eprintln!(
-            "accesses to unmapped ports: {}, unmapped MMIO: {}",
-            pio.unhandled(),
-            mmio.unhandled()
-        );
+        eprintln!("{}", machine.stats_report());
     }
     Ok(RunReport { reason, status })
+}
+
+/// Guest RAM as the architecture lays it out.
+fn guest_memory(size: u64) -> Result<GuestMemoryMmap> {
+    let regions: Vec<(GuestAddress, usize)> = layout::ram_regions(size)
+        .into_iter()
+        .map(|(s, l)| (GuestAddress(s), l as usize))
+        .collect();
+    GuestMemoryMmap::from_ranges(&regions).map_err(|e| Error::Memory {
+        size,
+        reason: e.to_string(),
+    })
+}
+
+/// The event loop: the exit request, the devices' subscribers, console input.
+fn event_loop(
+    subscribers: Vec<Box<dyn MutEventSubscriber + Send>>,
+    exit_evt: EventFd,
+    stop: Arc<AtomicBool>,
+    plat: &platform::Platform,
+) -> Result<EventManager<Box<dyn MutEventSubscriber + Send>>> {
+    let mut em: EventManager<Box<dyn MutEventSubscriber + Send>> =
+        EventManager::new().map_err(|e| Error::Setup(format!("event manager: {e:?}")))?;
+    em.add_subscriber(Box::new(ExitHandler::new(exit_evt, stop)));
+    for s in subscribers {
+        em.add_subscriber(s);
+    }
+    let input = plat.console.clone();
+    em.add_subscriber(Box::new(StdinHandler::new(Box::new(move |bytes| {
+        if let Ok(mut c) = input.lock() {
+            c.enqueue_input(bytes);
+        }
+    }))));
+    Ok(em)
 }
 
 /// Default kernel command line of `--guest` images (before `--append`).
@@ -585,11 +431,6 @@ pub fn resolve_guest(args: &Args, name: &str, build: bool) -> Result<Args> {
     out.iommu = Some(iommu);
     out.append = Some(append);
     Ok(out)
-}
-
-fn insert(bus: &mut Bus, dev: Arc<dyn BusDevice>, base: u64, len: u64) -> Result<()> {
-    bus.insert(dev, base, len)
-        .map_err(|e| Error::Setup(e.to_string()))
 }
 
 fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {

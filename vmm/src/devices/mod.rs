@@ -4,10 +4,8 @@
 //! rest of the VMM only through small traits ([`crate::exit::ExitSink`],
 //! `vm_superio::Trigger`). No device here knows about KVM or epoll.
 
-pub mod acpi_pm;
 pub mod console;
 pub mod debug_exit;
-pub mod ioapic;
 pub mod pasid;
 pub mod serial;
 

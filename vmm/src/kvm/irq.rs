@@ -33,7 +33,7 @@ use kvm_bindings::{KVM_IRQ_ROUTING_MSI, KvmIrqRouting, kvm_irq_routing_entry, kv
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::devices::ioapic::{IOAPIC_PINS, IoapicDelivery};
+use crate::arch::x86_64::ioapic::{IOAPIC_PINS, IoapicDelivery};
 
 /// First GSI of the MSI routes (after the IOAPIC's pins).
 pub const FIRST_MSI_GSI: u32 = IOAPIC_PINS as u32;

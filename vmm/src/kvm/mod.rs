@@ -3,7 +3,7 @@
 //!
 //! Interrupts: KVM's split irqchip (KVM_CAP_SPLIT_IRQCHIP): the local APICs
 //! are in the kernel; the IOAPIC is in user space
-//! ([`crate::devices::ioapic`]); there is no PIC and no PIT (the platform is
+//! ([`crate::arch::x86_64::ioapic`]); there is no PIC and no PIT (the platform is
 //! ACPI hardware-reduced, Linux uses the local APIC timer and kvm-clock).
 //! Every device interrupt goes through the interrupt router ([`irq`]): MSI
 //! routes computed after interrupt remapping, injected with irqfds and
@@ -11,7 +11,6 @@
 //! and page request events), which VT-d does not remap (5.1.6), go through
 //! [`KvmMsi`] (KVM_SIGNAL_MSI).
 
-pub mod cpuid;
 pub mod irq;
 pub mod vcpu;
 
@@ -86,7 +85,7 @@ impl Vm {
             cap: KVM_CAP_SPLIT_IRQCHIP,
             ..Default::default()
         };
-        split.args[0] = crate::devices::ioapic::IOAPIC_PINS as u64;
+        split.args[0] = crate::arch::x86_64::ioapic::IOAPIC_PINS as u64;
         fd.enable_cap(&split)
             .map_err(Error::kvm("enabling the split irqchip"))?;
         // KVM API 7.22: 32-bit APIC IDs in MSI routes (x2APIC
@@ -150,6 +149,39 @@ pub fn move_ioevents(vm: &VmFd, fds: &[EventFd], stride: u64, old: Option<u64>, 
         {
             tracing::warn!("ioeventfd at {:#x}: {e}", n + off);
         }
+    }
+}
+
+/// The KVM side of the device manager ([`crate::device_manager::VmBackend`]): GSI routes and
+/// irqfds for the IRQ router, KVM_SIGNAL_MSI for the IOMMU's own interrupts, ioeventfds for
+/// virtqueue notifications.
+pub struct KvmBackend {
+    vm: Arc<VmFd>,
+    msi: Arc<KvmMsi>,
+}
+
+impl KvmBackend {
+    /// The backend of `vm`.
+    pub fn new(vm: Arc<VmFd>) -> Self {
+        KvmBackend {
+            msi: Arc::new(KvmMsi::new(vm.clone())),
+            vm,
+        }
+    }
+}
+
+impl crate::device_manager::VmBackend for KvmBackend {
+    fn gsi(&self) -> Arc<dyn irq::GsiBackend> {
+        Arc::new(irq::KvmGsi::new(self.vm.clone()))
+    }
+    fn direct_msi(&self) -> Arc<dyn MsiSink> {
+        self.msi.clone()
+    }
+    fn direct_msi_dropped(&self) -> u64 {
+        self.msi.dropped()
+    }
+    fn move_ioevents(&self, fds: &[EventFd], stride: u64, old: Option<u64>, new: Option<u64>) {
+        move_ioevents(&self.vm, fds, stride, old, new)
     }
 }
 

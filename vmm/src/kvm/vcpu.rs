@@ -9,15 +9,15 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
 
-use super::cpuid;
-use crate::boot::BOOT_GDT;
+use crate::arch::x86_64::boot::BOOT_GDT;
+use crate::arch::x86_64::cpuid;
+use crate::arch::x86_64::ioapic::Ioapic;
+use crate::arch::x86_64::layout;
 use crate::devices::Bus;
-use crate::devices::ioapic::Ioapic;
 use crate::diag::postmortem::{register_dump, shutdown_report};
 use crate::diag::recorder::{self, Event};
 use crate::error::{Error, Result};
 use crate::exit::{ExitReason, ExitSink};
-use crate::layout;
 
 const MSR_IA32_SYSENTER_CS: u32 = 0x174;
 const MSR_IA32_SYSENTER_ESP: u32 = 0x175;

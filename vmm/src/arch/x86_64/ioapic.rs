@@ -25,7 +25,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{BusDevice, le_value, put_le_value};
+use crate::devices::{BusDevice, le_value, put_le_value};
 
 /// Number of redirection entries (pins).
 pub const IOAPIC_PINS: usize = 24;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::BusDevice;
+use crate::devices::BusDevice;
 use crate::exit::{ExitReason, ExitSink};
 
 /// First port of the block: sleep control at +0, sleep status at +1, reset at +2.
@@ -89,7 +89,7 @@ mod tests {
     #[test]
     fn debug_exit_write_records_code() {
         let c = control();
-        let d = super::super::debug_exit::DebugExit::new(c.clone());
+        let d = crate::devices::debug_exit::DebugExit::new(c.clone());
         d.write(0, &[0x21]);
         assert_eq!(c.reason(), Some(ExitReason::DebugExit(0x21)));
         c.record_summary(Summary {

@@ -1,7 +1,7 @@
 //! ACPI tables (ACPI 6.5): RSDP, XSDT, FADT (hardware-reduced), DSDT with the
 //! PCI host bridge, MADT, MCFG, and an optional DMAR from the VT-d model.
 //!
-//! Tables are laid out from [`layout::ACPI_START`](crate::layout::ACPI_START)
+//! Tables are laid out from [`layout::ACPI_START`]
 //! (RSDP first, where the BIOS-area scan finds it; the kernel also gets its
 //! address in the zero page).
 
@@ -10,8 +10,8 @@ use acpi_tables::aml;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 
-use crate::devices::acpi_pm;
-use crate::layout;
+use super::acpi_pm;
+use super::layout;
 
 const OEM_ID: [u8; 6] = *b"IOMMUE";
 const OEM_TABLE: [u8; 8] = *b"IOMMUVMM";
@@ -19,7 +19,7 @@ const OEM_TABLE: [u8; 8] = *b"IOMMUVMM";
 /// IOAPIC ID announced in the MADT (and in the DMAR's IOAPIC scope).
 pub const IOAPIC_ID: u8 = 0;
 /// GSIs of the (userspace, split irqchip) IOAPIC.
-pub const IOAPIC_PINS: u32 = crate::devices::ioapic::IOAPIC_PINS as u32;
+pub const IOAPIC_PINS: u32 = super::ioapic::IOAPIC_PINS as u32;
 
 /// What the tables describe.
 #[derive(Clone, Debug)]

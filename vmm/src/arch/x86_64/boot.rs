@@ -14,8 +14,8 @@ use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::{BzImage, Elf, KernelLoader, load_cmdline};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::layout::{self, E820Type};
 use crate::error::{Error, Result};
-use crate::layout::{self, E820Type};
 
 /// `HdrS` magic of the setup header.
 const KERNEL_HDR_MAGIC: u32 = 0x5372_6448;
