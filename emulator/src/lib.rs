@@ -36,6 +36,7 @@
 
 pub mod cache;
 pub mod counters;
+pub mod endpoint;
 pub mod iommu;
 pub mod mem;
 pub mod regs;

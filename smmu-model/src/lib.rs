@@ -77,6 +77,7 @@ pub mod structs;
 pub mod tlb;
 pub mod walk;
 
+use iommu_emulator::endpoint::EndpointPort;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -160,13 +161,66 @@ pub enum DeviceMessage {
     },
 }
 
-/// Where ATC invalidations and PRI responses go when the device model
-/// wants them pushed (mirrors the VT-d model's notifier). Called with the
-/// SMMU's register lock held: an implementation must not access the SMMU's
-/// registers from inside the call.
-pub trait DeviceNotifier: Send + Sync {
-    /// Deliver one message to the device with `message`'s StreamID.
-    fn device_message(&self, message: &DeviceMessage);
+impl DeviceMessage {
+    /// Delivers the message to an endpoint port (the model-independent seam of
+    /// [`iommu_emulator::endpoint`]), with the StreamID as the source: PCI endpoints' StreamIDs
+    /// are their requester IDs, so the source is `SourceId::Pci` when the StreamID fits 16
+    /// bits.
+    pub fn deliver(&self, port: &dyn EndpointPort) {
+        use iommu_emulator::endpoint::{
+            AtcInvalidation, PageResponse, PageResponseCode, StallResponse,
+        };
+        let source = |sid: u32| match u16::try_from(sid) {
+            Ok(rid) => iommu_emulator::SourceId::Pci(iommu_emulator::Rid(rid)),
+            Err(_) => iommu_emulator::SourceId::Stream(sid),
+        };
+        match *self {
+            DeviceMessage::AtcInvalidate {
+                sid,
+                ssid,
+                addr,
+                size,
+                global,
+            } => port.invalidate_atc(&AtcInvalidation {
+                source: source(sid),
+                pasid: ssid,
+                global,
+                // 4.5.1: SIZE is log2 of the number of 4 KiB pages, ADDR aligned to it.
+                addr,
+                size: 4096u64.checked_shl(u32::from(size)).unwrap_or(u64::MAX),
+            }),
+            DeviceMessage::PriResponse {
+                sid,
+                ssid,
+                grpid,
+                resp,
+                automatic,
+            } => port.page_response(&PageResponse {
+                source: source(sid),
+                pasid: ssid,
+                group: grpid,
+                // 4.7.1 RESP: 0b00 Deny (Invalid Request), 0b01 Fail, 0b10 Success.
+                code: match resp {
+                    2 => PageResponseCode::Success,
+                    0 => PageResponseCode::InvalidRequest,
+                    _ => PageResponseCode::ResponseFailure,
+                },
+                automatic,
+            }),
+            DeviceMessage::StallResolved {
+                sid,
+                ssid,
+                addr,
+                resolution,
+                ..
+            } => port.stall_resolved(&StallResponse {
+                source: source(sid),
+                pasid: ssid,
+                addr,
+                retry: resolution == StallResolution::Retry,
+            }),
+        }
+    }
 }
 
 /// Largest number of undelivered [`DeviceMessage`]s kept; further ones are
@@ -202,7 +256,7 @@ pub struct Smmu {
     pub(crate) tlb: tlb::Tlb,
     pub(crate) stats: stats::Stats,
     pub(crate) outbox: Mutex<VecDeque<DeviceMessage>>,
-    pub(crate) notifier: std::sync::RwLock<Option<Arc<dyn DeviceNotifier>>>,
+    pub(crate) notifier: std::sync::RwLock<Option<Arc<dyn EndpointPort>>>,
 }
 
 impl std::fmt::Debug for Smmu {
@@ -445,9 +499,11 @@ impl Smmu {
         st.regs.value(regs::CR0ACK) & bit != 0
     }
 
-    /// Send [`DeviceMessage`]s to `n` from now on instead of keeping them
-    /// for [`Smmu::take_device_messages`].
-    pub fn set_device_notifier(&self, n: Arc<dyn DeviceNotifier>) {
+    /// Send [`DeviceMessage`]s to the endpoints' port `n` from now on (as
+    /// [`DeviceMessage::deliver`] converts them) instead of keeping them for
+    /// [`Smmu::take_device_messages`]. Called with the SMMU's register lock held: the port must
+    /// not access the SMMU's registers from inside the call.
+    pub fn set_device_notifier(&self, n: Arc<dyn EndpointPort>) {
         let mut g = self
             .notifier
             .write()
@@ -464,7 +520,7 @@ impl Smmu {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         if let Some(n) = n {
-            n.device_message(&m);
+            m.deliver(n.as_ref());
             return;
         }
         let mut q = lock(&self.outbox);
@@ -479,7 +535,7 @@ impl Smmu {
     }
 
     /// Take every undelivered [`DeviceMessage`], oldest first (when no
-    /// [`DeviceNotifier`] is set).
+    /// endpoint port is set).
     pub fn take_device_messages(&self) -> Vec<DeviceMessage> {
         lock(&self.outbox).drain(..).collect()
     }
@@ -571,10 +627,11 @@ mod tests {
         assert_eq!(s.unknown_register_accesses(), (1, 1));
     }
 
-    struct Collect(Mutex<Vec<DeviceMessage>>);
-    impl DeviceNotifier for Collect {
-        fn device_message(&self, m: &DeviceMessage) {
-            lock(&self.0).push(*m);
+    struct Collect(Mutex<Vec<iommu_emulator::endpoint::PageResponse>>);
+    impl EndpointPort for Collect {
+        fn invalidate_atc(&self, _: &iommu_emulator::endpoint::AtcInvalidation) {}
+        fn page_response(&self, r: &iommu_emulator::endpoint::PageResponse) {
+            lock(&self.0).push(*r);
         }
     }
 
@@ -595,11 +652,11 @@ mod tests {
         let got = lock(&c.0).clone();
         assert_eq!(
             got,
-            vec![DeviceMessage::PriResponse {
-                sid: 5,
-                ssid: None,
-                grpid: 7,
-                resp: 1,
+            vec![iommu_emulator::endpoint::PageResponse {
+                source: iommu_emulator::SourceId::Pci(iommu_emulator::Rid(5)),
+                pasid: None,
+                group: 7,
+                code: iommu_emulator::endpoint::PageResponseCode::ResponseFailure,
                 automatic: false
             }]
         );

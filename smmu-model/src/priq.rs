@@ -137,6 +137,34 @@ impl Smmu {
     }
 }
 
+/// The model-independent page request path (the seam of [`iommu_emulator::endpoint`]): the
+/// request becomes a PRI queue record (8.1) with the source's StreamID. A discarded last
+/// request is answered through the endpoint port (an automatic CMD_PRI_RESP-style response),
+/// so the outcome here is only `Queued` or `Dropped`.
+impl iommu_emulator::endpoint::PageRequestSink for Smmu {
+    fn page_request(
+        &self,
+        mem: &dyn GuestRam,
+        req: &iommu_emulator::endpoint::PageRequest,
+    ) -> iommu_emulator::endpoint::PageRequestOutcome {
+        let r = PageRequest {
+            sid: req.source.stream_id(),
+            ssid: req.pasid,
+            addr: req.addr,
+            read: req.read,
+            write: req.write,
+            exec: req.exec,
+            privileged: req.privileged,
+            last: req.last,
+            prg_index: req.group,
+        };
+        match Smmu::page_request(self, mem, &r) {
+            PriOutcome::Queued => iommu_emulator::endpoint::PageRequestOutcome::Queued,
+            PriOutcome::Dropped => iommu_emulator::endpoint::PageRequestOutcome::Dropped,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! tagged with each queue's PASID through first-level tables, the VT-d
 //! fault reasons the guest would log for the payload's negative cases, and
 //! the ATC filled by ATS translation requests and cleared by device-TLB
-//! invalidations delivered through `Vtd::set_device_notifier`.
+//! invalidations delivered through `Vtd::set_device_notifier` (the endpoint seam).
 
 mod vtd_support;
 
@@ -288,7 +288,7 @@ fn pasid_device_vtd_atc_filled_by_ats_and_cleared_by_devtlb_invalidation() {
 // resumes and completes the descriptor.
 #[test]
 fn pasid_device_vtd_page_request_resolves_fault_and_resumes() {
-    use iommu_vmm::devices::pasid::atc::VtdPageRequests;
+    use iommu_vmm::devices::pasid::atc::UnitPageRequests;
     use vtd_model::regs::{PQA, PQH, PQT};
     let mut d =
         Driver::probe("x-scalable-mode=on,aw-bits=48,device-iotlb=on,x-prs=on,x-pasid-mode=on");
@@ -310,8 +310,8 @@ fn pasid_device_vtd_page_request_resolves_fault_and_resumes() {
     d.vtd.set_device_notifier(atc.clone());
     let gram: Arc<dyn GuestRam> = d.ram.clone();
     let mut dev = PasidDevice::new(space, gram.clone(), atc.clone());
-    dev.set_page_request_port(Arc::new(VtdPageRequests {
-        vtd: d.vtd.clone(),
+    dev.set_page_request_port(Arc::new(UnitPageRequests {
+        sink: d.vtd.clone(),
         ram: gram,
         atc,
     }));

@@ -952,3 +952,82 @@ fn smmu_disabled_aborts_translated_traffic() {
         Gpa(0x4000)
     );
 }
+
+// The endpoint seam (iommu_emulator::endpoint): the PASID test device's ATC and page-request
+// path, the same code that runs behind VT-d, behind the SMMU. CMD_ATC_INV (4.5.1) reaches the
+// ATC before CMD_SYNC completes and removes only that SubstreamID's range; a page request goes
+// to the PRI queue (8.1) and CMD_PRI_RESP (4.7.1) lands in the device's inbox as a PCIe
+// Success (PCIe 6.0 §10.4.2.1).
+#[test]
+fn smmu_endpoint_seam_drives_the_pasid_device_atc_and_pri() {
+    use iommu_emulator::Rid;
+    use iommu_vmm::devices::pasid::PageRequestPort;
+    use iommu_vmm::devices::pasid::atc::{Atc, AtcEntry, UnitPageRequests};
+    let mut d = Driver::new("");
+    d.reset();
+    let atc = Arc::new(Atc::new(Rid(0x108)));
+    d.smmu.set_device_notifier(atc.clone());
+    let entry = |pasid, iova| AtcEntry {
+        pasid: Some(pasid),
+        iova,
+        size: 4096,
+        output: 0x8000_0000 + iova,
+        perm: Perm::RW,
+    };
+    atc.insert(entry(7, 0x1000_0000));
+    atc.insert(entry(7, 0x2000_0000));
+    atc.insert(entry(8, 0x1000_0000));
+    d.issue(&[[
+        OP_ATC_INV | (1 << 11) | (7 << 12) | (0x108u64 << 32),
+        0x1000_0000,
+    ]]);
+    assert!(
+        atc.lookup(Some(7), 0x1000_0000, Perm::R).is_none(),
+        "invalidated"
+    );
+    assert!(
+        atc.lookup(Some(7), 0x2000_0000, Perm::R).is_some(),
+        "outside the range"
+    );
+    assert!(
+        atc.lookup(Some(8), 0x1000_0000, Perm::R).is_some(),
+        "other SSID"
+    );
+    assert_eq!(atc.invalidations(), 1);
+    // Another StreamID's invalidation does not touch this function.
+    d.issue(&[[
+        OP_ATC_INV | (1 << 11) | (8 << 12) | (0x109u64 << 32),
+        0x1000_0000,
+    ]]);
+    assert!(atc.lookup(Some(8), 0x1000_0000, Perm::R).is_some());
+
+    let port = UnitPageRequests {
+        sink: d.smmu.clone(),
+        ram: d.ram.clone(),
+        atc: atc.clone(),
+    };
+    assert!(port.page_request(&iommu_vmm::devices::pasid::PageRequest {
+        pasid: Some(tag(7)),
+        addr: 0x7777_7000,
+        read: true,
+        write: false,
+        last: true,
+        prg_index: 0x33,
+    }));
+    assert_eq!(d.rd(PRIQ_PROD), 1);
+    let w0 = d.mem64(d.priq);
+    assert_eq!((w0 & 0xffff_ffff, (w0 >> 32) & 0xf_ffff), (0x108, 7));
+    d.priq_cons = 1;
+    d.wr(PRIQ_CONS, u64::from(d.priq_cons));
+    d.issue(&[[
+        OP_PRI_RESP | (1 << 11) | (7 << 12) | (0x108u64 << 32),
+        0x33 | (2 << 12),
+    ]]);
+    let r = atc.take_responses();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!((r[0].pasid, r[0].prg_index, r[0].code), (Some(7), 0x33, 0));
+    assert!(
+        d.smmu.take_device_messages().is_empty(),
+        "delivered, not queued"
+    );
+}

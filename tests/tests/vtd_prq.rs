@@ -11,12 +11,12 @@ mod vtd_support;
 
 use std::sync::{Arc, Mutex};
 
+use iommu_emulator::SourceId;
+use iommu_emulator::endpoint::{AtcInvalidation, EndpointPort, PageResponse};
 use iommu_emulator::{Gpa, GuestRam, Pasid, PasidTag};
 use vtd_model::prq::{PRS_PPR, PRS_PRO, RESP_INVALID, RESP_SUCCESS};
 use vtd_model::regs::*;
-use vtd_model::{
-    DevTlbInvalidation, DeviceNotifier, PageGroupResponse, PageRequest, PageRequestOutcome,
-};
+use vtd_model::{PageRequest, PageRequestOutcome};
 use vtd_support::*;
 
 const PROPS: &str = "x-scalable-mode=on,aw-bits=48,x-prs=on,device-iotlb=on,x-pasid-mode=on";
@@ -27,15 +27,15 @@ const PE_DATA: u32 = 0x4043;
 
 #[derive(Default)]
 struct Device {
-    invs: Mutex<Vec<DevTlbInvalidation>>,
-    resps: Mutex<Vec<PageGroupResponse>>,
+    invs: Mutex<Vec<AtcInvalidation>>,
+    resps: Mutex<Vec<PageResponse>>,
 }
 
-impl DeviceNotifier for Device {
-    fn invalidate_device_tlb(&self, inv: &DevTlbInvalidation) {
+impl EndpointPort for Device {
+    fn invalidate_atc(&self, inv: &AtcInvalidation) {
         self.invs.lock().unwrap().push(*inv);
     }
-    fn page_group_response(&self, resp: &PageGroupResponse) {
+    fn page_response(&self, resp: &PageResponse) {
         self.resps.lock().unwrap().push(*resp);
     }
 }
@@ -201,12 +201,13 @@ fn prq_request_queued_event_and_response_reach_device() {
     assert_eq!(resps.len(), 1);
     assert_eq!(
         (
-            resps[0].rid,
+            resps[0].source,
             resps[0].pasid,
-            resps[0].prg_index,
-            resps[0].code
+            resps[0].group,
+            resps[0].code.pcie(),
+            resps[0].automatic
         ),
-        (r, Some(7), 0x15, RESP_SUCCESS)
+        (SourceId::Pci(r), Some(7), 0x15, RESP_SUCCESS, false)
     );
     assert_eq!(d.rd32(PRS), 0);
     assert_eq!(d.rd64(PQH), 64);

@@ -8,11 +8,12 @@ mod vtd_support;
 
 use std::sync::{Arc, Mutex};
 
+use iommu_emulator::SourceId;
+use iommu_emulator::endpoint::{AtcInvalidation, EndpointPort, PageResponse};
 use iommu_emulator::testing::x86_pt::{Format, X86PageTable};
 use iommu_emulator::walk::x86::fl;
 use iommu_emulator::{CachePath, FaultKind, Gpa, GuestRam, PageSize, Perm};
 use vtd_model::regs::*;
-use vtd_model::{DevTlbInvalidation, DeviceNotifier, PageGroupResponse};
 use vtd_support::*;
 
 const SM: &str = "x-scalable-mode=on,aw-bits=48";
@@ -353,15 +354,15 @@ fn scalable_wait_interrupt_sets_iwc_and_raises_event() {
 
 #[derive(Default)]
 struct Atc {
-    invs: Mutex<Vec<DevTlbInvalidation>>,
-    resps: Mutex<Vec<PageGroupResponse>>,
+    invs: Mutex<Vec<AtcInvalidation>>,
+    resps: Mutex<Vec<PageResponse>>,
 }
 
-impl DeviceNotifier for Atc {
-    fn invalidate_device_tlb(&self, inv: &DevTlbInvalidation) {
+impl EndpointPort for Atc {
+    fn invalidate_atc(&self, inv: &AtcInvalidation) {
         self.invs.lock().unwrap().push(*inv);
     }
-    fn page_group_response(&self, resp: &PageGroupResponse) {
+    fn page_response(&self, resp: &PageResponse) {
         self.resps.lock().unwrap().push(*resp);
     }
 }
@@ -383,13 +384,13 @@ fn scalable_device_tlb_invalidation_reaches_device() {
     let invs = atc.invs.lock().unwrap().clone();
     assert_eq!(invs.len(), 1);
     assert_eq!(
-        (invs[0].sid, invs[0].addr, invs[0].size, invs[0].pasid),
-        (dev, 0, 0x10000, None)
+        (invs[0].source, invs[0].addr, invs[0].size, invs[0].pasid),
+        (SourceId::Pci(dev), 0, 0x10000, None)
     );
     let r = atc.resps.lock().unwrap().clone();
     assert_eq!(
-        (r[0].rid, r[0].pasid, r[0].prg_index, r[0].lpig),
-        (dev, Some(5), 3, true)
+        (r[0].source, r[0].pasid, r[0].group, r[0].automatic),
+        (SourceId::Pci(dev), Some(5), 3, false)
     );
 
     // ATS translation request: blocked without DTE (0x44), answered with it.

@@ -37,9 +37,9 @@ pub trait IommuUnit: Send + Sync {
     fn acpi_table(&self, ioapic_id: u8) -> Vec<u8>;
     /// What the unit did, for `--stats`.
     fn stats(&self) -> String;
-    /// Where device-TLB invalidations and page group responses go (the
-    /// PASID test device's ATC); units without them ignore it.
-    fn set_device_notifier(&self, _n: Arc<dyn vtd_model::DeviceNotifier>) {}
+    /// Where ATC invalidations and page group responses go (the PASID test device's ATC,
+    /// through the endpoint seam of `iommu_emulator::endpoint`); units without them ignore it.
+    fn set_endpoint_port(&self, _n: Arc<dyn iommu_emulator::endpoint::EndpointPort>) {}
     /// The unit's interrupt remapping (None: the unit has none, or it is
     /// switched off in its properties).
     fn interrupt_remapper(&self) -> Option<Arc<dyn crate::kvm::irq::InterruptRemapper>> {
@@ -47,13 +47,8 @@ pub trait IommuUnit: Send + Sync {
     }
     /// Tell `router` when interrupt remapping entries change.
     fn set_interrupt_router(&self, _router: &Arc<crate::kvm::irq::IrqRouter>) {}
-    /// Where the PASID test device sends page requests (None: the unit has
-    /// no page request path).
-    fn page_request_port(
-        &self,
-        _ram: Arc<dyn GuestRam>,
-        _atc: Arc<crate::devices::pasid::atc::Atc>,
-    ) -> Option<Arc<dyn crate::devices::pasid::PageRequestPort>> {
+    /// Where endpoints send page requests (None: the unit has no page request path).
+    fn page_request_sink(&self) -> Option<Arc<dyn iommu_emulator::endpoint::PageRequestSink>> {
         None
     }
 }

@@ -320,7 +320,7 @@ impl Vtd {
             InvDesc::DevTlb(inv) => {
                 let n = self.notifier.read().ok().and_then(|g| g.clone());
                 match n {
-                    Some(n) => n.invalidate_device_tlb(&inv),
+                    Some(n) => n.invalidate_atc(&inv.to_endpoint()),
                     None => {
                         self.counters.unnotified.fetch_add(1, Ordering::Relaxed);
                     }
@@ -329,7 +329,7 @@ impl Vtd {
             InvDesc::PageGroupResponse(r) => {
                 let n = self.notifier.read().ok().and_then(|g| g.clone());
                 match n {
-                    Some(n) => n.page_group_response(&r),
+                    Some(n) => n.page_response(&r.to_endpoint()),
                     None => {
                         self.counters.unnotified.fetch_add(1, Ordering::Relaxed);
                     }

@@ -403,7 +403,7 @@ impl Vtd {
 
     /// Remap an MSI write (address, data) from `source` (VT-d 5.1). Takes
     /// the register lock only to record a fault; never call it from inside
-    /// a [`crate::DeviceNotifier`] callback.
+    /// an endpoint-port callback ([`iommu_emulator::endpoint::EndpointPort`]).
     pub fn remap_msi(
         &self,
         mem: &dyn GuestRam,

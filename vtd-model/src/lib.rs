@@ -5,8 +5,10 @@
 //! it). A pure state machine: register accesses ([`Vtd::mmio_read`],
 //! [`Vtd::mmio_write`]), DMA translation requests ([`Iommu::translate`]) and
 //! guest memory passed into each call; interrupts leave through an
-//! [`MsiSink`], device-TLB invalidations and page group responses through a
-//! [`DeviceNotifier`].
+//! [`MsiSink`], device-TLB invalidations and page group responses through the
+//! endpoints' [`EndpointPort`] (the model-independent seam of [`iommu_emulator::endpoint`]),
+//! page requests arrive through [`iommu_emulator::endpoint::PageRequestSink`] or
+//! [`Vtd::page_request`].
 //!
 //! What is implemented:
 //! - the register file (11.4) with CAP/ECAP derived from [`VtdConfig`];
@@ -26,9 +28,7 @@
 //!
 //! Deviations and later work: advanced fault logging, protected memory
 //! regions and MTRRs are not implemented (their capability bits are clear);
-//! the page request queue ([`prq`]) and interrupt remapping
-//! ([`irq_remap`]) keep their registers but have no behaviour yet; nested
-//! walks do not use the paging-structure caches; the XD bit is always honoured in
+//! nested walks do not use the paging-structure caches; the XD bit is always honoured in
 //! first-level entries (rev 4 removed NXE); device-TLB invalidations are
 //! delivered synchronously, so they complete before the next descriptor.
 //!
@@ -67,6 +67,7 @@ pub mod stats;
 pub mod structs;
 pub mod walk;
 
+use iommu_emulator::endpoint::EndpointPort;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -100,26 +101,13 @@ pub enum Error {
     Cache(#[from] CacheConfigError),
 }
 
-/// Receives what the IOMMU sends to devices: device-TLB (ATC)
-/// invalidations and page group responses (VT-d 6.5.2.5, 6.5.2.6, 6.5.2.10).
-///
-/// Called synchronously while the invalidation queue is processed (with the
-/// register lock held): the implementation must finish invalidating its ATC
-/// before returning and must not call back into the [`Vtd`].
-pub trait DeviceNotifier: Send + Sync {
-    /// Invalidate the device's ATC for the range.
-    fn invalidate_device_tlb(&self, inv: &DevTlbInvalidation);
-    /// Deliver a page group response.
-    fn page_group_response(&self, resp: &PageGroupResponse);
-}
-
 /// One emulated VT-d remapping hardware unit.
 pub struct Vtd {
     pub(crate) config: VtdConfig,
     pub(crate) caps: UnitCaps,
     pub(crate) nfr: usize,
     pub(crate) msi: Arc<dyn MsiSink>,
-    pub(crate) notifier: RwLock<Option<Arc<dyn DeviceNotifier>>>,
+    pub(crate) notifier: RwLock<Option<Arc<dyn EndpointPort>>>,
     pub(crate) lat: Latencies,
     pub(crate) regs: Mutex<RegFile>,
     /// GSTS.TES, readable without the register lock.
@@ -230,8 +218,11 @@ impl Vtd {
         &self.lat
     }
 
-    /// Where device-TLB invalidations and page group responses go.
-    pub fn set_device_notifier(&self, n: Arc<dyn DeviceNotifier>) {
+    /// Where device-TLB invalidations and page group responses go (the endpoints' side of
+    /// [`iommu_emulator::endpoint`]; called synchronously while the invalidation queue is
+    /// processed, with the register lock held: the port must finish invalidating before it
+    /// returns and must not call back into the [`Vtd`]).
+    pub fn set_device_notifier(&self, n: Arc<dyn EndpointPort>) {
         if let Ok(mut g) = self.notifier.write() {
             *g = Some(n);
         }

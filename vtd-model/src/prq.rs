@@ -20,7 +20,7 @@
 //!
 //! Responses the hardware generates are returned to the caller in the
 //! [`PageRequestOutcome`] instead of being sent through the
-//! [`crate::DeviceNotifier`], so a device never gets re-entered while it is
+//! the endpoint port ([`iommu_emulator::endpoint::EndpointPort`]), so a device never gets re-entered while it is
 //! sending. Responses software writes into the invalidation queue (page
 //! group response descriptors, 6.5.2.10) go to the notifier.
 //!
@@ -131,7 +131,7 @@ impl PageRequest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PageRequestOutcome {
     /// Written to the page request queue; software will respond through
-    /// the invalidation queue (to the [`crate::DeviceNotifier`]).
+    /// the invalidation queue (to the endpoint port).
     Queued,
     /// Not queued (queue full or PRO set); the hardware responded itself
     /// (Success: retry later). The device must treat this as the group's
@@ -223,9 +223,9 @@ pub fn on_prs_write(regs: &mut RegFile) {
 impl Vtd {
     /// A device sends a page request (PCIe PRI; VT-d 7.4, 7.5). Returns at
     /// once; the response comes later through
-    /// [`crate::DeviceNotifier::page_group_response`] when the request was
+    /// [`iommu_emulator::endpoint::EndpointPort::page_response`] when the request was
     /// queued, or now in the outcome when the hardware answered itself.
-    /// Must not be called from inside a `DeviceNotifier` callback.
+    /// Must not be called from inside an endpoint-port callback.
     pub fn page_request(&self, mem: &dyn GuestRam, req: &PageRequest) -> PageRequestOutcome {
         bump(&self.prq_counters.received);
         let mut msis: Vec<MsiMessage> = Vec::new();
@@ -335,6 +335,67 @@ impl Vtd {
     /// Page request counters.
     pub fn prq_stats(&self) -> PrqStats {
         self.prq_counters.snapshot()
+    }
+}
+
+/// The model-independent page request path (the seam of [`iommu_emulator::endpoint`]): the
+/// request becomes a VT-d page request descriptor for [`Vtd::page_request`] (7.5.1.1). A
+/// request whose source is not a PCI requester, or whose PASID does not fit 20 bits, fails the
+/// checks of 7.4 and is answered with Invalid Request when it is the last of its group.
+impl iommu_emulator::endpoint::PageRequestSink for Vtd {
+    fn page_request(
+        &self,
+        mem: &dyn GuestRam,
+        req: &iommu_emulator::endpoint::PageRequest,
+    ) -> iommu_emulator::endpoint::PageRequestOutcome {
+        use iommu_emulator::endpoint::{PageRequestOutcome as Out, PageResponse, PageResponseCode};
+        let pasid = match req.pasid {
+            Some(p) => iommu_emulator::Pasid::new(p).map(|pasid| {
+                Some(PasidTag {
+                    pasid,
+                    privileged: req.privileged,
+                    exec: req.exec,
+                })
+            }),
+            None => Some(None),
+        };
+        let (iommu_emulator::SourceId::Pci(rid), Some(pasid)) = (req.source, pasid) else {
+            bump(&self.prq_counters.received);
+            bump(&self.prq_counters.rejected);
+            return if req.last {
+                Out::Responded(PageResponse {
+                    source: req.source,
+                    pasid: req.pasid,
+                    group: req.group & 0x1ff,
+                    code: PageResponseCode::InvalidRequest,
+                    automatic: true,
+                })
+            } else {
+                Out::Dropped
+            };
+        };
+        let r = PageRequest {
+            rid,
+            pasid,
+            addr: req.addr,
+            read: req.read,
+            write: req.write,
+            lpig: req.last,
+            prg_index: req.group,
+            private_data: None,
+        };
+        let automatic = |resp: PageGroupResponse| {
+            let mut e = resp.to_endpoint();
+            e.automatic = true;
+            Out::Responded(e)
+        };
+        match Vtd::page_request(self, mem, &r) {
+            PageRequestOutcome::Queued => Out::Queued,
+            PageRequestOutcome::AutoResponded(resp) | PageRequestOutcome::Rejected(Some(resp)) => {
+                automatic(resp)
+            }
+            PageRequestOutcome::Dropped | PageRequestOutcome::Rejected(None) => Out::Dropped,
+        }
     }
 }
 

@@ -88,6 +88,33 @@ pub struct PageGroupResponse {
     pub raw: [u64; 2],
 }
 
+impl DevTlbInvalidation {
+    /// The model-independent form the endpoint receives (the PFSID of a VF is VT-d's own
+    /// routing detail and is not part of PCIe's ATS Invalidate Request).
+    pub fn to_endpoint(&self) -> iommu_emulator::endpoint::AtcInvalidation {
+        iommu_emulator::endpoint::AtcInvalidation {
+            source: iommu_emulator::SourceId::Pci(self.sid),
+            pasid: self.pasid,
+            global: self.global,
+            addr: self.addr,
+            size: self.size,
+        }
+    }
+}
+
+impl PageGroupResponse {
+    /// The model-independent form the endpoint receives.
+    pub fn to_endpoint(&self) -> iommu_emulator::endpoint::PageResponse {
+        iommu_emulator::endpoint::PageResponse {
+            source: iommu_emulator::SourceId::Pci(self.rid),
+            pasid: self.pasid,
+            group: self.prg_index,
+            code: iommu_emulator::endpoint::PageResponseCode::from_pcie(self.code),
+            automatic: false,
+        }
+    }
+}
+
 /// A decoded invalidation descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InvDesc {

@@ -166,18 +166,10 @@ impl IommuUnit for VtdUnit {
         self.vtd
             .set_ir_notifier(Arc::new(RouterNotifier(Arc::downgrade(router))));
     }
-    fn set_device_notifier(&self, n: Arc<dyn vtd_model::DeviceNotifier>) {
+    fn set_endpoint_port(&self, n: Arc<dyn iommu_emulator::endpoint::EndpointPort>) {
         self.vtd.set_device_notifier(n);
     }
-    fn page_request_port(
-        &self,
-        ram: Arc<dyn GuestRam>,
-        atc: Arc<crate::devices::pasid::atc::Atc>,
-    ) -> Option<Arc<dyn crate::devices::pasid::PageRequestPort>> {
-        Some(Arc::new(crate::devices::pasid::atc::VtdPageRequests {
-            vtd: self.vtd.clone(),
-            ram,
-            atc,
-        }))
+    fn page_request_sink(&self) -> Option<Arc<dyn iommu_emulator::endpoint::PageRequestSink>> {
+        Some(self.vtd.clone())
     }
 }

@@ -10,7 +10,11 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use iommu_emulator::{Perm, Rid};
+use iommu_emulator::endpoint::{
+    AtcInvalidation, EndpointPort, PageRequestOutcome, PageRequestSink,
+    PageResponse as EndpointPageResponse,
+};
+use iommu_emulator::{Perm, Rid, SourceId};
 
 /// ATC entries kept (oldest evicted first).
 pub const ATC_ENTRIES: usize = 64;
@@ -167,70 +171,72 @@ impl Atc {
     }
 }
 
-impl vtd_model::DeviceNotifier for Atc {
-    /// VT-d 6.5.2.5 / 6.5.2.6: device-TLB invalidations for this function.
-    fn invalidate_device_tlb(&self, inv: &vtd_model::DevTlbInvalidation) {
-        if inv.sid != self.rid {
+/// What the IOMMU sends this function (the seam of [`iommu_emulator::endpoint`], the same
+/// behind VT-d and SMMUv3): ATC invalidations (VT-d 6.5.2.5/6.5.2.6, SMMUv3 CMD_ATC_INV) and
+/// page group responses (VT-d 6.5.2.10, SMMUv3 CMD_PRI_RESP). Messages for other functions
+/// are ignored.
+impl EndpointPort for Atc {
+    fn invalidate_atc(&self, inv: &AtcInvalidation) {
+        if inv.source != SourceId::Pci(self.rid) {
             return;
         }
         let n = self.invalidate(inv.pasid, inv.global, inv.addr, inv.size);
         tracing::debug!(
-            "pasid-test: device-TLB invalidation pasid {:?} {:#x}+{:#x}: {n} entries",
+            "pasid-test: ATC invalidation pasid {:?} {:#x}+{:#x}: {n} entries",
             inv.pasid,
             inv.addr,
             inv.size
         );
     }
 
-    /// VT-d 6.5.2.10: page group response.
-    fn page_group_response(&self, resp: &vtd_model::PageGroupResponse) {
-        if resp.rid != self.rid {
+    fn page_response(&self, resp: &EndpointPageResponse) {
+        if resp.source != SourceId::Pci(self.rid) {
             return;
         }
         self.deliver_response(PageResponse {
             pasid: resp.pasid,
-            prg_index: resp.prg_index,
-            code: resp.code,
+            prg_index: resp.group,
+            code: resp.code.pcie(),
         });
     }
 }
 
-/// Page requests into a VT-d model's page request queue (VT-d 7.5); its
-/// answers come back through the [`Atc`] as the device notifier, or at once
-/// when the hardware responds itself.
-pub struct VtdPageRequests {
-    /// The IOMMU.
-    pub vtd: std::sync::Arc<vtd_model::Vtd>,
+/// Page requests into an IOMMU unit's page request queue (VT-d 7.5, SMMUv3 8) through its
+/// [`PageRequestSink`]; answers come back through the [`Atc`] as the endpoint port, or at once
+/// when the unit responds itself.
+pub struct UnitPageRequests {
+    /// The unit's page request path.
+    pub sink: std::sync::Arc<dyn PageRequestSink>,
     /// Guest memory the queue lives in.
     pub ram: std::sync::Arc<dyn iommu_emulator::GuestRam>,
-    /// The device's inbox for hardware-generated responses.
+    /// The device's ATC and inbox (for its requester ID and immediate responses).
     pub atc: std::sync::Arc<Atc>,
 }
 
-impl super::PageRequestPort for VtdPageRequests {
+impl super::PageRequestPort for UnitPageRequests {
     fn page_request(&self, req: &super::PageRequest) -> bool {
-        use vtd_model::prq::{PageRequest as VtdReq, PageRequestOutcome};
-        let r = VtdReq {
-            rid: self.atc.rid(),
-            pasid: req.pasid,
+        let r = iommu_emulator::endpoint::PageRequest {
+            source: SourceId::Pci(self.atc.rid()),
+            pasid: req.pasid.map(|t| t.pasid.get()),
+            privileged: req.pasid.is_some_and(|t| t.privileged),
+            exec: req.pasid.is_some_and(|t| t.exec),
             addr: req.addr,
             read: req.read,
             write: req.write,
-            lpig: req.last,
-            prg_index: req.prg_index,
-            private_data: None,
+            last: req.last,
+            group: req.prg_index,
         };
-        match self.vtd.page_request(self.ram.as_ref(), &r) {
+        match self.sink.page_request(self.ram.as_ref(), &r) {
             PageRequestOutcome::Queued => true,
-            PageRequestOutcome::AutoResponded(resp) | PageRequestOutcome::Rejected(Some(resp)) => {
+            PageRequestOutcome::Responded(resp) => {
                 self.atc.deliver_response(PageResponse {
                     pasid: resp.pasid,
-                    prg_index: resp.prg_index,
-                    code: resp.code,
+                    prg_index: resp.group,
+                    code: resp.code.pcie(),
                 });
                 true
             }
-            PageRequestOutcome::Dropped | PageRequestOutcome::Rejected(None) => false,
+            PageRequestOutcome::Dropped => false,
         }
     }
 }

@@ -11,7 +11,7 @@
 //!   requests, ATS translation requests and translated requests) tagged
 //!   with the queue's PASID; data moves at the addresses the IOMMU returns.
 //! - [`atc::Atc`]: the address translation cache and the page-response
-//!   inbox; implements `vtd_model::DeviceNotifier`.
+//!   inbox; implements the endpoint port of `iommu_emulator::endpoint` (either IOMMU model).
 //! - Interrupts leave as a bit mask of MSI-X vectors returned by each
 //!   register access, so the device needs no interrupt object; page requests
 //!   leave through [`PageRequestPort`].

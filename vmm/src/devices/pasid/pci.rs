@@ -279,11 +279,11 @@ pub fn plug(
     let space = DeviceAddressSpace::new(translator, ram.clone(), source);
     let atc = Arc::new(super::atc::Atc::new(rid));
     if let Some(u) = unit {
-        u.set_device_notifier(atc.clone());
+        u.set_endpoint_port(atc.clone());
     }
     let mut dev = PasidDevice::new(space, ram.clone(), atc.clone());
-    if let Some(port) = unit.and_then(|u| u.page_request_port(ram, atc)) {
-        dev.set_page_request_port(port);
+    if let Some(sink) = unit.and_then(|u| u.page_request_sink()) {
+        dev.set_page_request_port(Arc::new(super::atc::UnitPageRequests { sink, ram, atc }));
     }
     let mut p = PasidPci::new(dev, msi);
     p.config.set_bar_addr(0, bar0);
