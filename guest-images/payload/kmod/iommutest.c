@@ -41,6 +41,7 @@
 #define DMAR_GSTS_REG 0x1c		/* 11.4.5 Global Status Register */
 #define DMAR_RTADDR_REG 0x20		/* 11.4.6 Root Table Address Register */
 #define ECAP_SMTS (1ULL << 43)		/* Scalable Mode Translation Support */
+#define ECAP_QI (1ULL << 1)		/* Queued Invalidation support */
 #define GSTS_TES (1U << 31)		/* Translation Enable Status */
 #define GSTS_QIES (1U << 26)		/* Queued Invalidation Enable Status */
 #define GSTS_IRES (1U << 25)		/* Interrupt Remapping Enable Status */
@@ -225,6 +226,9 @@ static void test_dmar_registers(struct seq_file *m)
 			   ecap);
 	else if (ttm == 1)
 		seq_printf(m, "IOMMUTEST kmod_scalable_mode PASS RTADDR.TTM=01 (scalable), ecap=%#llx\n", ecap);
+	else if (!(ecap & ECAP_QI))
+		seq_printf(m, "IOMMUTEST kmod_scalable_mode SKIP Linux runs scalable mode only with queued invalidation (ECAP.QI=0, ecap=%#llx): --iommu ...,qi=on\n",
+			   ecap);
 	else if (sm_asked)
 		seq_printf(m, "IOMMUTEST kmod_scalable_mode FAIL scalable mode asked and ECAP.SMTS=1, but RTADDR.TTM=%u\n",
 			   ttm);
@@ -351,6 +355,8 @@ static const char *pt_no_pasid_reason(struct pt_dev *p)
 		return "no Intel IOMMU (dmar) unit registered: no requests with PASID";
 	if (!(p->ecap & ECAP_SMTS))
 		return "the IOMMU has no scalable mode (ECAP.SMTS=0): no requests with PASID; --iommu intel-iommu,x-scalable-mode=on";
+	if (!p->scalable && !(p->ecap & ECAP_QI))
+		return "Linux runs scalable mode only with queued invalidation (ECAP.QI=0): no requests with PASID; --iommu ...,qi=on";
 	if (!p->scalable)
 		return "the kernel did not put the IOMMU in scalable mode (RTADDR.TTM!=01): no requests with PASID; intel_iommu=sm_on";
 	if (!(p->ecap & ECAP_PASID))
@@ -552,6 +558,20 @@ static void pt_fault_needle(char *buf, size_t len, const struct pt_fault_want *w
 #endif
 }
 
+/* The same line with the PCI domain before the requester's bus ("[0000:00:02.0]"). */
+static void pt_fault_needle_domain(char *buf, size_t len, const char *needle)
+{
+	const char *at = strstr(needle, "Request device [");
+	size_t head;
+
+	if (!at) {
+		strscpy(buf, needle, len);
+		return;
+	}
+	head = at - needle + strlen("Request device [");
+	snprintf(buf, len, "%.*s%04x:%s", (int)head, needle, pci_domain_nr(pt.pdev->bus), needle + head);
+}
+
 /*
  * The fault reason for a DMA to an IOVA the domain does not map. In scalable mode with
  * ECAP.FLTS, 5.10 builds first-level tables for every domain; 6.1 and 6.12 build them for
@@ -565,7 +585,12 @@ static u8 pt_np_reason(bool unmanaged, bool read)
 
 	if (!pt.scalable)
 		return read ? VTD_FR_READ : VTD_FR_WRITE;
-	if (LINUX_VERSION_CODE >= KERNEL_VERSION(6, 1, 0) && unmanaged)
+	/*
+	 * Measured: 6.1 and 6.12 give paging domains second-level tables, 7.3 first-level ones
+	 * (when the unit has FLTS); the switch lies between 6.12 and 7.3 (6.15 assumed).
+	 */
+	if (LINUX_VERSION_CODE >= KERNEL_VERSION(6, 1, 0) &&
+	    LINUX_VERSION_CODE < KERNEL_VERSION(6, 15, 0) && unmanaged)
 		fl = false;
 	return fl ? VTD_FR_SM_FL_NP : VTD_FR_SM_SL_NP;
 }
@@ -598,13 +623,15 @@ static void pt_pace_fault(void)
 static void pt_expect_fault(struct seq_file *m, struct pt_dev *p, const char *name, int n,
 			    struct pt_mem *mm, u64 dst, const struct pt_fault_want *w)
 {
-	char needle[160];
+	char needle[160], needle2[176];
 	u32 err = 0, es = 0, wst;
 	u64 fa = 0, mark = 0;
 	int st, i, attempt;
 	bool logged = false;
 
 	pt_fault_needle(needle, sizeof(needle), w);
+	/* 7.3 prints the requester with its PCI domain ("[0000:00:02.0]"), 6.12 without. */
+	pt_fault_needle_domain(needle2, sizeof(needle2), needle);
 	for (attempt = 0; attempt < 2 && !logged; attempt++) {
 		if (attempt) {
 			/*
@@ -639,7 +666,8 @@ static void pt_expect_fault(struct seq_file *m, struct pt_dev *p, const char *na
 			return;
 		}
 		for (i = 0; i < 200 && !logged; i++) {
-			logged = pt_klog_find(mark, needle, NULL, 0);
+			logged = pt_klog_find(mark, needle, NULL, 0) ||
+				 pt_klog_find(mark, needle2, NULL, 0);
 			if (!logged)
 				msleep(10);
 		}
