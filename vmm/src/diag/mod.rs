@@ -22,9 +22,12 @@
 //! triple fault; before that, [`postmortem::prepare_shutdown_report`] keeps a handle on guest
 //! memory and, with `--kvm-trace`, turns on the host's KVM tracepoints once.
 //!
-//! Not this module's: the devices and the interrupt router keep their own state locks (one
-//! per device on the buses; the router's route table, `kvm::irq::IrqRouter`, is one lock per
-//! VM taken for each interrupt sent). The recorder adds no lock to any of these paths.
+//! Not this module's: the devices keep their own state locks (one per device on the buses).
+//! An MSI/MSI-X on a route already resolved goes out through the function's cached irqfd
+//! with only that function's lock (`kvm::irq::DeviceMsi`); the router's lock (one per VM) is
+//! taken only to resolve a new or invalidated route, for IOAPIC pins, and for statistics. So
+//! no lock shared by all vCPUs sits on the exit, interrupt or DMA path in the steady state.
+//! The recorder adds no lock to any of these paths.
 
 pub mod postmortem;
 pub mod recorder;
