@@ -446,9 +446,7 @@ impl IrqRouter {
             Some(i) => i,
             None => self.new_msi_route(st, source, msg),
         };
-        let Some(m) = st.msis.get_mut(idx) else {
-            return None;
-        };
+        let m = st.msis.get_mut(idx)?;
         m.last_use = now;
         let res = self.resolve(&mut st.stats, &mut m.route, || match &self.remapper {
             Some(r) => r.remap_msi(self.ram.as_ref(), source, msg),
