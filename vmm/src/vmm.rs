@@ -109,27 +109,7 @@ pub fn preflight(args: &Args) -> Result<()> {
         }
         None => args,
     };
-    let kernel = args.kernel.as_ref().ok_or(Error::MissingKernel)?;
-    std::fs::File::open(kernel).map_err(|source| Error::KernelUnreadable {
-        path: kernel.clone(),
-        source,
-    })?;
-    if let Some(p) = &args.initrd {
-        std::fs::File::open(p).map_err(|source| Error::InitrdUnreadable {
-            path: p.clone(),
-            source,
-        })?;
-    }
-    for d in &args.disk {
-        OpenOptions::new()
-            .read(true)
-            .write(!d.readonly)
-            .open(&d.path)
-            .map_err(|source| Error::DiskUnreadable {
-                path: d.path.clone(),
-                source,
-            })?;
-    }
+    open_host_files(args)?;
     iommu::validate(args.iommu.as_ref().unwrap_or(&IommuSpec::None))
 }
 
@@ -141,19 +121,38 @@ struct Inputs {
     trace: Option<Arc<TraceWriter<std::fs::File>>>,
 }
 
-impl Inputs {
-    fn open(args: &Args) -> Result<Self> {
-        let kernel = args.kernel.clone().ok_or(Error::MissingKernel)?;
-        std::fs::File::open(&kernel).map_err(|source| Error::KernelUnreadable {
-            path: kernel.clone(),
+/// Opens the kernel, initrd and disks named on the command line (the checks [`preflight`]
+/// and [`run`] share): the kernel's path and each disk with its read-only flag.
+fn open_host_files(args: &Args) -> Result<(std::path::PathBuf, Vec<(std::fs::File, bool)>)> {
+    let kernel = args.kernel.clone().ok_or(Error::MissingKernel)?;
+    std::fs::File::open(&kernel).map_err(|source| Error::KernelUnreadable {
+        path: kernel.clone(),
+        source,
+    })?;
+    if let Some(p) = &args.initrd {
+        std::fs::File::open(p).map_err(|source| Error::InitrdUnreadable {
+            path: p.clone(),
             source,
         })?;
-        if let Some(p) = &args.initrd {
-            std::fs::File::open(p).map_err(|source| Error::InitrdUnreadable {
-                path: p.clone(),
+    }
+    let mut disks = Vec::new();
+    for d in &args.disk {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(!d.readonly)
+            .open(&d.path)
+            .map_err(|source| Error::DiskUnreadable {
+                path: d.path.clone(),
                 source,
             })?;
-        }
+        disks.push((f, d.readonly));
+    }
+    Ok((kernel, disks))
+}
+
+impl Inputs {
+    fn open(args: &Args) -> Result<Self> {
+        let (kernel, files) = open_host_files(args)?;
         let iommu = args.iommu.clone().unwrap_or(IommuSpec::None);
         iommu::validate(&iommu)?;
         let mut disks = Vec::new();
@@ -162,17 +161,7 @@ impl Inputs {
                 memfd_with(&builtin_disk_content(len)).map_err(io("creating the built-in disk"))?;
             disks.push((f, true));
         }
-        for d in &args.disk {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(!d.readonly)
-                .open(&d.path)
-                .map_err(|source| Error::DiskUnreadable {
-                    path: d.path.clone(),
-                    source,
-                })?;
-            disks.push((f, d.readonly));
-        }
+        disks.extend(files);
         let trace = match &args.trace {
             Some(p) => {
                 let f = std::fs::File::create(p).map_err(|source| Error::Io {
