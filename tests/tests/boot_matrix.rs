@@ -1,7 +1,8 @@
 //! The payload over a matrix of IOMMU configurations (issue 14, item 3): `iommu-vmm --guest
 //! 6.1` with the PASID test device under no IOMMU, VT-d in legacy mode (strict and
 //! pass-through), in scalable mode with second-level and first-level tables, without page
-//! requests and ATS, with 5-level tables (`aw-bits=57`) and with a 5-bit PASID space, all in one
+//! requests and ATS, with 5-level tables (`aw-bits=57`) and with a 5-bit PASID space, and the
+//! newest Debian kernel (`--guest latest`, 7.3) with `--guest`'s defaults, all in one
 //! batch of the nested runner (one L1 boot unless it has to retry; directly on hardware KVM).
 //!
 //! For each configuration the table below names EXACTLY which payload tests PASS and which
@@ -78,6 +79,32 @@ const SVA: &[&str] = &[
     "sva_user_dma",
     "sva_user_pri",
     "sva_user_unbind",
+];
+
+/// The 6.12+ mdev flow: two mdevs, each a work queue with a paging domain attached at a PASID.
+const MDEV: &[&str] = &[
+    "kmod_scalable_mode",
+    "pasid_neg_unmapped_iova",
+    "pasid_neg_readonly",
+    "pasid_neg_not_attached",
+    "mdev_parent",
+    "mdev_create",
+    "mdev_attach",
+    "mdev_domain_for_mdev",
+    "mdev_domain_for_parent",
+    "mdev_dma_0",
+    "mdev_dma_1",
+    "mdev_isolation",
+    "mdev_detach_faults",
+    "mdev_other_after_detach",
+    "mdev_remove",
+];
+/// The dmar PMU around a DMA workload (6.3+, `x-perfmon=on`: `--guest`'s default there).
+const PERF: &[&str] = &[
+    "perf_dmar_pmu",
+    "perf_iotlb",
+    "perf_caches",
+    "perf_quiet_events",
 ];
 
 /// What `--stats` printed.
@@ -290,6 +317,16 @@ const CONFIGS: &[Config] = &[
         iommu: "intel-iommu,x-scalable-mode=on,pasid-bits=5,device-iotlb=on,x-prs=on",
         append: "",
         pass: &[BASE, VTD, SCALABLE, SVA],
+        skip: &["iommufd_pasid"],
+        reasons: &[IOMMUFD],
+        stats: scalable_fl,
+    },
+    Config {
+        name: "latest-default",
+        guest: "latest",
+        iommu: "",
+        append: "",
+        pass: &[BASE, VTD, MDEV, PERF],
         skip: &["iommufd_pasid"],
         reasons: &[IOMMUFD],
         stats: scalable_fl,
