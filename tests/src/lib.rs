@@ -138,3 +138,129 @@ pub fn initrd_with_files(image_initramfs: &Path, dir: &Path, files: &[(&str, &[u
     std::fs::write(&initrd, combined).expect("write initrd");
     initrd
 }
+
+/// What `iommu-vmm --stats` printed about the VT-d unit, and the checks boot tests make of it
+/// per IOMMU mode (one copy for `boot_linux` and `boot_matrix`).
+pub mod vtd_stats {
+    /// Numbers from `--stats`.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct VtdStats {
+        /// A `vt-d:` line was printed (there is a VT-d unit).
+        pub present: bool,
+        /// Translations.
+        pub translations: u64,
+        /// Faults (the number after "translations,").
+        pub faults: u64,
+        /// Invalidation-queue descriptor errors.
+        pub queue_errors: u64,
+        /// PASID-cache lookups.
+        pub pasid_lookups: u64,
+        /// First-level paging-structure cache lookups.
+        pub fl_lookups: u64,
+        /// Second-level paging-structure cache lookups.
+        pub sl_lookups: u64,
+    }
+
+    fn number_after(line: &str, key: &str) -> Option<u64> {
+        let rest = line.split(key).nth(1)?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .find(|w| !w.is_empty())?
+            .parse()
+            .ok()
+    }
+
+    impl VtdStats {
+        /// Parses the VMM's stderr.
+        pub fn parse(stderr: &str) -> Self {
+            let mut s = VtdStats::default();
+            for l in stderr.lines() {
+                let t = l.trim();
+                if t.starts_with("vt-d:") {
+                    s.present = true;
+                    s.translations = number_after(t, "vt-d:").unwrap_or(0);
+                    s.faults = number_after(t, "translations,").unwrap_or(0);
+                } else if t.starts_with("cache    pasid:") {
+                    s.pasid_lookups = number_after(t, "lookups").unwrap_or(0);
+                } else if t.starts_with("cache   fl-pwc:") {
+                    s.fl_lookups = number_after(t, "lookups").unwrap_or(0);
+                } else if t.starts_with("cache   sl-pwc:") {
+                    s.sl_lookups = number_after(t, "lookups").unwrap_or(0);
+                } else if t.starts_with("queue:") {
+                    s.queue_errors = number_after(t, "descriptors,").unwrap_or(0);
+                }
+            }
+            s
+        }
+    }
+
+    /// The unit translated something.
+    pub fn translated(s: &VtdStats) -> Result<(), String> {
+        if !s.present {
+            return Err("no VT-d statistics in --stats output".into());
+        }
+        if s.translations == 0 {
+            return Err("the VT-d model translated nothing".into());
+        }
+        Ok(())
+    }
+
+    /// Legacy mode: second-level walks, no PASID tables.
+    pub fn legacy(s: &VtdStats) -> Result<(), String> {
+        translated(s)?;
+        if s.pasid_lookups != 0 || s.sl_lookups == 0 {
+            return Err(format!(
+                "legacy mode must walk second-level tables only: {s:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Scalable mode, second level: PASID and second-level walks, no first-level.
+    pub fn scalable_sl(s: &VtdStats) -> Result<(), String> {
+        translated(s)?;
+        if s.pasid_lookups == 0 || s.sl_lookups == 0 || s.fl_lookups != 0 {
+            return Err(format!(
+                "scalable second-level: PASID and second-level walks, no first-level: {s:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Scalable mode, first level: PASID and first-level walks.
+    pub fn scalable_fl(s: &VtdStats) -> Result<(), String> {
+        translated(s)?;
+        if s.pasid_lookups == 0 || s.fl_lookups == 0 {
+            return Err(format!(
+                "scalable first-level: PASID and first-level walks: {s:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Pass-through: a unit is there (it may translate nothing).
+    pub fn passthrough(s: &VtdStats) -> Result<(), String> {
+        if !s.present {
+            return Err("no VT-d statistics in --stats output".into());
+        }
+        Ok(())
+    }
+
+    /// `--iommu none`: no unit.
+    pub fn none(s: &VtdStats) -> Result<(), String> {
+        if s.present {
+            return Err("--iommu none printed VT-d statistics".into());
+        }
+        Ok(())
+    }
+
+    /// Garbage written into the unit's registers produced a fault or a queue error.
+    pub fn garbage(s: &VtdStats) -> Result<(), String> {
+        passthrough(s)?;
+        if s.faults.saturating_add(s.queue_errors) == 0 {
+            return Err(
+                "garbage in the VT-d registers produced no fault and no queue error".into(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -20,6 +20,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use iommu_tests::vtd_stats::{self, VtdStats};
 use iommu_vmm::exit::{STATUS_GUEST_PANIC, STATUS_TRIPLE_FAULT};
 use iommu_vmm::nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
 
@@ -50,121 +51,10 @@ struct Mode {
     iommu: &'static str,
     append: &'static str,
     /// Check of the VMM's `--stats` output.
-    stats: fn(&Stats) -> Result<(), String>,
+    stats: fn(&VtdStats) -> Result<(), String>,
     /// The kernel log line that shows the mode took effect.
     dmesg: Option<&'static str>,
     garbage: bool,
-}
-
-/// Numbers from `--stats`.
-#[derive(Debug, Default)]
-struct Stats {
-    translations: u64,
-    faults: u64,
-    queue_errors: u64,
-    pasid_lookups: u64,
-    fl_lookups: u64,
-    sl_lookups: u64,
-    present: bool,
-}
-
-fn number_after(line: &str, key: &str) -> Option<u64> {
-    let rest = line.split(key).nth(1)?;
-    rest.split(|c: char| !c.is_ascii_digit())
-        .find(|w| !w.is_empty())?
-        .parse()
-        .ok()
-}
-
-fn parse_stats(stderr: &str) -> Stats {
-    let mut s = Stats::default();
-    for l in stderr.lines() {
-        let t = l.trim();
-        if t.starts_with("vt-d:") {
-            s.present = true;
-            s.translations = number_after(t, "vt-d:").unwrap_or(0);
-            s.faults = number_after(t, "translations,").unwrap_or(0);
-        } else if t.starts_with("cache    pasid:") {
-            s.pasid_lookups = number_after(t, "lookups").unwrap_or(0);
-        } else if t.starts_with("cache   fl-pwc:") {
-            s.fl_lookups = number_after(t, "lookups").unwrap_or(0);
-        } else if t.starts_with("cache   sl-pwc:") {
-            s.sl_lookups = number_after(t, "lookups").unwrap_or(0);
-        } else if t.starts_with("queue:") {
-            s.queue_errors = number_after(t, "descriptors,").unwrap_or(0);
-        }
-    }
-    s
-}
-
-fn translated(s: &Stats) -> Result<(), String> {
-    if !s.present {
-        return Err("no VT-d statistics in --stats output".into());
-    }
-    if s.translations == 0 {
-        return Err("the VT-d model translated nothing".into());
-    }
-    Ok(())
-}
-
-fn legacy_stats(s: &Stats) -> Result<(), String> {
-    translated(s)?;
-    if s.pasid_lookups != 0 {
-        return Err(format!(
-            "legacy mode used PASID tables ({} lookups)",
-            s.pasid_lookups
-        ));
-    }
-    if s.sl_lookups == 0 {
-        return Err("legacy mode walked no second-level tables".into());
-    }
-    Ok(())
-}
-
-fn scalable_sl_stats(s: &Stats) -> Result<(), String> {
-    translated(s)?;
-    if s.pasid_lookups == 0 || s.sl_lookups == 0 || s.fl_lookups != 0 {
-        return Err(format!(
-            "scalable second-level: pasid {} sl {} fl {} lookups",
-            s.pasid_lookups, s.sl_lookups, s.fl_lookups
-        ));
-    }
-    Ok(())
-}
-
-fn scalable_fl_stats(s: &Stats) -> Result<(), String> {
-    translated(s)?;
-    if s.pasid_lookups == 0 || s.fl_lookups == 0 {
-        return Err(format!(
-            "scalable first-level: pasid {} fl {} lookups",
-            s.pasid_lookups, s.fl_lookups
-        ));
-    }
-    Ok(())
-}
-
-fn pt_stats(s: &Stats) -> Result<(), String> {
-    if !s.present {
-        return Err("no VT-d statistics in --stats output".into());
-    }
-    Ok(())
-}
-
-fn none_stats(s: &Stats) -> Result<(), String> {
-    if s.present {
-        return Err("--iommu none printed VT-d statistics".into());
-    }
-    Ok(())
-}
-
-fn garbage_stats(s: &Stats) -> Result<(), String> {
-    if !s.present {
-        return Err("no VT-d statistics in --stats output".into());
-    }
-    if s.faults + s.queue_errors == 0 {
-        return Err("garbage in the VT-d registers produced no fault and no queue error".into());
-    }
-    Ok(())
 }
 
 const MODES: &[Mode] = &[
@@ -172,7 +62,7 @@ const MODES: &[Mode] = &[
         name: "legacy",
         iommu: "intel-iommu",
         append: "intel_iommu=on iommu.strict=1",
-        stats: legacy_stats,
+        stats: vtd_stats::legacy,
         dmesg: Some("DMAR: IOMMU enabled"),
         garbage: false,
     },
@@ -180,7 +70,7 @@ const MODES: &[Mode] = &[
         name: "scalable-sl",
         iommu: "intel-iommu,x-scalable-mode=on,x-flts=off",
         append: "intel_iommu=on,sm_on iommu.strict=1",
-        stats: scalable_sl_stats,
+        stats: vtd_stats::scalable_sl,
         dmesg: Some("DMAR: IOMMU enabled"),
         garbage: false,
     },
@@ -188,7 +78,7 @@ const MODES: &[Mode] = &[
         name: "scalable-fl",
         iommu: "intel-iommu,x-scalable-mode=on",
         append: "intel_iommu=on,sm_on iommu.strict=1",
-        stats: scalable_fl_stats,
+        stats: vtd_stats::scalable_fl,
         dmesg: Some("DMAR: IOMMU enabled"),
         garbage: false,
     },
@@ -196,7 +86,7 @@ const MODES: &[Mode] = &[
         name: "pt",
         iommu: "intel-iommu",
         append: "intel_iommu=on iommu=pt",
-        stats: pt_stats,
+        stats: vtd_stats::passthrough,
         dmesg: Some("Default domain type: Passthrough"),
         garbage: false,
     },
@@ -204,7 +94,7 @@ const MODES: &[Mode] = &[
         name: "none",
         iommu: "none",
         append: "",
-        stats: none_stats,
+        stats: vtd_stats::none,
         dmesg: None,
         garbage: false,
     },
@@ -214,7 +104,7 @@ const MODES: &[Mode] = &[
         // the console's interrupts (the markers' only way out) would be lost with it on.
         iommu: "intel-iommu,intremap=off",
         append: "intel_iommu=on iommu.strict=1 iomem=relaxed",
-        stats: garbage_stats,
+        stats: vtd_stats::garbage,
         dmesg: Some("DMAR: IOMMU enabled"),
         garbage: true,
     },
@@ -497,7 +387,7 @@ fn boot_linux_6_1_each_iommu_mode_reads_and_writes_disk_through_vtd() {
                 g => fail(format!("virtio-blk is in no IOMMU group ({g:?})")),
             }
         }
-        if let Err(e) = (m.stats)(&parse_stats(&job.stderr)) {
+        if let Err(e) = (m.stats)(&VtdStats::parse(&job.stderr)) {
             fail(format!("{e}\nstderr:\n{}", job.stderr));
         }
         if m.garbage {

@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use iommu_tests::vtd_stats::{self, VtdStats};
 use iommu_vmm::exit::STATUS_TRIPLE_FAULT;
 use iommu_vmm::nested::{Job, NestedMode, RunnerOptions, run_batch};
 
@@ -37,7 +38,7 @@ struct Config {
     /// (SKIP test, text its reason must contain).
     reasons: &'static [(&'static str, &'static str)],
     /// Check of the `--stats` report.
-    stats: fn(&Stats) -> Result<(), String>,
+    stats: fn(&VtdStats) -> Result<(), String>,
 }
 
 /// Every 6.1 run: boot, payload, disk, the kernel-side basics.
@@ -107,84 +108,6 @@ const PERF: &[&str] = &[
     "perf_quiet_events",
 ];
 
-/// What `--stats` printed.
-#[derive(Debug, Default)]
-struct Stats {
-    present: bool,
-    translations: u64,
-    pasid_lookups: u64,
-    fl_lookups: u64,
-    sl_lookups: u64,
-}
-
-fn number_after(line: &str, key: &str) -> Option<u64> {
-    let rest = line.split(key).nth(1)?;
-    rest.split(|c: char| !c.is_ascii_digit())
-        .find(|w| !w.is_empty())?
-        .parse()
-        .ok()
-}
-
-fn parse_stats(stderr: &str) -> Stats {
-    let mut s = Stats::default();
-    for l in stderr.lines() {
-        let t = l.trim();
-        if t.starts_with("vt-d:") {
-            s.present = true;
-            s.translations = number_after(t, "vt-d:").unwrap_or(0);
-        } else if t.starts_with("cache    pasid:") {
-            s.pasid_lookups = number_after(t, "lookups").unwrap_or(0);
-        } else if t.starts_with("cache   fl-pwc:") {
-            s.fl_lookups = number_after(t, "lookups").unwrap_or(0);
-        } else if t.starts_with("cache   sl-pwc:") {
-            s.sl_lookups = number_after(t, "lookups").unwrap_or(0);
-        }
-    }
-    s
-}
-
-fn no_vtd(s: &Stats) -> Result<(), String> {
-    if s.present {
-        return Err("--iommu none printed VT-d statistics".into());
-    }
-    Ok(())
-}
-
-fn legacy(s: &Stats) -> Result<(), String> {
-    if !s.present || s.translations == 0 {
-        return Err(format!("legacy: no translations ({s:?})"));
-    }
-    if s.pasid_lookups != 0 || s.sl_lookups == 0 {
-        return Err(format!("legacy must walk second-level tables only: {s:?}"));
-    }
-    Ok(())
-}
-
-fn passthrough(s: &Stats) -> Result<(), String> {
-    if !s.present {
-        return Err("no VT-d statistics".into());
-    }
-    Ok(())
-}
-
-fn scalable_sl(s: &Stats) -> Result<(), String> {
-    if s.translations == 0 || s.pasid_lookups == 0 || s.sl_lookups == 0 || s.fl_lookups != 0 {
-        return Err(format!(
-            "scalable second-level: PASID and second-level walks, no first-level: {s:?}"
-        ));
-    }
-    Ok(())
-}
-
-fn scalable_fl(s: &Stats) -> Result<(), String> {
-    if s.translations == 0 || s.pasid_lookups == 0 || s.fl_lookups == 0 {
-        return Err(format!(
-            "scalable first-level: PASID and first-level walks: {s:?}"
-        ));
-    }
-    Ok(())
-}
-
 /// The iommufd test SKIPs on every Debian kernel (none sets CONFIG_IOMMUFD).
 const IOMMUFD: (&str, &str) = ("iommufd_pasid", "kernel has no CONFIG_IOMMUFD");
 const PRS_ATS: &str = "needs ECAP.PRS and ATS (ECAP.DT): --iommu ...,device-iotlb=on,x-prs=on";
@@ -220,7 +143,7 @@ const CONFIGS: &[Config] = &[
             ("sva_user", "device-iotlb=on,x-prs=on"),
             IOMMUFD,
         ],
-        stats: no_vtd,
+        stats: vtd_stats::none,
     },
     Config {
         name: "legacy-strict",
@@ -240,7 +163,7 @@ const CONFIGS: &[Config] = &[
             ("sva_user", "x-scalable-mode=on"),
             IOMMUFD,
         ],
-        stats: legacy,
+        stats: vtd_stats::legacy,
     },
     Config {
         name: "legacy-pt",
@@ -261,7 +184,7 @@ const CONFIGS: &[Config] = &[
             ("pasid_flows", "x-scalable-mode=on"),
             IOMMUFD,
         ],
-        stats: passthrough,
+        stats: vtd_stats::passthrough,
     },
     Config {
         name: "scalable-sl",
@@ -275,7 +198,7 @@ const CONFIGS: &[Config] = &[
             ("sva_user", "x-flts=on"),
             IOMMUFD,
         ],
-        stats: scalable_sl,
+        stats: vtd_stats::scalable_sl,
     },
     Config {
         name: "scalable-fl",
@@ -285,7 +208,7 @@ const CONFIGS: &[Config] = &[
         pass: &[BASE, VTD, SCALABLE, SVA],
         skip: &["iommufd_pasid"],
         reasons: &[IOMMUFD],
-        stats: scalable_fl,
+        stats: vtd_stats::scalable_fl,
     },
     Config {
         name: "scalable-no-prs-ats",
@@ -299,7 +222,7 @@ const CONFIGS: &[Config] = &[
             ("sva_user", PRS_ATS),
             IOMMUFD,
         ],
-        stats: scalable_fl,
+        stats: vtd_stats::scalable_fl,
     },
     Config {
         name: "5-level",
@@ -309,7 +232,7 @@ const CONFIGS: &[Config] = &[
         pass: &[BASE, VTD, SCALABLE, SVA],
         skip: &["iommufd_pasid"],
         reasons: &[IOMMUFD],
-        stats: scalable_fl,
+        stats: vtd_stats::scalable_fl,
     },
     Config {
         name: "pasid-5-bits",
@@ -319,7 +242,7 @@ const CONFIGS: &[Config] = &[
         pass: &[BASE, VTD, SCALABLE, SVA],
         skip: &["iommufd_pasid"],
         reasons: &[IOMMUFD],
-        stats: scalable_fl,
+        stats: vtd_stats::scalable_fl,
     },
     Config {
         name: "latest-default",
@@ -329,7 +252,7 @@ const CONFIGS: &[Config] = &[
         pass: &[BASE, VTD, MDEV, PERF],
         skip: &["iommufd_pasid"],
         reasons: &[IOMMUFD],
-        stats: scalable_fl,
+        stats: vtd_stats::scalable_fl,
     },
 ];
 
@@ -520,7 +443,7 @@ fn boot_matrix_payload_pass_and_skip_sets_per_iommu_configuration() {
         if job.status() != Some(0) {
             bad.push(format!("exit status {:?}", job.outcome));
         }
-        if let Err(e) = (c.stats)(&parse_stats(&job.stderr)) {
+        if let Err(e) = (c.stats)(&VtdStats::parse(&job.stderr)) {
             bad.push(format!("--stats: {e}"));
         }
         if !bad.is_empty() {
