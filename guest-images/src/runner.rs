@@ -37,7 +37,8 @@ use crate::cache::Cache;
 use crate::manifest::{Manifest, PackageRef, Role};
 
 /// The guest of `manifest.toml` whose kernel and busybox the L1 runner uses by default
-/// (bookworm's 6.1: its kvm_amd runs nested under QEMU's EPYC model, see MACHINE-NOTES.md).
+/// (bookworm's 6.1: its kvm_amd runs nested under QEMU's EPYC model; measured facts in
+/// `vmm/src/nested/README.md`).
 /// [`build_runner_for`] takes another one (`IOMMU_VMM_NESTED_L1_KERNEL` in `iommu_vmm::nested`).
 pub const RUNNER_GUEST: &str = "6.1";
 /// Modules `/init` loads (their dependencies are found and loaded first): virtio-pci and 9p for
