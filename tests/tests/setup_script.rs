@@ -22,6 +22,28 @@ const NEEDED: &[&str] = &[
     "apt",
 ];
 
+/// Libraries the script adds on bookworm hosts (the extracted QEMU 10 needs them).
+const BOOKWORM_QEMU_LIBS: &[&str] = &[
+    "libcapstone4",
+    "libfdt1",
+    "libslirp0",
+    "libpmem1",
+    "librdmacm1",
+    "libibverbs1",
+    "libvdeplug2",
+];
+
+/// What the script needs on this host.
+fn needed() -> Vec<&'static str> {
+    let bookworm = std::fs::read_to_string("/etc/os-release")
+        .is_ok_and(|t| t.lines().any(|l| l == "VERSION_CODENAME=bookworm"));
+    let mut v = NEEDED.to_vec();
+    if bookworm {
+        v.extend_from_slice(BOOKWORM_QEMU_LIBS);
+    }
+    v
+}
+
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/setup")
 }
@@ -94,9 +116,8 @@ fn tempfile_dir() -> PathBuf {
 
 #[test]
 fn setup_installs_only_missing_packages_with_no_remove() {
-    let installed: Vec<&str> = NEEDED
-        .iter()
-        .copied()
+    let installed: Vec<&str> = needed()
+        .into_iter()
         .filter(|p| !["zstd", "make"].contains(p))
         .collect();
     let (stdout, calls) = run_setup(&installed);
@@ -123,7 +144,7 @@ fn setup_installs_only_missing_packages_with_no_remove() {
 
 #[test]
 fn setup_with_everything_installed_runs_no_apt_get() {
-    let (stdout, calls) = run_setup(NEEDED);
+    let (stdout, calls) = run_setup(&needed());
     assert!(calls.is_empty(), "apt-get ran: {calls:?}");
     assert!(stdout.contains("nothing installed"), "{stdout}");
 }

@@ -121,10 +121,9 @@ fn fetch_backports(suite: &str) -> Result<Qemu, NestedError> {
         guest_images::deb::extract(f, &staged).map_err(images::RunnerError::from)?;
     }
     if backports_qemu(&staged).is_none() {
+        let missing = missing_libraries(&staged.join("usr/bin/qemu-system-x86_64"));
         let _ = std::fs::remove_dir_all(&staged);
-        return Err(NestedError::Qemu(
-            "the extracted backports QEMU does not start".into(),
-        ));
+        return Err(NestedError::Qemu(does_not_start(&missing)));
     }
     let renamed = std::fs::rename(&staged, &root);
     let _ = std::fs::remove_dir_all(&staged);
@@ -136,6 +135,52 @@ fn fetch_backports(suite: &str) -> Result<Qemu, NestedError> {
     }
     backports_qemu(&root)
         .ok_or_else(|| NestedError::Qemu("the extracted backports QEMU does not start".into()))
+}
+
+/// The shared libraries `binary` needs that the host lacks (`ldd`'s "not found" lines).
+fn missing_libraries(binary: &Path) -> Vec<String> {
+    Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map(|o| parse_ldd_missing(&String::from_utf8_lossy(&o.stdout)))
+        .unwrap_or_default()
+}
+
+/// Sonames `ldd` reports as "not found".
+pub fn parse_ldd_missing(ldd: &str) -> Vec<String> {
+    ldd.lines()
+        .filter(|l| l.contains("=> not found"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// The Debian package that ships soname `lib`: Debian's policy names a library package after
+/// its soname (`libfdt.so.1` -> `libfdt1`, `libnl-3.so.200` -> `libnl-3-200`).
+pub fn package_for_soname(soname: &str) -> Option<String> {
+    let (base, ver) = soname.split_once(".so.")?;
+    let sep = if base.ends_with(|c: char| c.is_ascii_digit()) {
+        "-"
+    } else {
+        ""
+    };
+    Some(format!("{}{sep}{ver}", base.to_ascii_lowercase()))
+}
+
+/// The error for an extracted QEMU that does not start, naming what to install.
+fn does_not_start(missing: &[String]) -> String {
+    if missing.is_empty() {
+        return "the extracted QEMU does not start (run it by hand to see why)".into();
+    }
+    let pkgs: Vec<String> = missing
+        .iter()
+        .filter_map(|m| package_for_soname(m))
+        .collect();
+    format!(
+        "the extracted QEMU does not start: the host lacks {} (./scripts/setup installs them on \
+         bookworm; else: sudo apt-get install --no-remove {})",
+        missing.join(", "),
+        pkgs.join(" ")
+    )
 }
 
 fn system_qemu() -> Option<Qemu> {
@@ -162,6 +207,14 @@ pub fn find_qemu(install: bool) -> Result<Qemu, NestedError> {
     }
     if let Some(q) = cached_backports() {
         return Ok(q);
+    }
+    let cached = backports_root().join("root/usr/bin/qemu-system-x86_64");
+    if cached.is_file() {
+        // Extracted before but it does not start now (libraries removed since?): say why.
+        let missing = missing_libraries(&cached);
+        if !missing.is_empty() {
+            return Err(NestedError::Qemu(does_not_start(&missing)));
+        }
     }
     let suite = images::host_codename().and_then(|c| qemu_suite_for(&c));
     if let (Some(suite), true) = (&suite, install) {
@@ -211,6 +264,21 @@ mod tests {
             ..q
         };
         assert_eq!(q7.major(), Some(7));
+    }
+
+    #[test]
+    fn ldd_not_found_lines_name_debian_packages() {
+        let ldd = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibcapstone.so.4 => not found\n\
+                   \tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)\n\
+                   \tlibnl-3.so.200 => not found\n";
+        let missing = parse_ldd_missing(ldd);
+        assert_eq!(missing, ["libcapstone.so.4", "libnl-3.so.200"]);
+        let pkgs: Vec<String> = missing
+            .iter()
+            .filter_map(|m| package_for_soname(m))
+            .collect();
+        assert_eq!(pkgs, ["libcapstone4", "libnl-3-200"]);
+        assert!(does_not_start(&missing).contains("apt-get install --no-remove libcapstone4"));
     }
 
     #[test]
