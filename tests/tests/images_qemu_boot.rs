@@ -124,11 +124,15 @@ fn boot(name: &str, iommu: Option<&str>, append_extra: &str) -> (String, i32) {
             "stdio",
             "-monitor",
             "none",
+            // No default NIC: its option ROM (efi-e1000e.rom) is not in the extracted QEMU.
+            "-nic",
+            "none",
             "-no-reboot",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        // QEMU's own errors (a missing ROM, a bad option) end up in the test's output.
+        .stderr(Stdio::inherit());
     // One guest at a time: TCG guests in parallel on a small machine only slow each other.
     let _one = ONE_BOOT.lock().unwrap_or_else(|e| e.into_inner());
     let first = run_once(&mut cmd);
