@@ -96,6 +96,39 @@ impl std::fmt::Debug for PciConfig {
     }
 }
 
+/// Config-space offset of each BAR slot (PCI 3.0 §6.2.5.1).
+const BAR_OFFSETS: [usize; 6] = [0x10, 0x14, 0x18, 0x1c, 0x20, 0x24];
+
+/// `buf[off..off + len]`, or None when any of it lies outside `buf`.
+fn span(buf: &[u8], off: usize, len: usize) -> Option<&[u8]> {
+    buf.get(off..off.checked_add(len)?)
+}
+
+/// Mutable `buf[off..off + len]`, or None when any of it lies outside `buf`.
+fn span_mut(buf: &mut [u8], off: usize, len: usize) -> Option<&mut [u8]> {
+    buf.get_mut(off..off.checked_add(len)?)
+}
+
+/// Copy `bytes` to `buf` at `off`. Only device-side set-up calls this, with
+/// offsets fixed by the device's layout, so an out-of-range offset is a VMM
+/// bug: caught in debug builds, ignored (the bytes stay unwritten) otherwise.
+fn put(buf: &mut [u8], off: usize, bytes: &[u8]) {
+    match span_mut(buf, off, bytes.len()) {
+        Some(dst) => dst.copy_from_slice(bytes),
+        None => debug_assert!(false, "config-space set-up write at {off:#x} out of range"),
+    }
+}
+
+/// The low 32 bits of `v` (the high half is written separately).
+pub(crate) fn low_u32(v: u64) -> u32 {
+    (v & 0xffff_ffff) as u32
+}
+
+/// The high 32 bits of `v`.
+pub(crate) fn high_u32(v: u64) -> u32 {
+    (v >> 32) as u32
+}
+
 impl PciConfig {
     /// A type 0 header for `id`.
     pub fn new(id: PciId) -> Self {
@@ -109,10 +142,12 @@ impl PciConfig {
         };
         c.set_u16(0x00, id.vendor);
         c.set_u16(0x02, id.device);
-        c.data[0x08] = id.revision;
-        c.data[0x09] = id.class[2];
-        c.data[0x0a] = id.class[1];
-        c.data[0x0b] = id.class[0];
+        let [class_base, class_sub, class_prog] = id.class;
+        put(
+            &mut c.data,
+            0x08,
+            &[id.revision, class_prog, class_sub, class_base],
+        );
         c.set_u16(0x2c, id.subsystem_vendor);
         c.set_u16(0x2e, id.subsystem);
         let cmd_mask = COMMAND_IO
@@ -123,74 +158,84 @@ impl PciConfig {
             | COMMAND_INTX_DISABLE;
         c.set_mask(COMMAND, &cmd_mask.to_le_bytes());
         // Status: parity/abort/SERR bits are RW1C (PCI 3.0 §6.2.3).
-        c.w1cmask[STATUS + 1] = 0xf9;
-        c.wmask[0x0c] = 0xff; // cache line size
-        c.wmask[0x0d] = 0xff; // latency timer
-        c.wmask[INTERRUPT_LINE] = 0xff;
+        put(&mut c.w1cmask, STATUS + 1, &[0xf9]);
+        // Cache line size and latency timer.
+        c.set_mask(0x0c, &[0xff, 0xff]);
+        c.set_mask(INTERRUPT_LINE, &[0xff]);
         c
     }
 
     fn set_mask(&mut self, off: usize, mask: &[u8]) {
-        self.wmask[off..off + mask.len()].copy_from_slice(mask);
+        put(&mut self.wmask, off, mask);
     }
 
     fn set_u16(&mut self, off: usize, v: u16) {
-        self.data[off..off + 2].copy_from_slice(&v.to_le_bytes());
+        put(&mut self.data, off, &v.to_le_bytes());
     }
 
     /// Set a read-only u32 (device-side update).
     pub fn set_u32(&mut self, off: usize, v: u32) {
-        self.data[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        put(&mut self.data, off, &v.to_le_bytes());
     }
 
-    /// Read a u16 (device side).
+    /// `N` bytes at `off`, or None when any of them lies outside the space.
+    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        span(&self.data, off, N)?.try_into().ok()
+    }
+
+    /// Read a u16 (device side); zero outside the space.
     pub fn read_u16(&self, off: usize) -> u16 {
-        self.data
-            .get(off..off + 2)
-            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+        self.bytes(off).map_or(0, u16::from_le_bytes)
     }
 
-    /// Read a u32 (device side).
+    /// Read a u32 (device side); zero outside the space.
     pub fn read_u32(&self, off: usize) -> u32 {
-        self.data
-            .get(off..off + 4)
-            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.bytes(off).map_or(0, u32::from_le_bytes)
     }
 
     /// Mark the function as having an interrupt pin (INTA..INTD = 1..4).
     pub fn set_interrupt_pin(&mut self, pin: u8) {
-        self.data[0x3d] = pin;
+        put(&mut self.data, 0x3d, &[pin]);
     }
 
     /// Declare BAR `index` of `size` bytes (a power of two, at least 16 for
     /// memory). A 64-bit BAR also uses slot `index + 1`.
     pub fn add_bar(&mut self, index: usize, size: u64, kind: BarKind) {
-        assert!(size.is_power_of_two() && index < 6, "bad BAR {index}");
-        let off = BAR0 + index * 4;
-        let addr_mask = !(size - 1);
+        let off = BAR_OFFSETS.get(index).copied();
+        assert!(size.is_power_of_two() && off.is_some(), "bad BAR {index}");
+        let off = off.unwrap_or(BAR0);
+        // Two's complement: -size == !(size - 1), the address bits above the size.
+        let addr_mask = size.wrapping_neg();
         let (type_bits, low_mask) = match kind {
-            BarKind::Mem32 => (0u32, (addr_mask as u32) & !0xf),
-            BarKind::Mem64 => (0b100, (addr_mask as u32) & !0xf),
-            BarKind::Io => (0b1, (addr_mask as u32) & !0x3),
+            BarKind::Mem32 => (0u32, low_u32(addr_mask) & !0xf),
+            BarKind::Mem64 => (0b100, low_u32(addr_mask) & !0xf),
+            BarKind::Io => (0b1, low_u32(addr_mask) & !0x3),
         };
         self.set_u32(off, type_bits);
         self.set_mask(off, &low_mask.to_le_bytes());
         if kind == BarKind::Mem64 {
-            assert!(index < 5, "64-bit BAR {index} has no upper half");
-            self.set_mask(off + 4, &((addr_mask >> 32) as u32).to_le_bytes());
-            self.bars[index + 1] = None;
+            let upper = index.checked_add(1).filter(|&i| i < BAR_OFFSETS.len());
+            assert!(upper.is_some(), "64-bit BAR {index} has no upper half");
+            self.set_mask(off.saturating_add(4), &high_u32(addr_mask).to_le_bytes());
+            if let Some(slot) = upper.and_then(|i| self.bars.get_mut(i)) {
+                *slot = None;
+            }
         }
-        self.bars[index] = Some(Bar { size, kind });
+        if let Some(slot) = self.bars.get_mut(index) {
+            *slot = Some(Bar { size, kind });
+        }
     }
 
     /// Program BAR `index` (firmware-style placement by the VMM).
     pub fn set_bar_addr(&mut self, index: usize, addr: u64) {
-        let Some(bar) = self.bars[index] else { return };
-        let off = BAR0 + index * 4;
-        let low = (self.read_u32(off) & 0xf) | (addr as u32 & !0xf);
+        let (Some(Some(bar)), Some(&off)) = (self.bars.get(index).copied(), BAR_OFFSETS.get(index))
+        else {
+            return;
+        };
+        let low = (self.read_u32(off) & 0xf) | (low_u32(addr) & !0xf);
         self.set_u32(off, low);
         if bar.kind == BarKind::Mem64 {
-            self.set_u32(off + 4, (addr >> 32) as u32);
+            self.set_u32(off.saturating_add(4), high_u32(addr));
         }
     }
 
@@ -198,13 +243,13 @@ impl PciConfig {
     /// space is disabled in the command register.
     pub fn bar_addr(&self, index: usize) -> Option<(u64, u64)> {
         let bar = (*self.bars.get(index)?)?;
+        let off = *BAR_OFFSETS.get(index)?;
         let cmd = self.read_u16(COMMAND);
-        let off = BAR0 + index * 4;
         let low = self.read_u32(off);
         match bar.kind {
             BarKind::Mem32 if cmd & COMMAND_MEMORY != 0 => Some((u64::from(low & !0xf), bar.size)),
             BarKind::Mem64 if cmd & COMMAND_MEMORY != 0 => {
-                let high = u64::from(self.read_u32(off + 4));
+                let high = u64::from(self.read_u32(off.checked_add(4)?));
                 Some(((high << 32) | u64::from(low & !0xf), bar.size))
             }
             BarKind::Io if cmd & COMMAND_IO != 0 => Some((u64::from(low & !0x3), bar.size)),
@@ -226,24 +271,25 @@ impl PciConfig {
     /// Returns the capability's offset.
     pub fn add_capability(&mut self, id: u8, body: &[u8], wmask: &[u8]) -> usize {
         let off = self.next_cap;
-        let len = 2 + body.len();
-        assert!(
-            off + len <= LEGACY_CONFIG_SIZE,
-            "capabilities overflow legacy space"
-        );
-        self.data[off] = id;
-        self.data[off + 1] = 0;
-        self.data[off + 2..off + len].copy_from_slice(body);
+        let end = off.saturating_add(2).saturating_add(body.len());
+        // The list lives in the legacy space, so every offset fits the 8-bit pointers.
+        let off8 = u8::try_from(off).ok().filter(|_| end <= LEGACY_CONFIG_SIZE);
+        assert!(off8.is_some(), "capabilities overflow legacy space");
+        let off8 = off8.unwrap_or(0);
+        put(&mut self.data, off, &[id, 0]);
+        put(&mut self.data, off.saturating_add(2), body);
         if !wmask.is_empty() {
             assert_eq!(wmask.len(), body.len());
-            self.set_mask(off + 2, wmask);
+            self.set_mask(off.saturating_add(2), wmask);
         }
-        match self.last_cap {
-            Some(prev) => self.data[prev + 1] = off as u8,
-            None => self.data[CAPABILITIES_POINTER] = off as u8,
-        }
+        let link = match self.last_cap {
+            Some(prev) => prev.saturating_add(1),
+            None => CAPABILITIES_POINTER,
+        };
+        put(&mut self.data, link, &[off8]);
         self.last_cap = Some(off);
-        self.next_cap = (off + len + 3) & !3;
+        // Capabilities are dword aligned (PCI 3.0 §6.7); `end` is at most 256.
+        self.next_cap = end.saturating_add(3) & !3;
         let status = self.read_u16(STATUS) | STATUS_CAP_LIST;
         self.set_u16(STATUS, status);
         off
@@ -252,21 +298,23 @@ impl PciConfig {
     /// Guest read of `data.len()` bytes (1, 2 or 4) at `off`. Out of range
     /// reads as zero... except that reading past the 4 KiB space reads ones.
     pub fn read(&self, off: usize, data: &mut [u8]) {
-        match self.data.get(off..off + data.len()) {
+        match span(&self.data, off, data.len()) {
             Some(src) => data.copy_from_slice(src),
             None => data.fill(0xff),
         }
     }
 
-    /// Guest write honouring the writable and write-1-to-clear masks.
+    /// Guest write honouring the writable and write-1-to-clear masks. Bytes
+    /// past the 4 KiB space are ignored.
     pub fn write(&mut self, off: usize, data: &[u8]) {
         for (i, &v) in data.iter().enumerate() {
-            let Some(o) = off.checked_add(i).filter(|&o| o < CONFIG_SIZE) else {
+            let Some(o) = off.checked_add(i) else { return };
+            let (Some(d), Some(&w), Some(&c)) =
+                (self.data.get_mut(o), self.wmask.get(o), self.w1cmask.get(o))
+            else {
                 return;
             };
-            let w = self.wmask[o];
-            let c = self.w1cmask[o];
-            self.data[o] = ((self.data[o] & !w) | (v & w)) & !(v & c);
+            *d = ((*d & !w) | (v & w)) & !(v & c);
         }
     }
 }
