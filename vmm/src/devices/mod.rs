@@ -100,7 +100,8 @@ impl Bus {
             .partition_point(|e| e.base <= addr)
             .checked_sub(1)?;
         let e = self.entries.get(idx)?;
-        let off = addr - e.base;
+        // partition_point put e.base <= addr.
+        let off = addr.checked_sub(e.base)?;
         let size = u64::try_from(size).ok()?;
         (off.checked_add(size)? <= e.len).then_some((e, off))
     }
@@ -143,19 +144,36 @@ impl Bus {
     }
 }
 
-/// Read up to 8 bytes as a little-endian value.
+/// Read up to 8 bytes as a little-endian value (bytes past the eighth are ignored).
 pub fn le_value(data: &[u8]) -> u64 {
     let mut b = [0u8; 8];
-    let n = data.len().min(8);
-    b[..n].copy_from_slice(&data[..n]);
+    for (dst, src) in b.iter_mut().zip(data) {
+        *dst = *src;
+    }
     u64::from_le_bytes(b)
 }
 
-/// Store the low `data.len()` bytes of `value`, little-endian.
+/// The low 32 bits of an access (a register narrower than the access takes its low bytes).
+pub fn le_u32(data: &[u8]) -> u32 {
+    (le_value(data) & 0xffff_ffff) as u32
+}
+
+/// The low 16 bits of an access.
+pub fn le_u16(data: &[u8]) -> u16 {
+    (le_value(data) & 0xffff) as u16
+}
+
+/// The low byte of an access.
+pub fn le_u8(data: &[u8]) -> u8 {
+    (le_value(data) & 0xff) as u8
+}
+
+/// Store the low `data.len()` bytes of `value`, little-endian (bytes past the eighth are left
+/// as they are).
 pub fn put_le_value(data: &mut [u8], value: u64) {
-    let b = value.to_le_bytes();
-    let n = data.len().min(8);
-    data[..n].copy_from_slice(&b[..n]);
+    for (dst, src) in data.iter_mut().zip(value.to_le_bytes()) {
+        *dst = src;
+    }
 }
 
 #[cfg(test)]

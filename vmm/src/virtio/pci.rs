@@ -13,8 +13,8 @@ use iommu_emulator::MsiSink;
 use virtio_queue::{Queue, QueueT};
 
 use super::{DmaMemory, F_ACCESS_PLATFORM, F_RING_EVENT_IDX, F_VERSION_1, VirtioDevice, status};
-use crate::devices::{le_value, put_le_value};
-use crate::pci::config::{BarKind, COMMAND, COMMAND_BUS_MASTER, PciConfig, PciId, cap_id};
+use crate::devices::{le_u8, le_u16, le_u32, put_le_value};
+use crate::pci::config::{BarKind, COMMAND, COMMAND_BUS_MASTER, PciConfig, PciId, cap_id, low_u32};
 use crate::pci::msix::Msix;
 use crate::pci::{PCIE_TYPE_RCIEP, PciDevice, add_pcie_capability};
 
@@ -38,6 +38,10 @@ pub const NOTIFY_MULTIPLIER: u32 = 4;
 pub const MSIX_TABLE_OFFSET: u64 = 0x4000;
 /// MSI-X PBA offset.
 pub const MSIX_PBA_OFFSET: u64 = 0x5000;
+/// Length of the notification area.
+pub const NOTIFY_LEN: u64 = 0x1000;
+/// MSI-X table length in BAR 0 (up to the PBA).
+const MSIX_TABLE_LEN: u64 = MSIX_PBA_OFFSET - MSIX_TABLE_OFFSET;
 /// "No vector" (§4.1.5.1.2).
 pub const NO_VECTOR: u16 = 0xffff;
 
@@ -98,7 +102,8 @@ impl VirtioPci {
     pub fn new(dev: Box<dyn VirtioDevice>, mem: DmaMemory, msi: Arc<dyn MsiSink>) -> Self {
         let mut config = PciConfig::new(PciId {
             vendor: 0x1af4,
-            device: 0x1040 + dev.device_type(),
+            // §4.1.2: 0x1040 plus the virtio device ID (all IDs are below 0x40).
+            device: 0x1040u16.saturating_add(dev.device_type()),
             revision: 1,
             class: class_for(dev.device_type()),
             subsystem_vendor: 0x1af4,
@@ -116,7 +121,7 @@ impl VirtioPci {
             &mut config,
             cfg_type::NOTIFY,
             NOTIFY_OFFSET,
-            0x1000,
+            NOTIFY_LEN,
             Some(NOTIFY_MULTIPLIER),
         );
         add_vendor_cap(&mut config, cfg_type::ISR, ISR_OFFSET, 1, None);
@@ -129,29 +134,35 @@ impl VirtioPci {
         );
         // VIRTIO_PCI_CAP_PCI_CFG (§4.1.4.9): bar, offset, length and the
         // data window are written by the driver.
-        let mut body = vec![0u8; 18];
+        let mut body = [0u8; 18];
         body[0] = 20;
         body[1] = cfg_type::PCI_CFG;
-        let mut wmask = vec![0u8; 18];
+        let mut wmask = [0u8; 18];
         wmask[2] = 0xff; // bar
         wmask[6..18].fill(0xff); // offset, length, pci_cfg_data
         let pci_cfg_cap = config.add_capability(cap_id::VENDOR, &body, &wmask);
         let nq = dev.queue_max_sizes().len();
-        let vectors = u16::try_from(nq + 1).unwrap_or(1);
+        // One vector per queue plus the configuration vector.
+        let vectors = nq
+            .checked_add(1)
+            .and_then(|n| u16::try_from(n).ok())
+            .unwrap_or(1);
         let msix = Msix::new(
             &mut config,
             vectors,
             0,
-            MSIX_TABLE_OFFSET as u32,
-            MSIX_PBA_OFFSET as u32,
+            low_u32(MSIX_TABLE_OFFSET),
+            low_u32(MSIX_PBA_OFFSET),
         );
         add_pcie_capability(&mut config, PCIE_TYPE_RCIEP);
         let queues = dev
             .queue_max_sizes()
             .iter()
-            .map(|&max| QueueSlot {
-                queue: Queue::new(max)
-                    .unwrap_or_else(|_| Queue::new(256).expect("256 is a valid size")),
+            // A size virtio-queue refuses (zero, not a power of two, over 32768) becomes 256,
+            // which it accepts, so no queue is dropped.
+            .filter_map(|&max| Queue::new(max).or_else(|_| Queue::new(256)).ok())
+            .map(|queue| QueueSlot {
+                queue,
                 vector: NO_VECTOR,
             })
             .collect();
@@ -211,7 +222,7 @@ impl VirtioPci {
         let new = self
             .config
             .bar_addr(0)
-            .map(|(base, _)| base + NOTIFY_OFFSET);
+            .and_then(|(base, _)| base.checked_add(NOTIFY_OFFSET));
         if new != self.notify_base {
             if let Some(hook) = &self.notify_moved {
                 hook(self.notify_base, new);
@@ -400,7 +411,7 @@ impl VirtioPci {
                 _ => 0,
             },
             0x10 => u64::from(self.msix_config),
-            0x12 => self.queues.len() as u64,
+            0x12 => u64::try_from(self.queues.len()).unwrap_or(0),
             0x14 => u64::from(self.status),
             0x15 => u64::from(self.generation),
             0x16 => u64::from(self.queue_select),
@@ -420,9 +431,10 @@ impl VirtioPci {
     }
 
     fn common_write(&mut self, off: u64, data: &[u8]) {
-        let v = le_value(data);
-        let v32 = v as u32;
-        let v16 = v as u16;
+        // Each register takes the low bytes of the access (§4.1.3.1: the driver accesses a
+        // field with its own width).
+        let v32 = le_u32(data);
+        let v16 = le_u16(data);
         let running = self.status & status::DRIVER_OK != 0;
         let qi = usize::from(self.queue_select);
         match off {
@@ -443,7 +455,7 @@ impl VirtioPci {
                     NO_VECTOR
                 }
             }
-            0x14 => self.write_status(v as u8),
+            0x14 => self.write_status(le_u8(data)),
             0x16 => self.queue_select = v16,
             _ => {
                 let nvec = self.msix.len();
@@ -478,24 +490,32 @@ impl VirtioPci {
 impl VirtioPci {
     /// Offset of `pci_cfg_data` in configuration space.
     fn pci_cfg_data(&self) -> usize {
-        self.pci_cfg_cap + 16
+        self.pci_cfg_cap.saturating_add(16)
     }
 
     /// The BAR access the PCI configuration access capability describes,
     /// when the access to its data field is at least as wide as `cap.length`
     /// and the window is valid (§4.1.4.9.1: length 1, 2 or 4, aligned offset).
     fn pci_cfg_window(&self, access: usize) -> Option<(usize, u64, usize)> {
+        // The capability sits in the legacy space, so these offsets do not overflow.
         let c = self.pci_cfg_cap;
-        let bar = usize::from(self.config.read_u16(c + 4).to_le_bytes()[0]);
-        let off = u64::from(self.config.read_u32(c + 8));
-        let len = self.config.read_u32(c + 12) as usize;
+        let [bar, _] = self.config.read_u16(c.saturating_add(4)).to_le_bytes();
+        let bar = usize::from(bar);
+        let off = u64::from(self.config.read_u32(c.saturating_add(8)));
+        let len32 = self.config.read_u32(c.saturating_add(12));
+        let len = usize::try_from(len32).ok()?;
         let ok = bar == 0
             && matches!(len, 1 | 2 | 4)
             && len <= access
-            && off % len as u64 == 0
-            && off + len as u64 <= BAR_SIZE;
+            && off.checked_rem(u64::from(len32)) == Some(0)
+            && off.checked_add(u64::from(len32))? <= BAR_SIZE;
         ok.then_some((bar, off, len))
     }
+}
+
+/// `offset - base` when `offset` lies in `[base, base + len)`.
+fn within(offset: u64, base: u64, len: u64) -> Option<u64> {
+    offset.checked_sub(base).filter(|&o| o < len)
 }
 
 fn class_for(device_type: u16) -> [u8; 3] {
@@ -508,16 +528,21 @@ fn class_for(device_type: u16) -> [u8; 3] {
 fn add_vendor_cap(config: &mut PciConfig, kind: u8, offset: u64, len: u64, mult: Option<u32>) {
     // struct virtio_pci_cap (§4.1.4): cap_len, cfg_type, bar, id, padding[2],
     // offset, length (after cap_vndr and cap_next).
-    let mut body = vec![0u8; 14];
+    // `offset` and `len` are BAR 0 offsets (below BAR_SIZE), so their low halves are them.
+    let mut body = [0u8; 18];
     body[0] = if mult.is_some() { 20 } else { 16 };
     body[1] = kind;
     body[2] = 0; // BAR 0
-    body[6..10].copy_from_slice(&(offset as u32).to_le_bytes());
-    body[10..14].copy_from_slice(&(len as u32).to_le_bytes());
-    if let Some(m) = mult {
-        body.extend_from_slice(&m.to_le_bytes());
-    }
-    config.add_capability(cap_id::VENDOR, &body, &[]);
+    body[6..10].copy_from_slice(&low_u32(offset).to_le_bytes());
+    body[10..14].copy_from_slice(&low_u32(len).to_le_bytes());
+    let body_len = match mult {
+        Some(m) => {
+            body[14..18].copy_from_slice(&m.to_le_bytes());
+            18
+        }
+        None => 14,
+    };
+    config.add_capability(cap_id::VENDOR, body.get(..body_len).unwrap_or(&body), &[]);
 }
 
 impl PciDevice for VirtioPci {
@@ -531,7 +556,9 @@ impl PciDevice for VirtioPci {
             && let Some((bar, off, len)) = self.pci_cfg_window(data.len())
         {
             let bytes = self.config.read_u32(self.pci_cfg_data()).to_le_bytes();
-            self.bar_write(bar, off, &bytes[..len]);
+            if let Some(bytes) = bytes.get(..len) {
+                self.bar_write(bar, off, bytes);
+            }
         }
         for msg in self.msix.take_deliverable(&self.config) {
             self.msi.raise_msi(msg);
@@ -543,10 +570,13 @@ impl PciDevice for VirtioPci {
         if offset == self.pci_cfg_data()
             && let Some((bar, off, len)) = self.pci_cfg_window(data.len())
         {
+            // The window checked len <= data.len() <= ... and len <= 4.
             let mut bytes = [0u8; 4];
-            self.bar_read(bar, off, &mut bytes[..len]);
             data.fill(0);
-            data[..len].copy_from_slice(&bytes[..len]);
+            if let (Some(window), Some(dst)) = (bytes.get_mut(..len), data.get_mut(..len)) {
+                self.bar_read(bar, off, window);
+                dst.copy_from_slice(window);
+            }
             return;
         }
         self.config.read(offset, data);
@@ -557,21 +587,20 @@ impl PciDevice for VirtioPci {
             data.fill(0xff);
             return;
         }
-        match offset {
-            o if o < COMMON_OFFSET + COMMON_LEN => self.common_read(o, data),
-            ISR_OFFSET => {
-                // Reading the ISR clears it (§4.1.4.5).
-                put_le_value(data, u64::from(self.isr));
-                self.isr = 0;
-            }
-            o if (DEVICE_OFFSET..DEVICE_OFFSET + DEVICE_LEN).contains(&o) => {
-                self.dev.read_config(o - DEVICE_OFFSET, data)
-            }
-            o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) => {
-                self.msix.read_table(o - MSIX_TABLE_OFFSET, data)
-            }
-            o if o >= MSIX_PBA_OFFSET => self.msix.read_pba(o - MSIX_PBA_OFFSET, data),
-            _ => data.fill(0),
+        if let Some(o) = within(offset, COMMON_OFFSET, COMMON_LEN) {
+            self.common_read(o, data);
+        } else if offset == ISR_OFFSET {
+            // Reading the ISR clears it (§4.1.4.5).
+            put_le_value(data, u64::from(self.isr));
+            self.isr = 0;
+        } else if let Some(o) = within(offset, DEVICE_OFFSET, DEVICE_LEN) {
+            self.dev.read_config(o, data);
+        } else if let Some(o) = within(offset, MSIX_TABLE_OFFSET, MSIX_TABLE_LEN) {
+            self.msix.read_table(o, data);
+        } else if let Some(o) = offset.checked_sub(MSIX_PBA_OFFSET) {
+            self.msix.read_pba(o, data);
+        } else {
+            data.fill(0);
         }
     }
 
@@ -579,25 +608,21 @@ impl PciDevice for VirtioPci {
         if bar != 0 {
             return;
         }
-        match offset {
-            o if o < COMMON_OFFSET + COMMON_LEN => self.common_write(o, data),
-            o if (DEVICE_OFFSET..DEVICE_OFFSET + DEVICE_LEN).contains(&o) => {
-                self.dev.write_config(o - DEVICE_OFFSET, data)
+        if let Some(o) = within(offset, COMMON_OFFSET, COMMON_LEN) {
+            self.common_write(o, data);
+        } else if let Some(o) = within(offset, DEVICE_OFFSET, DEVICE_LEN) {
+            self.dev.write_config(o, data);
+        } else if let Some(o) = within(offset, NOTIFY_OFFSET, NOTIFY_LEN) {
+            // A notification that did not go through an ioeventfd. The area is 4 KiB, so
+            // the queue index fits any usize.
+            let q = o.checked_div(u64::from(NOTIFY_MULTIPLIER)).unwrap_or(0);
+            if let Ok(q) = usize::try_from(q) {
+                self.queue_notify(q);
             }
-            o if (NOTIFY_OFFSET..NOTIFY_OFFSET + 0x1000).contains(&o) => {
-                // A notification that did not go through an ioeventfd.
-                let q = (o - NOTIFY_OFFSET) / u64::from(NOTIFY_MULTIPLIER);
-                self.queue_notify(q as usize);
-            }
-            o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) => {
-                if let Some(msg) = self
-                    .msix
-                    .write_table(&self.config, o - MSIX_TABLE_OFFSET, data)
-                {
-                    self.msi.raise_msi(msg);
-                }
-            }
-            _ => {}
+        } else if let Some(o) = within(offset, MSIX_TABLE_OFFSET, MSIX_TABLE_LEN)
+            && let Some(msg) = self.msix.write_table(&self.config, o, data)
+        {
+            self.msi.raise_msi(msg);
         }
     }
 }
