@@ -42,9 +42,15 @@ impl Msi {
         let mmc = mmc.min(5);
         // Control 2, address 4, upper address 4 (64-bit), data 2, then with
         // per-vector masking 2 reserved, mask bits 4, pending bits 4.
-        let len = 8 + if is64 { 4 } else { 0 } + if pvm { 10 } else { 0 };
-        let mut body = vec![0u8; len];
-        let mut wmask = vec![0u8; len];
+        // The body (after ID and next pointer) is at most 8 + 4 + 10 = 22 bytes.
+        let (data, len): (usize, usize) = match (is64, pvm) {
+            (false, false) => (6, 8),
+            (true, false) => (10, 12),
+            (false, true) => (6, 18),
+            (true, true) => (10, 22),
+        };
+        let mut body = [0u8; 22];
+        let mut wmask = [0u8; 22];
         let mc =
             (u16::from(mmc) << 1) | if is64 { MC_64BIT } else { 0 } | if pvm { MC_PVM } else { 0 };
         body[0..2].copy_from_slice(&mc.to_le_bytes());
@@ -52,23 +58,27 @@ impl Msi {
         wmask[0] = 0x71;
         // Message Address: bits 1:0 reserved (§6.8.1.4).
         wmask[2..6].copy_from_slice(&0xffff_fffcu32.to_le_bytes());
-        let data = if is64 {
+        if is64 {
             wmask[6..10].fill(0xff);
-            10
-        } else {
-            6
-        };
-        wmask[data..data + 2].fill(0xff);
-        if pvm {
-            // Mask Bits: one per vector the function can have.
-            let mask = if mmc == 5 {
-                u32::MAX
-            } else {
-                (1u32 << (1u32 << mmc)) - 1
-            };
-            wmask[data + 4..data + 8].copy_from_slice(&mask.to_le_bytes());
         }
-        let cap_offset = config.add_capability(cap_id::MSI, &body, &wmask);
+        // `data` is 6 or 10, so these ranges lie inside the 22-byte arrays.
+        if let Some(w) = wmask.get_mut(data..data.saturating_add(2)) {
+            w.fill(0xff);
+        }
+        if pvm {
+            // Mask Bits: one per vector the function can have (1 << mmc <= 32).
+            let mask = u32::MAX
+                .checked_shr(32u32.saturating_sub(1u32 << mmc))
+                .unwrap_or(0);
+            if let Some(w) = wmask.get_mut(data.saturating_add(4)..data.saturating_add(8)) {
+                w.copy_from_slice(&mask.to_le_bytes());
+            }
+        }
+        let cap_offset = config.add_capability(
+            cap_id::MSI,
+            body.get(..len).unwrap_or(&body),
+            wmask.get(..len).unwrap_or(&wmask),
+        );
         Msi {
             cap_offset,
             mmc,
@@ -83,19 +93,21 @@ impl Msi {
     }
 
     fn control(&self, config: &PciConfig) -> u16 {
-        config.read_u16(self.cap_offset + 2)
+        config.read_u16(self.cap_offset.saturating_add(2))
     }
 
     fn data_offset(&self) -> usize {
-        self.cap_offset + if self.is64 { 0xc } else { 8 }
+        // The capability lies in the 256-byte legacy space: no offset here overflows.
+        self.cap_offset
+            .saturating_add(if self.is64 { 0xc } else { 8 })
     }
 
     fn mask_offset(&self) -> usize {
-        self.data_offset() + 4
+        self.data_offset().saturating_add(4)
     }
 
     fn pending_offset(&self) -> usize {
-        self.data_offset() + 8
+        self.data_offset().saturating_add(8)
     }
 
     /// MSI enabled.
@@ -114,17 +126,18 @@ impl Msi {
     /// The message of `vector`: the programmed data with its low bits
     /// replaced by the vector number (§6.8.1.3, Multiple Message Enable).
     pub fn message(&self, config: &PciConfig, vector: u32) -> MsiMessage {
-        let lo = u64::from(config.read_u32(self.cap_offset + 4));
+        let lo = u64::from(config.read_u32(self.cap_offset.saturating_add(4)));
         let hi = if self.is64 {
-            u64::from(config.read_u32(self.cap_offset + 8))
+            u64::from(config.read_u32(self.cap_offset.saturating_add(8)))
         } else {
             0
         };
-        let n = self.vectors(config);
+        // n = 2^MME >= 1, so n - 1 is the mask of the vector bits.
+        let vector_bits = self.vectors(config).saturating_sub(1);
         let data = u32::from(config.read_u16(self.data_offset()));
         MsiMessage {
             addr: (hi << 32) | lo,
-            data: (data & !(n - 1)) | (vector & (n - 1)),
+            data: (data & !vector_bits) | (vector & vector_bits),
         }
     }
 

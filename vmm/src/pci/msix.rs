@@ -29,6 +29,11 @@ pub struct Msix {
     cap_offset: usize,
 }
 
+/// `buf[off..off + len]`, or None when any of it lies outside `buf`.
+fn span(buf: &[u8], off: usize, len: usize) -> Option<&[u8]> {
+    buf.get(off..off.checked_add(len)?)
+}
+
 impl Msix {
     /// Add an MSI-X capability with `vectors` entries whose table is at
     /// `table_offset` and PBA at `pba_offset` in BAR `bir`.
@@ -41,7 +46,8 @@ impl Msix {
     ) -> Self {
         assert!((1..=2048).contains(&vectors));
         let mut body = [0u8; 10];
-        body[0..2].copy_from_slice(&(vectors - 1).to_le_bytes());
+        // Table Size is N - 1 (vectors >= 1 asserted above).
+        body[0..2].copy_from_slice(&vectors.saturating_sub(1).to_le_bytes());
         body[2..6].copy_from_slice(&(table_offset | u32::from(bir)).to_le_bytes());
         body[6..10].copy_from_slice(&(pba_offset | u32::from(bir)).to_le_bytes());
         let mut wmask = [0u8; 10];
@@ -71,7 +77,7 @@ impl Msix {
     }
 
     fn control(&self, config: &PciConfig) -> u16 {
-        config.read_u16(self.cap_offset + 2)
+        config.read_u16(self.cap_offset.saturating_add(2))
     }
 
     /// MSI-X enabled in the capability.
@@ -96,7 +102,7 @@ impl Msix {
         raw[4..8].copy_from_slice(&e.addr_hi.to_le_bytes());
         raw[8..12].copy_from_slice(&e.data.to_le_bytes());
         raw[12..16].copy_from_slice(&e.ctrl.to_le_bytes());
-        if let Some(src) = raw.get(field..field + data.len()) {
+        if let Some(src) = span(&raw, field, data.len()) {
             data.copy_from_slice(src);
         }
     }
@@ -117,26 +123,40 @@ impl Msix {
         raw[4..8].copy_from_slice(&e.addr_hi.to_le_bytes());
         raw[8..12].copy_from_slice(&e.data.to_le_bytes());
         raw[12..16].copy_from_slice(&e.ctrl.to_le_bytes());
-        raw.get_mut(field..field + data.len())?
+        raw.get_mut(field..field.checked_add(data.len())?)?
             .copy_from_slice(data);
-        let word = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
+        let word = |i: usize| {
+            raw.get(i..)
+                .and_then(|r| r.first_chunk::<4>())
+                .map_or(0, |w| u32::from_le_bytes(*w))
+        };
         e.addr_lo = word(0);
         e.addr_hi = word(4);
         e.data = word(8);
         e.ctrl = word(12) & VECTOR_MASKED;
-        if self.pending[idx] && self.can_send(config, idx) {
-            self.pending[idx] = false;
+        if self.pending.get(idx).copied().unwrap_or(false) && self.can_send(config, idx) {
+            if let Some(p) = self.pending.get_mut(idx) {
+                *p = false;
+            }
             return self.message(idx);
         }
         None
     }
 
-    /// Guest read of the pending bit array.
+    /// Guest read of the pending bit array; bits past the last vector read as zero.
     pub fn read_pba(&self, offset: u64, data: &mut [u8]) {
+        let pending = |bit: Option<usize>| {
+            bit.and_then(|b| self.pending.get(b))
+                .copied()
+                .unwrap_or(false)
+        };
         for (i, b) in data.iter_mut().enumerate() {
-            let base = (offset as usize + i) * 8;
+            let base = usize::try_from(offset)
+                .ok()
+                .and_then(|o| o.checked_add(i))
+                .and_then(|o| o.checked_mul(8));
             *b = (0..8)
-                .filter(|bit| self.pending.get(base + bit).copied().unwrap_or(false))
+                .filter(|&bit| pending(base.and_then(|base| base.checked_add(bit))))
                 .fold(0u8, |acc, bit| acc | (1 << bit));
         }
     }
@@ -169,7 +189,9 @@ impl Msix {
         if self.can_send(config, idx) {
             self.message(idx)
         } else {
-            self.pending[idx] = true;
+            if let Some(p) = self.pending.get_mut(idx) {
+                *p = true;
+            }
             None
         }
     }
