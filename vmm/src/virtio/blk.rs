@@ -47,6 +47,10 @@ pub const S_UNSUPP: u8 = 2;
 
 /// Length of the device ID string returned by GET_ID.
 pub const ID_BYTES: usize = 20;
+/// seg_max (§5.2.4): data descriptors per request, the queue less header and status.
+const SEG_MAX: u16 = QUEUE_SIZE - 2;
+/// Descriptors per request: seg_max data descriptors, the header and the status.
+const MAX_CHAIN: usize = SEG_MAX as usize + 2;
 /// Bytes moved per host I/O call.
 const CHUNK: usize = 64 * 1024;
 
@@ -94,10 +98,11 @@ impl Blk {
         let mut config = [0u8; 24];
         config[0..8].copy_from_slice(&capacity_sectors.to_le_bytes());
         // size_max (8..12) unused; seg_max (12..16).
-        config[12..16].copy_from_slice(&u32::from(QUEUE_SIZE - 2).to_le_bytes());
+        config[12..16].copy_from_slice(&u32::from(SEG_MAX).to_le_bytes());
         let mut id = [0u8; ID_BYTES];
-        let name = b"iommu-vmm-blk";
-        id[..name.len()].copy_from_slice(name);
+        for (dst, src) in id.iter_mut().zip(b"iommu-vmm-blk") {
+            *dst = *src;
+        }
         Ok(Blk {
             file,
             capacity_sectors,
@@ -155,7 +160,8 @@ impl Blk {
                 };
                 let in_range = start
                     .checked_add(total)
-                    .is_some_and(|end| end <= self.capacity_sectors * SECTOR_SIZE);
+                    .zip(self.capacity_sectors.checked_mul(SECTOR_SIZE))
+                    .is_some_and(|(end, capacity)| end <= capacity);
                 if !in_range {
                     return (S_IOERR, 0);
                 }
@@ -165,8 +171,14 @@ impl Blk {
                 for d in data {
                     let mut done = 0u64;
                     while done < u64::from(d.len) {
-                        let n = (u64::from(d.len) - done).min(CHUNK as u64) as usize;
-                        let chunk = &mut buf[..n];
+                        let remaining = u64::from(d.len).saturating_sub(done);
+                        let n = usize::try_from(remaining).map_or(CHUNK, |r| r.min(CHUNK));
+                        let Some(chunk) = buf.get_mut(..n) else {
+                            return (S_IOERR, written);
+                        };
+                        // n <= CHUNK (64 KiB): both conversions are exact.
+                        let n64 = u64::try_from(n).unwrap_or(u64::MAX);
+                        let n32 = u32::try_from(n).unwrap_or(u32::MAX);
                         let gaddr = GuestAddress(d.addr.wrapping_add(done));
                         let ok = if is_read {
                             self.file.read_exact_at(chunk, off).is_ok()
@@ -183,24 +195,25 @@ impl Blk {
                             );
                             return (S_IOERR, written);
                         }
-                        done += n as u64;
-                        off += n as u64;
+                        // off + total <= capacity was checked above: neither overflows.
+                        done = done.saturating_add(n64);
+                        off = off.saturating_add(n64);
                         if is_read {
-                            written = written.saturating_add(n as u32);
+                            written = written.saturating_add(n32);
                         }
                     }
                 }
                 if is_read {
-                    self.stats.reads += 1;
-                    self.stats.bytes_read += total;
+                    self.stats.reads = self.stats.reads.saturating_add(1);
+                    self.stats.bytes_read = self.stats.bytes_read.saturating_add(total);
                 } else {
-                    self.stats.writes += 1;
-                    self.stats.bytes_written += total;
+                    self.stats.writes = self.stats.writes.saturating_add(1);
+                    self.stats.bytes_written = self.stats.bytes_written.saturating_add(total);
                 }
                 (S_OK, written)
             }
             T_FLUSH => {
-                self.stats.flushes += 1;
+                self.stats.flushes = self.stats.flushes.saturating_add(1);
                 match self.file.sync_data() {
                     Ok(()) => (S_OK, 0),
                     Err(_) => (S_IOERR, 0),
@@ -210,14 +223,13 @@ impl Blk {
                 let Some(d) = data.first().filter(|d| d.write) else {
                     return (S_IOERR, 0);
                 };
-                let n = (d.len as usize).min(ID_BYTES);
-                if mem
-                    .write_slice(&self.id[..n], GuestAddress(d.addr))
-                    .is_err()
-                {
+                let n = usize::try_from(d.len).map_or(ID_BYTES, |l| l.min(ID_BYTES));
+                let id = self.id.get(..n).unwrap_or(&self.id);
+                if mem.write_slice(id, GuestAddress(d.addr)).is_err() {
                     return (S_IOERR, 0);
                 }
-                (S_OK, n as u32)
+                // n <= ID_BYTES (20).
+                (S_OK, u32::try_from(n).unwrap_or(0))
             }
             _ => (S_UNSUPP, 0),
         }
@@ -263,9 +275,21 @@ impl VirtioDevice for Blk {
 
     fn process_queue(&mut self, _index: usize, queue: &mut Queue, mem: &DmaMemory) -> bool {
         let mut used_any = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        // At most one queue's worth of chains per call: a driver that keeps adding buffers
+        // from another vCPU while this runs cannot keep the thread here. What it added after
+        // the pass started came with its own notification (or, with EVENT_IDX, the
+        // transport's next pass), so nothing is lost.
+        for _ in 0..queue.size() {
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
+            // A chain is cut by virtio-queue at the queue size, or at its indirect table's
+            // length (up to 65535 entries; the flag is followed even though INDIRECT_DESC is
+            // not offered). More than seg_max data descriptors plus header and status is a
+            // driver error (§5.2.4): `take` stops the walk there and the request fails.
             let descs: Vec<Desc> = chain
+                .take(MAX_CHAIN.saturating_add(1))
                 .map(|d| Desc {
                     addr: d.addr().0,
                     len: d.len(),
@@ -274,6 +298,7 @@ impl VirtioDevice for Blk {
                 .collect();
             self.last_header = (u32::MAX, 0);
             let (status, data_len, status_addr) = match descs.split_last() {
+                _ if descs.len() > MAX_CHAIN => (S_IOERR, 0, None),
                 Some((last, body)) if last.write && last.len >= 1 => {
                     let (s, n) = self.execute(mem, body);
                     (s, n, Some(last.addr))
@@ -289,7 +314,7 @@ impl VirtioDevice for Blk {
                 }
             }
             if status != S_OK {
-                self.stats.errors += 1;
+                self.stats.errors = self.stats.errors.saturating_add(1);
             }
             if let Err(e) = queue.add_used(mem, head, len) {
                 tracing::warn!("virtio-blk: add_used: {e}");
@@ -438,6 +463,129 @@ mod tests {
             .read_obj(GuestAddress(mock.used_addr().0 + 8))
             .unwrap();
         (s.mem.read_obj(GuestAddress(STATUS)).unwrap(), used_len)
+    }
+
+    /// A driver racing the device from another vCPU, played by the IOMMU: every translation
+    /// of the status page re-posts chain 0 in the avail ring (keeping at most `size` buffers
+    /// outstanding), up to `limit` times, then stops.
+    struct RacingDriver {
+        mem: GuestMemoryMmap,
+        /// Guest-physical addresses of the avail and used rings.
+        avail: u64,
+        used: u64,
+        size: u16,
+        posted: std::sync::atomic::AtomicU32,
+        limit: u32,
+    }
+
+    impl Iommu for RacingDriver {
+        fn translate(&self, _mem: &dyn GuestRam, req: &DmaRequest) -> Result<Translation, Fault> {
+            let page = req.addr.0 & !0xfff;
+            if page == SHIFT + STATUS
+                && self.posted.load(std::sync::atomic::Ordering::Relaxed) < self.limit
+            {
+                let idx: u16 = self.mem.read_obj(GuestAddress(self.avail + 2)).unwrap();
+                let used: u16 = self.mem.read_obj(GuestAddress(self.used + 2)).unwrap();
+                if idx.wrapping_sub(used) >= self.size {
+                    return ShiftIommu { deny: u64::MAX }.translate(_mem, req);
+                }
+                let slot = u64::from(idx % self.size);
+                self.mem
+                    .write_obj(0u16, GuestAddress(self.avail + 4 + 2 * slot))
+                    .unwrap();
+                self.mem
+                    .write_obj(idx.wrapping_add(1), GuestAddress(self.avail + 2))
+                    .unwrap();
+                self.posted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            ShiftIommu { deny: u64::MAX }.translate(_mem, req)
+        }
+    }
+
+    #[test]
+    fn blk_driver_posting_during_the_pass_is_served_at_most_queue_size_chains_per_call() {
+        // STYLE rule 8 (work per call is bounded): without the per-call budget this pass
+        // would serve all 1 + 1000 posted chains (or, with no limit, never return).
+        let s = setup(u64::MAX);
+        let mut dev = blk(&s, false);
+        let mut hdr = [0u8; 16];
+        hdr[0..4].copy_from_slice(&T_FLUSH.to_le_bytes());
+        s.mem.write_slice(&hdr, GuestAddress(HDR)).unwrap();
+        let size = 16u16;
+        let mock = MockSplitQueue::create(&s.dma, GuestAddress(SHIFT), size);
+        mock.build_desc_chain(&[desc(SHIFT + HDR, 16, false), desc(SHIFT + STATUS, 1, true)])
+            .unwrap();
+        let mut q: Queue = mock.create_queue().unwrap();
+        // The mock lays the used ring over the avail ring's upper slots: move it clear.
+        const USED: u64 = 0x800;
+        q.set_used_ring_address(Some((SHIFT + USED) as u32), Some(0));
+        let racer = Arc::new(RacingDriver {
+            mem: s.mem.clone(),
+            avail: mock.avail_addr().0 - SHIFT,
+            used: USED,
+            size,
+            posted: std::sync::atomic::AtomicU32::new(0),
+            limit: 1000,
+        });
+        let ram: Arc<dyn GuestRam> = Arc::new(s.mem.clone());
+        let space = DeviceAddressSpace::new(racer.clone(), ram, SourceId::Pci(Rid::new(0, 1, 0)));
+        let dma = IommuMemory::new(s.mem.clone(), space, true, ());
+        assert!(dev.process_queue(0, &mut q, &dma));
+        assert_eq!(dev.stats.flushes, u64::from(size));
+        assert_eq!(q.next_used(), size);
+        assert!(racer.posted.load(std::sync::atomic::Ordering::Relaxed) >= u32::from(size));
+    }
+
+    #[test]
+    fn blk_indirect_chain_longer_than_seg_max_returns_ioerr_without_walking_it_all() {
+        // Virtio 1.2 §5.2.4: at most seg_max data descriptors per request. virtio-queue
+        // follows an indirect table of up to 65535 entries even though INDIRECT_DESC is not
+        // offered; the device stops reading after seg_max + 3 descriptors and fails it.
+        let s = setup(u64::MAX);
+        let mut dev = blk(&s, false);
+        let mut hdr = [0u8; 16];
+        hdr[0..4].copy_from_slice(&T_IN.to_le_bytes());
+        s.mem.write_slice(&hdr, GuestAddress(HDR)).unwrap();
+        s.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+        // The indirect table: header, 1000 one-byte data buffers, status.
+        const TABLE: u64 = 0x40000;
+        let n = 1002u16;
+        for i in 0..n {
+            let (addr, write) = match i {
+                0 => (SHIFT + HDR, false),
+                i if i == n - 1 => (SHIFT + STATUS, true),
+                _ => (SHIFT + DATA, true),
+            };
+            let flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 }
+                | if i == n - 1 {
+                    0
+                } else {
+                    VRING_DESC_F_NEXT as u16
+                };
+            let d = SplitDescriptor::new(addr, 1.max(16 * u32::from(i == 0)), flags, i + 1);
+            s.mem
+                .write_obj(d, GuestAddress(TABLE + 16 * u64::from(i)))
+                .unwrap();
+        }
+        let mock = MockSplitQueue::create(&s.dma, GuestAddress(SHIFT), 16);
+        let indirect = SplitDescriptor::new(
+            SHIFT + TABLE,
+            16 * u32::from(n),
+            virtio_bindings::bindings::virtio_ring::VRING_DESC_F_INDIRECT as u16,
+            0,
+        );
+        mock.build_desc_chain(&[RawDescriptor::from(indirect)])
+            .unwrap();
+        let mut q: Queue = mock.create_queue().unwrap();
+        assert!(dev.process_queue(0, &mut q, &s.dma));
+        assert_eq!(dev.stats.errors, 1);
+        assert_eq!(dev.stats.reads, 0);
+        let used_len: u32 = s
+            .dma
+            .read_obj(GuestAddress(mock.used_addr().0 + 8))
+            .unwrap();
+        assert_eq!(used_len, 0);
     }
 
     #[test]
