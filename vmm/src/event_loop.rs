@@ -38,7 +38,11 @@ impl MutEventSubscriber for QueueHandler {
 
     fn init(&mut self, ops: &mut EventOps) {
         for (i, fd) in self.fds.iter().enumerate() {
-            if let Err(e) = ops.add(Events::with_data(fd, i as u32, EventSet::IN)) {
+            let Ok(data) = u32::try_from(i) else {
+                tracing::error!("cannot watch queue {i}: index does not fit the event data");
+                continue;
+            };
+            if let Err(e) = ops.add(Events::with_data(fd, data, EventSet::IN)) {
                 tracing::error!("cannot watch queue {i}: {e:?}");
             }
         }
@@ -95,7 +99,7 @@ impl MutEventSubscriber for StdinHandler {
                 // EOF or error: stop watching (e.g. stdin is /dev/null).
                 let _ = ops.remove(events);
             }
-            Ok(n) => (self.sink)(&buf[..n]),
+            Ok(n) => (self.sink)(buf.get(..n).unwrap_or(&buf)),
         }
         if events.event_set().contains(EventSet::HANG_UP) {
             let _ = ops.remove(events);

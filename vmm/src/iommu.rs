@@ -194,13 +194,18 @@ impl IommuMmio {
 }
 
 impl BusDevice for IommuMmio {
+    // Accesses are 1 to 8 bytes (the bus splits nothing wider); a length that does not fit
+    // the models' u8 size reads as zero and its write is ignored.
     fn read(&self, offset: u64, data: &mut [u8]) {
-        let v = self.unit.mmio_read(&self.mem, offset, data.len() as u8);
+        let v =
+            u8::try_from(data.len()).map_or(0, |size| self.unit.mmio_read(&self.mem, offset, size));
         put_le_value(data, v);
     }
     fn write(&self, offset: u64, data: &[u8]) {
-        self.unit
-            .mmio_write(&self.mem, offset, data.len() as u8, le_value(data));
+        if let Ok(size) = u8::try_from(data.len()) {
+            self.unit
+                .mmio_write(&self.mem, offset, size, le_value(data));
+        }
     }
 }
 

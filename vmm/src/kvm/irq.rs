@@ -35,9 +35,13 @@ use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::ioapic::{IOAPIC_PINS, IoapicDelivery};
+use crate::pci::config::{high_u32, low_u32};
 
 /// First GSI of the MSI routes (after the IOAPIC's pins).
-pub const FIRST_MSI_GSI: u32 = IOAPIC_PINS as u32;
+pub const FIRST_MSI_GSI: u32 = {
+    assert!(IOAPIC_PINS <= 256);
+    IOAPIC_PINS as u32
+};
 /// MSI routes kept at most (bounded whatever the guest programs).
 pub const MAX_MSI_ROUTES: usize = 256;
 /// The source ID of IOAPIC interrupts (ff:00.0, the DMAR's IOAPIC scope).
@@ -627,8 +631,8 @@ fn msi_entry(gsi: u32, msg: MsiMessage) -> kvm_irq_routing_entry {
         type_: KVM_IRQ_ROUTING_MSI,
         ..Default::default()
     };
-    e.u.msi.address_lo = msg.addr as u32;
-    e.u.msi.address_hi = (msg.addr >> 32) as u32;
+    e.u.msi.address_lo = low_u32(msg.addr);
+    e.u.msi.address_hi = high_u32(msg.addr);
     e.u.msi.data = msg.data;
     e
 }
@@ -660,8 +664,8 @@ impl GsiBackend for KvmGsi {
 
     fn signal_msi(&self, msg: MsiMessage) -> std::io::Result<()> {
         let m = kvm_msi {
-            address_lo: msg.addr as u32,
-            address_hi: (msg.addr >> 32) as u32,
+            address_lo: low_u32(msg.addr),
+            address_hi: high_u32(msg.addr),
             data: msg.data,
             ..Default::default()
         };

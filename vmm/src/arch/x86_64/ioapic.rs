@@ -25,7 +25,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::devices::{BusDevice, le_value, put_le_value};
+use crate::devices::{BusDevice, le_u8, le_u32, put_le_value};
+use crate::pci::config::{high_u32, low_u32};
 
 /// Number of redirection entries (pins).
 pub const IOAPIC_PINS: usize = 24;
@@ -249,10 +250,11 @@ impl Ioapic {
             REG_ID | REG_ARB => s.id,
             REG_VER => IOAPIC_VERSION | (u32::try_from(IOAPIC_PINS - 1).unwrap_or(0) << 16),
             r if r >= REG_REDTBL => {
-                let idx = usize::try_from((r - REG_REDTBL) / 2).unwrap_or(usize::MAX);
+                // Two registers per pin; an index past the last pin reads as zero.
+                let idx = usize::try_from(r.saturating_sub(REG_REDTBL) / 2).unwrap_or(usize::MAX);
                 match s.pins.get(idx) {
-                    Some(p) if r % 2 == 0 => p.rte as u32,
-                    Some(p) => (p.rte >> 32) as u32,
+                    Some(p) if r % 2 == 0 => low_u32(p.rte),
+                    Some(p) => high_u32(p.rte),
                     None => 0,
                 }
             }
@@ -265,7 +267,7 @@ impl Ioapic {
             // ID: bits 27:24 (82093AA §3.2.1).
             REG_ID => s.id = v & 0x0f00_0000,
             r if r >= REG_REDTBL => {
-                let pin = usize::try_from((r - REG_REDTBL) / 2).unwrap_or(usize::MAX);
+                let pin = usize::try_from(r.saturating_sub(REG_REDTBL) / 2).unwrap_or(usize::MAX);
                 let Some(p) = s.pins.get_mut(pin) else {
                     return;
                 };
@@ -300,14 +302,15 @@ impl BusDevice for Ioapic {
     }
 
     fn write(&self, offset: u64, data: &[u8]) {
-        let v = le_value(data) as u32;
+        // All three registers are 32 bits wide; IOEOI takes the vector in its low byte.
+        let v = le_u32(data);
         match offset {
             IOREGSEL => self.lock().regsel = v & 0xff,
             IOWIN => {
                 let mut s = self.lock();
                 self.write_reg(&mut s, v);
             }
-            IOEOI => self.eoi_register(v as u8),
+            IOEOI => self.eoi_register(le_u8(data)),
             _ => {}
         }
     }

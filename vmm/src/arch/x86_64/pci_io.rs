@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::devices::BusDevice;
+use crate::devices::{BusDevice, le_u32};
 use crate::pci::{PciRoot, decode_cf8};
 
 /// Port I/O 0xcf8..0xcff on the root bus, with its latched CONFIG_ADDRESS.
@@ -30,7 +30,7 @@ impl BusDevice for PciConfigIo {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match offset {
             0 if data.len() == 4 => data.copy_from_slice(&cf8.to_le_bytes()),
-            4..=7 => match decode_cf8(cf8, offset as u8) {
+            4..=7 => match u8::try_from(offset).ok().and_then(|o| decode_cf8(cf8, o)) {
                 Some(a) => self.root.config_read(a, data),
                 None => data.fill(0xff),
             },
@@ -42,7 +42,7 @@ impl BusDevice for PciConfigIo {
         match offset {
             // Only dword accesses reach CONFIG_ADDRESS (PCI 3.0 §3.2.2.3.2).
             0 if data.len() == 4 => {
-                let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+                let v = le_u32(data);
                 *self
                     .cf8
                     .lock()
@@ -53,7 +53,7 @@ impl BusDevice for PciConfigIo {
                     .cf8
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(a) = decode_cf8(cf8, offset as u8) {
+                if let Some(a) = u8::try_from(offset).ok().and_then(|o| decode_cf8(cf8, o)) {
                     self.root.config_write(a, data);
                 }
             }

@@ -26,6 +26,7 @@
         clippy::expect_used,
         clippy::indexing_slicing,
         clippy::panic,
+        clippy::arithmetic_side_effects,
         clippy::cast_possible_truncation
     )
 )]

@@ -8,6 +8,9 @@ use iommu_emulator::MsiSink;
 
 use super::device::{PasidDevice, PcieState, Vectors};
 use super::regs::{BAR0_SIZE, MSIX_PBA, MSIX_TABLE, NUM_VECTORS};
+
+/// End of the PBA page in BAR 0.
+const MSIX_PBA_END: u64 = MSIX_PBA + 0x1000;
 use crate::devices::{le_value, put_le_value};
 use crate::pci::config::{BarKind, COMMAND, COMMAND_BUS_MASTER, PciConfig, PciId};
 use crate::pci::msix::Msix;
@@ -62,8 +65,9 @@ impl PasidPci {
         let pcie = add_pcie_capability(&mut config, PCIE_TYPE_RCIEP);
         // DEVCAP2 (+0x24): End-End TLP Prefix Supported (bit 21), Max
         // End-End TLP Prefixes = 1 (bits 23:22 = 01b), PCIe §7.5.3.15.
-        let devcap2 = config.read_u32(pcie + 0x24) | (1 << 21) | (1 << 22);
-        config.set_u32(pcie + 0x24, devcap2);
+        let devcap2_at = pcie.saturating_add(0x24); // inside the legacy space
+        let devcap2 = config.read_u32(devcap2_at) | (1 << 21) | (1 << 22);
+        config.set_u32(devcap2_at, devcap2);
         let msix = Msix::new(
             &mut config,
             NUM_VECTORS,
@@ -211,9 +215,11 @@ impl PciDevice for PasidPci {
             return;
         }
         match offset {
-            o if (MSIX_TABLE..MSIX_PBA).contains(&o) => self.msix.read_table(o - MSIX_TABLE, data),
-            o if (MSIX_PBA..MSIX_PBA + 0x1000).contains(&o) => {
-                self.msix.read_pba(o - MSIX_PBA, data)
+            o if (MSIX_TABLE..MSIX_PBA).contains(&o) => {
+                self.msix.read_table(o.saturating_sub(MSIX_TABLE), data)
+            }
+            o if (MSIX_PBA..MSIX_PBA_END).contains(&o) => {
+                self.msix.read_pba(o.saturating_sub(MSIX_PBA), data)
             }
             o => {
                 let size = u8::try_from(data.len()).unwrap_or(0);
@@ -230,7 +236,9 @@ impl PciDevice for PasidPci {
         }
         match offset {
             o if (MSIX_TABLE..MSIX_PBA).contains(&o) => {
-                if let Some(msg) = self.msix.write_table(&self.config, o - MSIX_TABLE, data) {
+                // The guard puts o at or above MSIX_TABLE.
+                let o = o.saturating_sub(MSIX_TABLE);
+                if let Some(msg) = self.msix.write_table(&self.config, o, data) {
                     self.msi.raise_msi(msg);
                 }
             }
