@@ -38,6 +38,7 @@ use crate::arch::x86_64::ioapic::{IOAPIC_PINS, IoapicDelivery};
 use crate::pci::config::{high_u32, low_u32};
 
 /// First GSI of the MSI routes (after the IOAPIC's pins).
+#[allow(clippy::cast_possible_truncation)] // a constant; the assert below makes it exact
 pub const FIRST_MSI_GSI: u32 = {
     assert!(IOAPIC_PINS <= 256);
     IOAPIC_PINS as u32
