@@ -56,9 +56,9 @@ pub fn builtin_disk_content(len: usize) -> Vec<u8> {
         h.update(b"iommu-emulator builtin disk");
         h.update(i.to_le_bytes());
         let block = h.finalize();
-        let take = block.len().min(len - out.len());
-        out.extend_from_slice(&block[..take]);
-        i += 1;
+        let take = block.len().min(len.saturating_sub(out.len()));
+        out.extend_from_slice(block.get(..take).unwrap_or_default());
+        i = i.wrapping_add(1); // a block counter; 2^64 blocks are never reached
     }
     out
 }
@@ -278,11 +278,13 @@ pub fn run(args: &Args) -> Result<RunReport> {
     crate::diag::postmortem::prepare_shutdown_report(&mem, &guest.cmdline, &args.diag_options());
     let mut threads = Vec::new();
     for (id, vcpu) in vcpus.into_iter().enumerate() {
+        // vCPUs were created with u8 ids (cli caps the count), so this fits.
+        let id = u8::try_from(id).map_err(|_| Error::Setup(format!("vCPU {id} has no u8 id")))?;
         let (pio, mmio, exit) = (machine.pio.clone(), machine.mmio.clone(), exit_sink.clone());
         let ioapic = plat.ioapic.clone();
         let t = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
-            .spawn(move || kvm::vcpu::run(vcpu, id as u8, pio, mmio, ioapic, exit))
+            .spawn(move || kvm::vcpu::run(vcpu, id, pio, mmio, ioapic, exit))
             .map_err(io("starting a vCPU thread"))?;
         threads.push(t);
     }
@@ -322,8 +324,15 @@ pub fn run(args: &Args) -> Result<RunReport> {
 fn guest_memory(size: u64) -> Result<GuestMemoryMmap> {
     let regions: Vec<(GuestAddress, usize)> = layout::ram_regions(size)
         .into_iter()
-        .map(|(s, l)| (GuestAddress(s), l as usize))
-        .collect();
+        .map(|(s, l)| {
+            usize::try_from(l)
+                .map(|l| (GuestAddress(s), l))
+                .map_err(|_| Error::Memory {
+                    size,
+                    reason: format!("a RAM region of {l:#x} bytes does not fit the host"),
+                })
+        })
+        .collect::<Result<_>>()?;
     GuestMemoryMmap::from_ranges(&regions).map_err(|e| Error::Memory {
         size,
         reason: e.to_string(),

@@ -26,6 +26,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::{Error, Result};
+use crate::pci::config::{high_u32, low_u32};
 
 /// Where KVM puts the TSS it needs on Intel (three pages; inside the MMIO hole).
 const TSS_ADDRESS: usize = 0xfffb_d000;
@@ -110,8 +111,11 @@ impl Vm {
             }
         };
         for (slot, region) in mem.iter().enumerate() {
+            let slot = u32::try_from(slot).map_err(|_| {
+                Error::Setup(format!("guest memory region {slot} has no KVM slot number"))
+            })?;
             let r = kvm_userspace_memory_region {
-                slot: slot as u32,
+                slot,
                 flags: 0,
                 guest_phys_addr: region.start_addr().0,
                 memory_size: region.len(),
@@ -139,15 +143,22 @@ impl Vm {
 
 /// Moves ioeventfds when a BAR moves.
 pub fn move_ioevents(vm: &VmFd, fds: &[EventFd], stride: u64, old: Option<u64>, new: Option<u64>) {
+    // The guest places the BAR: an address that does not fit is skipped (the notification
+    // then reaches the device through the MMIO exit instead).
+    let at = |base: u64, i: usize| {
+        u64::try_from(i)
+            .ok()
+            .and_then(|i| i.checked_mul(stride))
+            .and_then(|off| base.checked_add(off))
+    };
     for (i, fd) in fds.iter().enumerate() {
-        let off = i as u64 * stride;
-        if let Some(o) = old {
-            let _ = vm.unregister_ioevent(fd, &IoEventAddress::Mmio(o + off), NoDatamatch);
+        if let Some(o) = old.and_then(|o| at(o, i)) {
+            let _ = vm.unregister_ioevent(fd, &IoEventAddress::Mmio(o), NoDatamatch);
         }
-        if let Some(n) = new
-            && let Err(e) = vm.register_ioevent(fd, &IoEventAddress::Mmio(n + off), NoDatamatch)
+        if let Some(n) = new.and_then(|n| at(n, i))
+            && let Err(e) = vm.register_ioevent(fd, &IoEventAddress::Mmio(n), NoDatamatch)
         {
-            tracing::warn!("ioeventfd at {:#x}: {e}", n + off);
+            tracing::warn!("ioeventfd at {n:#x}: {e}");
         }
     }
 }
@@ -210,8 +221,8 @@ impl KvmMsi {
 impl MsiSink for KvmMsi {
     fn raise_msi(&self, msg: MsiMessage) {
         let m = kvm_msi {
-            address_lo: msg.addr as u32,
-            address_hi: (msg.addr >> 32) as u32,
+            address_lo: low_u32(msg.addr),
+            address_hi: high_u32(msg.addr),
             data: msg.data,
             ..Default::default()
         };

@@ -18,6 +18,7 @@ use crate::diag::postmortem::{register_dump, shutdown_report};
 use crate::diag::recorder::{self, Event};
 use crate::error::{Error, Result};
 use crate::exit::{ExitReason, ExitSink};
+use crate::pci::config::low_u32;
 
 const MSR_IA32_SYSENTER_CS: u32 = 0x174;
 const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
@@ -48,7 +49,7 @@ const APIC_MODE_EXTINT: u32 = 0x7;
 
 fn segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
     let g = ((entry >> 55) & 1) as u8;
-    let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0xf_0000)) as u32;
+    let raw_limit = low_u32((entry & 0xffff) | ((entry >> 32) & 0xf_0000));
     let present = ((entry >> 47) & 1) as u8;
     kvm_segment {
         base: ((entry >> 16) & 0xff_ffff) | (((entry >> 56) & 0xff) << 24),
@@ -57,7 +58,8 @@ fn segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
         } else {
             raw_limit
         },
-        selector: u16::from(index) * 8,
+        // index is a GDT slot (< 8192), so the selector fits.
+        selector: u16::from(index).saturating_mul(8),
         type_: ((entry >> 40) & 0xf) as u8,
         present,
         dpl: ((entry >> 45) & 3) as u8,
@@ -72,14 +74,21 @@ fn segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
 }
 
 /// LAPIC register at `off` of a KVM_GET_LAPIC page.
+/// Offsets are the VMM's register constants; bytes past the page read as zero.
 pub(crate) fn lapic_reg(regs: &[std::os::raw::c_char; 1024], off: usize) -> u32 {
-    let b = |i: usize| regs[off + i] as u8;
+    let b = |i: usize| {
+        off.checked_add(i)
+            .and_then(|o| regs.get(o))
+            .map_or(0, |&c| c as u8)
+    };
     u32::from_le_bytes([b(0), b(1), b(2), b(3)])
 }
 
+/// Bytes past the page are dropped.
 fn set_lapic_reg(regs: &mut [std::os::raw::c_char; 1024], off: usize, v: u32) {
-    for (i, b) in v.to_le_bytes().iter().enumerate() {
-        regs[off + i] = *b as std::os::raw::c_char;
+    let dst = regs.iter_mut().skip(off);
+    for (r, b) in dst.zip(v.to_le_bytes()) {
+        *r = b as std::os::raw::c_char;
     }
 }
 
@@ -186,7 +195,9 @@ pub fn setup_boot_cpu(vcpu: &VcpuFd, entry: u64) -> Result<()> {
     let data = segment_from_gdt(BOOT_GDT[2], 2);
     let tss = segment_from_gdt(BOOT_GDT[3], 3);
     sregs.gdt.base = layout::BOOT_GDT_START;
-    sregs.gdt.limit = (BOOT_GDT.len() * 8 - 1) as u16;
+    // The limit is the table's size in bytes less one (SDM Vol. 3A §3.5.1).
+    sregs.gdt.limit =
+        u16::try_from(std::mem::size_of_val(&BOOT_GDT)).map_or(u16::MAX, |n| n.saturating_sub(1));
     sregs.idt.base = layout::BOOT_IDT_START;
     sregs.idt.limit = 7;
     sregs.cs = code;
@@ -201,6 +212,11 @@ pub fn setup_boot_cpu(vcpu: &VcpuFd, entry: u64) -> Result<()> {
     sregs.cr4 |= X86_CR4_PAE;
     sregs.efer |= EFER_LME | EFER_LMA;
     vcpu.set_sregs(&sregs).map_err(Error::kvm("setting sregs"))
+}
+
+/// An exit's access length for the flight recorder (KVM's accesses are at most 8 bytes).
+fn access_len(data: &[u8]) -> u8 {
+    u8::try_from(data.len()).unwrap_or(u8::MAX)
 }
 
 /// KVM_SYSTEM_EVENT types.
@@ -227,7 +243,7 @@ pub fn run(
                     vcpu: id,
                     port,
                     write: false,
-                    len: data.len() as u8,
+                    len: access_len(data),
                     data: recorder::value(data),
                 });
             }
@@ -236,7 +252,7 @@ pub fn run(
                     vcpu: id,
                     port,
                     write: true,
-                    len: data.len() as u8,
+                    len: access_len(data),
                     data: recorder::value(data),
                 });
                 pio.write(u64::from(port), data);
@@ -247,7 +263,7 @@ pub fn run(
                     vcpu: id,
                     addr,
                     write: false,
-                    len: data.len() as u8,
+                    len: access_len(data),
                     data: recorder::value(data),
                 });
             }
@@ -256,7 +272,7 @@ pub fn run(
                     vcpu: id,
                     addr,
                     write: true,
-                    len: data.len() as u8,
+                    len: access_len(data),
                     data: recorder::value(data),
                 });
                 mmio.write(addr, data);
