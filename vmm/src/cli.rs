@@ -199,11 +199,14 @@ fn parse_on_off(v: &str) -> Result<bool, String> {
 /// Parse a memory size: `1G`, `512M`, `2048K`, plain number = MiB (as QEMU's `-m`).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let (num, shift) = match s.chars().last() {
-        Some('G' | 'g') => (&s[..s.len() - 1], 30),
-        Some('M' | 'm') => (&s[..s.len() - 1], 20),
-        Some('K' | 'k') => (&s[..s.len() - 1], 10),
-        _ => (s, 20),
+    let (num, shift) = if let Some(n) = s.strip_suffix(['G', 'g']) {
+        (n, 30)
+    } else if let Some(n) = s.strip_suffix(['M', 'm']) {
+        (n, 20)
+    } else if let Some(n) = s.strip_suffix(['K', 'k']) {
+        (n, 10)
+    } else {
+        (s, 20)
     };
     let n: u64 = num
         .parse()

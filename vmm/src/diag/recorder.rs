@@ -246,8 +246,13 @@ impl Ring {
         if self.slots.len() < RING_CAPACITY {
             self.slots.push(e);
         } else {
-            let i =
-                usize::try_from(self.written.wrapping_sub(1) % RING_CAPACITY as u64).unwrap_or(0);
+            let i = usize::try_from(
+                self.written
+                    .wrapping_sub(1)
+                    .checked_rem(RING_CAPACITY as u64)
+                    .unwrap_or(0),
+            )
+            .unwrap_or(0);
             if let Some(s) = self.slots.get_mut(i) {
                 *s = e;
             }

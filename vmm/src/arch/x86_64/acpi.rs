@@ -19,6 +19,7 @@ const OEM_TABLE: [u8; 8] = *b"IOMMUVMM";
 /// IOAPIC ID announced in the MADT (and in the DMAR's IOAPIC scope).
 pub const IOAPIC_ID: u8 = 0;
 /// GSIs of the (userspace, split irqchip) IOAPIC.
+#[allow(clippy::cast_possible_truncation)] // a constant; kvm::irq asserts it fits at compile time
 pub const IOAPIC_PINS: u32 = super::ioapic::IOAPIC_PINS as u32;
 
 /// What the tables describe.
@@ -55,6 +56,7 @@ fn gas_io(port: u16) -> [u8; 12] {
 }
 
 /// FADT, revision 6.5, hardware-reduced (§5.2.9).
+#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)] // host-only: fixed layout constants, built once before boot
 pub fn fadt(dsdt: u64) -> Vec<u8> {
     let mut t = Sdt::new(*b"FACP", 276, 6, OEM_ID, OEM_TABLE, 1);
     // Flags (§5.2.9, Table 5.10): HW_REDUCED_ACPI (20), RESET_REG_SUP (10).
@@ -83,6 +85,7 @@ pub fn fadt(dsdt: u64) -> Vec<u8> {
 }
 
 /// MADT (§5.2.12): LAPICs, the IOAPIC, LINT1 as NMI.
+#[allow(clippy::cast_possible_truncation)] // host-only: LAPIC/IOAPIC bases are 32-bit layout constants
 pub fn madt(vcpus: u8) -> Vec<u8> {
     let mut t = Sdt::new(*b"APIC", 44, 5, OEM_ID, OEM_TABLE, 1);
     t.write_u32(36, layout::LAPIC_START as u32);
@@ -105,6 +108,7 @@ pub fn madt(vcpus: u8) -> Vec<u8> {
 }
 
 /// MCFG (PCI Firmware 3.3 §4.1.2): one ECAM window for segment 0.
+#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)] // host-only: fixed layout constants, built once before boot
 pub fn mcfg() -> Vec<u8> {
     let mut t = Sdt::new(*b"MCFG", 44, 1, OEM_ID, OEM_TABLE, 1);
     let mut e = Vec::with_capacity(16);
@@ -118,6 +122,7 @@ pub fn mcfg() -> Vec<u8> {
 }
 
 /// DSDT: the PCI host bridge with its resources, and `\_S5`.
+#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)] // host-only: fixed layout constants, built once before boot
 pub fn dsdt() -> Vec<u8> {
     let hid = aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0A08"));
     let cid = aml::Name::new("_CID".into(), &aml::EISAName::new("PNP0A03"));
@@ -176,17 +181,19 @@ fn xsdt(entries: &[u64]) -> Vec<u8> {
     t.as_slice().to_vec()
 }
 
+/// Round up to 16 bytes; saturates, so an overflowing layout fails the ACPI_END check.
 fn align(x: u64) -> u64 {
-    (x + 15) & !15
+    x.saturating_add(15) & !15
 }
 
 /// Build and place every table. The first entry is the RSDP.
 pub fn build(config: &AcpiConfig) -> Result<Vec<PlacedTable>, String> {
     let rsdp_addr = layout::ACPI_START;
-    let mut next = align(rsdp_addr + 36);
+    let mut next = align(rsdp_addr.saturating_add(36));
     let mut place = |bytes: Vec<u8>| {
         let addr = next;
-        next = align(addr + bytes.len() as u64);
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        next = align(addr.saturating_add(len));
         PlacedTable { addr, bytes }
     };
     let dsdt = place(dsdt());
@@ -205,7 +212,7 @@ pub fn build(config: &AcpiConfig) -> Result<Vec<PlacedTable>, String> {
     if next > layout::ACPI_END {
         return Err(format!(
             "ACPI tables need {:#x} bytes, more than the BIOS area",
-            next - rsdp_addr
+            next.saturating_sub(rsdp_addr)
         ));
     }
     let mut rsdp_bytes = Vec::new();

@@ -48,7 +48,11 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel> {
     let high = Some(GuestAddress(layout::HIGH_RAM_START));
     match BzImage::load(mem, None, &mut f, high) {
         Ok(r) => Ok(LoadedKernel {
-            entry: r.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET,
+            entry: r
+                .kernel_load
+                .0
+                .checked_add(BZIMAGE_64BIT_ENTRY_OFFSET)
+                .ok_or_else(|| Error::Setup("bzImage loaded at the top of memory".into()))?,
             header: r.setup_header,
             end: r.kernel_end,
         }),
@@ -125,7 +129,8 @@ pub fn write_boot_params(
         .map_err(|e| Error::Cmdline(e.to_string()))?
         .as_bytes()
         .len();
-    let params = zero_page(mem_size, kernel, len as u32, initrd, rsdp);
+    let len = u32::try_from(len).map_err(|_| Error::Cmdline("command line too long".into()))?;
+    let params = zero_page(mem_size, kernel, len, initrd, rsdp)?;
     let bp = BootParams::new::<boot_params>(&params, GuestAddress(layout::ZERO_PAGE_START));
     LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(&bp, mem)
         .map_err(|e| Error::Setup(format!("writing the zero page: {e}")))
@@ -138,7 +143,7 @@ pub fn zero_page(
     cmdline_len: u32,
     initrd: Option<(u64, u64)>,
     rsdp: u64,
-) -> boot_params {
+) -> Result<boot_params> {
     let mut p = boot_params::default();
     if let Some(h) = kernel.header {
         p.hdr = h;
@@ -146,17 +151,20 @@ pub fn zero_page(
     p.hdr.type_of_loader = KERNEL_LOADER_OTHER;
     p.hdr.boot_flag = KERNEL_BOOT_FLAG_MAGIC;
     p.hdr.header = KERNEL_HDR_MAGIC;
-    p.hdr.cmd_line_ptr = layout::CMDLINE_START as u32;
+    let below_4g = |what: &str, v: u64| {
+        u32::try_from(v).map_err(|_| Error::Setup(format!("{what} {v:#x} is not below 4 GiB")))
+    };
+    p.hdr.cmd_line_ptr = below_4g("command line at", layout::CMDLINE_START)?;
     p.hdr.cmdline_size = cmdline_len;
     p.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT;
     if let Some((addr, size)) = initrd {
-        p.hdr.ramdisk_image = addr as u32;
-        p.hdr.ramdisk_size = size as u32;
+        p.hdr.ramdisk_image = below_4g("initrd at", addr)?;
+        p.hdr.ramdisk_size = below_4g("initrd size", size)?;
     }
     p.acpi_rsdp_addr = rsdp;
     let map = layout::e820_map(mem_size);
-    for (i, e) in map.iter().take(p.e820_table.len()).enumerate() {
-        p.e820_table[i] = boot_e820_entry {
+    for (slot, e) in p.e820_table.iter_mut().zip(&map) {
+        *slot = boot_e820_entry {
             addr: e.addr,
             size: e.size,
             r#type: match e.kind {
@@ -165,8 +173,9 @@ pub fn zero_page(
             },
         };
     }
-    p.e820_entries = map.len().min(p.e820_table.len()) as u8;
-    p
+    // The table has 128 slots.
+    p.e820_entries = u8::try_from(map.len().min(p.e820_table.len())).unwrap_or(u8::MAX);
+    Ok(p)
 }
 
 /// Initial initrd address limit from the header (boot protocol 2.03+).
@@ -198,9 +207,8 @@ pub const BOOT_GDT: [u64; 4] = [
 /// (2 MiB pages).
 pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<()> {
     let err = |e: vm_memory::GuestMemoryError| Error::Setup(format!("writing boot tables: {e}"));
-    for (i, e) in BOOT_GDT.iter().enumerate() {
-        mem.write_obj(*e, GuestAddress(layout::BOOT_GDT_START + i as u64 * 8))
-            .map_err(err)?;
+    for (e, addr) in BOOT_GDT.iter().zip((layout::BOOT_GDT_START..).step_by(8)) {
+        mem.write_obj(*e, GuestAddress(addr)).map_err(err)?;
     }
     mem.write_obj(0u64, GuestAddress(layout::BOOT_IDT_START))
         .map_err(err)?;
@@ -208,8 +216,8 @@ pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<()> {
         .map_err(err)?;
     mem.write_obj(layout::PDE_START | 0x3, GuestAddress(layout::PDPTE_START))
         .map_err(err)?;
-    for i in 0..512u64 {
-        mem.write_obj((i << 21) | 0x83, GuestAddress(layout::PDE_START + i * 8))
+    for (i, addr) in (0..512u64).zip((layout::PDE_START..).step_by(8)) {
+        mem.write_obj((i << 21) | 0x83, GuestAddress(addr))
             .map_err(err)?;
     }
     Ok(())
@@ -245,7 +253,7 @@ mod tests {
             header: None,
             end: 0x200_0000,
         };
-        let p = zero_page(1 << 30, &k, 42, Some((0x3000_0000, 0x1000)), 0xe0000);
+        let p = zero_page(1 << 30, &k, 42, Some((0x3000_0000, 0x1000)), 0xe0000).unwrap();
         let hdr = p.hdr;
         assert_eq!({ hdr.header }, KERNEL_HDR_MAGIC);
         assert_eq!({ hdr.cmd_line_ptr }, layout::CMDLINE_START as u32);

@@ -36,7 +36,9 @@ pub fn patch(entries: &mut [kvm_cpuid_entry2], id: u8, count: u8, tsc_deadline: 
             0xb | 0x1f => {
                 // Extended topology: one thread per core, `count` cores.
                 e.edx = u32::from(id);
-                let shift = u32::BITS - u32::from(count.max(1) - 1).leading_zeros();
+                // leading_zeros() <= 32, so the subtraction does not wrap.
+                let shift =
+                    u32::BITS.saturating_sub(u32::from(count.saturating_sub(1)).leading_zeros());
                 match e.index {
                     0 => {
                         e.eax = 0;
@@ -57,11 +59,11 @@ pub fn patch(entries: &mut [kvm_cpuid_entry2], id: u8, count: u8, tsc_deadline: 
             }
             0x4 => {
                 // Intel deterministic cache parameters: EAX[31:26] cores - 1.
-                e.eax = (e.eax & 0x03ff_ffff) | ((u32::from(count.max(1)) - 1) << 26);
+                e.eax = (e.eax & 0x03ff_ffff) | (u32::from(count.saturating_sub(1)) << 26);
             }
             0x8000_0008 => {
                 // AMD: ECX[7:0] number of threads - 1.
-                e.ecx = (e.ecx & !0xff) | (u32::from(count.max(1)) - 1);
+                e.ecx = (e.ecx & !0xff) | u32::from(count.saturating_sub(1));
             }
             _ => {}
         }
