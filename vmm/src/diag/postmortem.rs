@@ -181,7 +181,9 @@ pub fn walk(mem: &GuestMemoryMmap, root: u64, va: u64) -> std::result::Result<u6
     let mut table = root & ADDR;
     for (level, shift) in [(4u32, 39u32), (3, 30), (2, 21), (1, 12)] {
         let idx = (va >> shift) & 0x1ff;
-        let at = table + idx * 8;
+        // The table address comes from guest memory: wrap rather than panic (the read of a
+        // wrapped address then fails as "not RAM").
+        let at = table.wrapping_add(idx << 3);
         let e: u64 = mem
             .read_obj(GuestAddress(at))
             .map_err(|_| format!("level {level} entry at {at:#x} is not RAM"))?;
@@ -191,8 +193,8 @@ pub fn walk(mem: &GuestMemoryMmap, root: u64, va: u64) -> std::result::Result<u6
             ));
         }
         if (level == 3 || level == 2) && e & 0x80 != 0 {
-            let size = 1u64 << shift;
-            return Ok((e & ADDR & !(size - 1)) | (va & (size - 1)));
+            let offset_mask = (1u64 << shift).wrapping_sub(1); // shift <= 39: never wraps
+            return Ok((e & ADDR & !offset_mask) | (va & offset_mask));
         }
         table = e & ADDR;
     }
@@ -248,14 +250,15 @@ pub fn post_mortem(mem: &GuestMemoryMmap, map: &str, rip: Option<u64>) -> String
     }
     // Linux leaves the reserved vectors (0x14-0x1f) on its early handlers in init text.
     let init_text = sym("_sinittext").zip(sym("_einittext"));
-    let mut in_init = 0;
+    let mut in_init = 0u32;
     let mut bad = Vec::new();
-    let mut present = 0;
+    let mut present = 0u32;
     for v in 0..256u64 {
-        let at = GuestAddress(phys(idt) + v * 16);
+        // The IDT base is the guest's: wrapping addresses fail the reads below as "not RAM".
+        let at = GuestAddress(phys(idt).wrapping_add(v << 4));
         let (Ok(lo), Ok(hi)) = (
             mem.read_obj::<u64>(at),
-            mem.read_obj::<u64>(GuestAddress(at.0 + 8)),
+            mem.read_obj::<u64>(GuestAddress(at.0.wrapping_add(8))),
         ) else {
             bad.push(format!("{v:#x}: not RAM"));
             continue;
@@ -263,13 +266,13 @@ pub fn post_mortem(mem: &GuestMemoryMmap, map: &str, rip: Option<u64>) -> String
         if lo & (1 << 47) == 0 {
             continue;
         }
-        present += 1;
+        present = present.saturating_add(1); // at most 256
         let target = (lo & 0xffff) | ((lo >> 32) & 0xffff_0000) | ((hi & 0xffff_ffff) << 32);
         let kind = (lo >> 40) & 0xf;
         let cs = (lo >> 16) & 0xffff;
         let init = init_text.is_some_and(|(a, b)| (a..b).contains(&target));
         if init {
-            in_init += 1;
+            in_init = in_init.saturating_add(1); // at most 256
         }
         if !((stext..etext).contains(&target) || init) || !matches!(kind, 0xe | 0xf) || cs != 0x10 {
             bad.push(format!(
@@ -323,7 +326,8 @@ pub fn symbolize(map: &str, addr: u64) -> Option<String> {
     let (a, name) = best?;
     // Beyond 1 MiB from the nearest symbol it is not that symbol (user space,
     // modules, or a randomised kernel base).
-    (addr - a < (1 << 20)).then(|| format!("{name}+{:#x}", addr - a))
+    let off = addr.checked_sub(a)?; // a <= addr by the search above
+    (off < (1 << 20)).then(|| format!("{name}+{off:#x}"))
 }
 
 /// Whether KVM reset the vCPU before handing back the shutdown: the INIT
@@ -401,8 +405,10 @@ pub fn shutdown_report(vcpu: &VcpuFd, id: u8) -> String {
             (0..8usize)
                 .rev()
                 .find_map(|i| {
-                    let w = lapic_reg(&l.regs, base + i * 0x10);
-                    (w != 0).then(|| i * 32 + (31 - w.leading_zeros() as usize))
+                    // IRR/ISR: eight 32-bit registers 16 bytes apart; the highest set bit.
+                    let w = lapic_reg(&l.regs, base.saturating_add(i << 4));
+                    let top = 31usize.saturating_sub(usize::try_from(w.leading_zeros()).ok()?);
+                    (w != 0).then_some((i << 5) | top)
                 })
                 .map_or("none".to_string(), |v| format!("{v:#x}"))
         };

@@ -457,6 +457,7 @@ pub fn run_batch(
 }
 
 /// One job as a child process of this host, with `job_timeout` enforced.
+#[allow(clippy::arithmetic_side_effects)] // host-only: nested runner; deadlines from CLI timeouts, 128 + signal
 fn run_direct(job: &Job, vmm: &Path, opts: &RunnerOptions) -> Result<JobResult, NestedError> {
     let mut cmd = match &job.program {
         JobProgram::Vmm(args) => {
@@ -653,17 +654,20 @@ pub fn run_jobs(jobs: &[Job], opts: &RunnerOptions) -> Result<BatchReport, Neste
     let mut retry_boot_left = true;
     let mut attempt = 0u32;
     loop {
-        let pending: Vec<usize> = (0..jobs.len()).filter(|i| results[*i].is_none()).collect();
+        let pending: Vec<usize> = (0..jobs.len())
+            .filter(|&i| results.get(i).is_some_and(Option::is_none))
+            .collect();
+        let tried = |i: usize| earlier.get(i).is_some_and(|e| !e.is_empty());
         if attempt > 0 && pending.is_empty() {
             break;
         }
         if attempt >= attempts {
-            if !retry_boot_left || pending.iter().any(|&i| earlier[i].is_empty()) {
+            if !retry_boot_left || pending.iter().any(|&i| !tried(i)) {
                 break;
             }
             retry_boot_left = false;
         }
-        if attempt > 0 && pending.iter().all(|&i| !earlier[i].is_empty()) {
+        if attempt > 0 && pending.iter().all(|&i| tried(i)) {
             notice(&format!(
                 "iommu-vmm: nested runner: running {} job(s) once more in a new L1 boot after \
                  an exit status they retry under the nested runner",
@@ -860,6 +864,7 @@ enum Line {
 }
 
 /// One L1 boot running `pending` (indexes into `jobs`). Returns the boot and the results it got.
+#[allow(clippy::arithmetic_side_effects)] // host-only: nested runner; Instant + CLI timeouts
 fn boot_once(
     qemu: &Qemu,
     image: &guest_images::runner::RunnerImage,

@@ -94,7 +94,7 @@ pub fn parse_line(line: &str, nonce: &str) -> Option<Event> {
 
 /// Quotes `s` for a POSIX shell (single quotes; a single quote becomes `'\''`).
 pub fn shell_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+    let mut out = String::with_capacity(s.len().saturating_add(2));
     out.push('\'');
     for c in s.chars() {
         if c == '\'' {

@@ -157,22 +157,23 @@ fn pieces(arg: &str) -> Vec<(usize, usize)> {
     // `--opt=value`: the value starts after the first '='.
     if arg.starts_with('-') {
         match arg.find('=') {
-            Some(eq) => start = eq + 1,
+            Some(eq) => start = eq.saturating_add(1), // '=' is one byte
             None => return out,
         }
     }
     let mut pos = start;
     for part in arg.get(start..).unwrap_or("").split(',') {
         let (value_off, _) = match part.find('=') {
-            Some(eq) if !part.starts_with('/') => (eq + 1, ()),
+            Some(eq) if !part.starts_with('/') => (eq.saturating_add(1), ()),
             _ => (0, ()),
         };
-        let b = pos + value_off;
-        let e = pos + part.len();
+        // Offsets into `arg`, so none of these sums exceeds arg.len() + 1.
+        let b = pos.saturating_add(value_off);
+        let e = pos.saturating_add(part.len());
         if b < e {
             out.push((b, e));
         }
-        pos = e + 1;
+        pos = e.saturating_add(1);
     }
     out
 }
