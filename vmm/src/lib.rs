@@ -14,6 +14,19 @@
 //! Unsafe code carries `// SAFETY:` notes; it is in [`kvm`] (KVM ioctls, guest memory for
 //! vCPU state) and in [`vmm`] (the built-in disk's memfd).
 #![deny(missing_docs)]
+// STYLE rule 8: never panic on guest input. Host-only setup code may opt out per item with
+// `#[allow(clippy::...)]` and a "host-only: ..." reason beside it; guest-driven paths may not.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation
+    )
+)]
 
 pub mod arch;
 pub mod cli;

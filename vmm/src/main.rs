@@ -1,4 +1,16 @@
 //! The `iommu-vmm` command.
+// The library's no-panic rules (STYLE rule 8) hold for the binary too.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation
+    )
+)]
 
 use std::ffi::OsString;
 use std::process::ExitCode;
