@@ -20,6 +20,11 @@ use iommu_vmm::cli::Args;
 use iommu_vmm::exit::{ExitReason, STATUS_VMM_ERROR};
 use iommu_vmm::nested::{NestedMode, maybe_run_nested};
 
+/// A process exit status: statuses outside 0..=255 clamp to the nearest end.
+fn exit_code(status: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(status.clamp(0, 255)).unwrap_or(u8::MAX))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -44,25 +49,25 @@ fn main() -> ExitCode {
             iommu_vmm::vmm::resolve_guest(&args, name, !iommu_vmm::nested::in_nested_l1())
     {
         eprintln!("iommu-vmm: {e}");
-        return ExitCode::from(STATUS_VMM_ERROR as u8);
+        return exit_code(STATUS_VMM_ERROR);
     }
     if let Err(e) = iommu_vmm::vmm::preflight(&args) {
         eprintln!("iommu-vmm: {e}");
-        return ExitCode::from(STATUS_VMM_ERROR as u8);
+        return exit_code(STATUS_VMM_ERROR);
     }
     let mode: NestedMode = match args.nested.parse() {
         Ok(m) => m,
         Err(e) => {
             eprintln!("iommu-vmm: --nested: {e}");
-            return ExitCode::from(STATUS_VMM_ERROR as u8);
+            return exit_code(STATUS_VMM_ERROR);
         }
     };
     match maybe_run_nested(mode, raw.get(1..).unwrap_or(&[])) {
-        Ok(Some(status)) => return ExitCode::from(status.clamp(0, 255) as u8),
+        Ok(Some(status)) => return exit_code(status),
         Ok(None) => {}
         Err(e) => {
             eprintln!("iommu-vmm: {e}");
-            return ExitCode::from(STATUS_VMM_ERROR as u8);
+            return exit_code(STATUS_VMM_ERROR);
         }
     }
 
@@ -74,11 +79,11 @@ fn main() -> ExitCode {
                 }
                 other => eprintln!("iommu-vmm: {other}"),
             }
-            ExitCode::from(report.status.clamp(0, 255) as u8)
+            exit_code(report.status)
         }
         Err(e) => {
             eprintln!("iommu-vmm: {e}");
-            ExitCode::from(STATUS_VMM_ERROR as u8)
+            exit_code(STATUS_VMM_ERROR)
         }
     }
 }
