@@ -12,8 +12,8 @@
 //! takes the read rates from the guest.
 //!
 //! On hosts without hardware KVM both VMMs run inside the same nested-runner L1 boot
-//! (`iommu_vmm::nested`): QEMU, its libraries and firmware travel as a cached
-//! [`iommu_vmm::nested::bundle::Bundle`], and each run copies its inputs into L1's RAM first
+//! (`iommu_nested`): QEMU, its libraries and firmware travel as a cached
+//! [`iommu_nested::bundle::Bundle`], and each run copies its inputs into L1's RAM first
 //! (`--stage`) so neither VMM reads its kernel or disk over 9p while timed.
 //!
 //! The pieces here are pure (modes, command lines, console and result parsing, medians, the

@@ -18,7 +18,7 @@
 //! The image is cached under [`cache_dir`]`/runner/images/<key>/` where the key hashes everything that goes
 //! in (the `iommu-vmm` binary's content included), so a rebuilt binary gets a new image automatically.
 //! The L2 guest images and disks are not copied in: the nested runner shares the host directories
-//! that hold them over 9p (see `iommu_vmm::nested`), which also brings written disks and traces back.
+//! that hold them over 9p (see `iommu_nested`), which also brings written disks and traces back.
 //!
 //! Packages come through the crate's private apt setup ([`crate::apt`], [`crate::cache`]) and
 //! the initramfs is written by [`crate::initramfs::Tree`] (uncompressed: L1 boots faster).
@@ -38,8 +38,8 @@ use crate::manifest::{Manifest, PackageRef, Role};
 
 /// The guest of `manifest.toml` whose kernel and busybox the L1 runner uses by default
 /// (bookworm's 6.1: its kvm_amd runs nested under QEMU's EPYC model; measured facts in
-/// `vmm/src/nested/README.md`).
-/// [`build_runner_for`] takes another one (`IOMMU_VMM_NESTED_L1_KERNEL` in `iommu_vmm::nested`).
+/// `vmm/nested/README.md`).
+/// [`build_runner_for`] takes another one (`IOMMU_VMM_NESTED_L1_KERNEL` in `iommu_nested`).
 pub const RUNNER_GUEST: &str = "6.1";
 /// Modules `/init` loads (their dependencies are found and loaded first): virtio-pci and 9p for
 /// the host's files, then KVM for AMD (the L1 CPU model is EPYC).

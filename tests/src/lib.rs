@@ -78,14 +78,10 @@ pub fn sha256_prefix(path: &Path, len: u64) -> String {
 }
 
 /// Prints, for every job of `report` that the nested runner ran a second time (it asked with
-/// [`iommu_vmm::nested::Job::retry_nested_on`]), how its first attempt ended and the last
+/// [`iommu_nested::Job::retry_nested_on`]), how its first attempt ended and the last
 /// lines of that attempt's stderr (the VMM's shutdown report), so that a retried boot is
 /// never silent. `names[i]` labels job `i`. Returns how many jobs were retried.
-pub fn report_retries(
-    test: &str,
-    names: &[&str],
-    report: &iommu_vmm::nested::BatchReport,
-) -> usize {
+pub fn report_retries(test: &str, names: &[&str], report: &iommu_nested::BatchReport) -> usize {
     let mut retried = 0;
     for (i, job) in report.jobs.iter().enumerate() {
         let name = names.get(i).copied().unwrap_or("?");
@@ -97,7 +93,7 @@ pub fn report_retries(
                 std::io::stderr().lock(),
                 "{test}: RETRIED {name}: attempt {} ended with {:?} in L1 boot {} under the nested \
                  runner and was run again (the L1 machine's emulated SVM is unreliable, see \
-                 vmm/src/nested/README.md); that attempt's console tail and report:\n{}\n{}",
+                 vmm/nested/README.md); that attempt's console tail and report:\n{}\n{}",
                 k + 1,
                 e.outcome,
                 e.boot,

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use iommu_nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
 use iommu_vmm::exit::{STATUS_GUEST_PANIC, STATUS_TRIPLE_FAULT};
-use iommu_vmm::nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
 
 /// Entry point of the hand-made ELF kernel.
 const ENTRY: u64 = 0x100_0000;

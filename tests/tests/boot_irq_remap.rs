@@ -26,8 +26,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use iommu_nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
 use iommu_vmm::exit::STATUS_TRIPLE_FAULT;
-use iommu_vmm::nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
 
 const DISK_BYTES: u64 = 16 << 20;
 const READ_BYTES: u64 = 8 << 20;
@@ -218,7 +218,7 @@ exit $rc
     let opts = RunnerOptions {
         vmm_binary: Some(vmm),
         job_timeout: Duration::from_secs(420),
-        // Up to four L1 failures (freeze or crash, see vmm/src/nested/README.md) are retried.
+        // Up to four L1 failures (freeze or crash, see vmm/nested/README.md) are retried.
         attempts: 5,
         // These guests print a line at least every ~20 s (boot, payload tests, an 8 MiB disk
         // read): 150 s of silence is a frozen L1, found sooner than with the runner's default.

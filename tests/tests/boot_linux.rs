@@ -4,7 +4,7 @@
 //! garbage into the VT-d registers and tables leaves the VMM running.
 //!
 //! Where the host has no hardware KVM usable by stock kernels (kvm_pvm, no KVM), the jobs run
-//! in one boot of the nested runner's L1 machine (`iommu_vmm::nested::run_batch`); elsewhere
+//! in one boot of the nested runner's L1 machine (`iommu_nested::run_batch`); elsewhere
 //! directly. Nothing here can pass without the guest having booted: every mode must print
 //! its markers and checksums, and a lost or failed job fails the test with its console.
 //!
@@ -21,8 +21,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use iommu_tests::vtd_stats::{self, VtdStats};
+use iommu_nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
 use iommu_vmm::exit::{STATUS_GUEST_PANIC, STATUS_TRIPLE_FAULT};
-use iommu_vmm::nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
 
 /// Each mode writes one MiB at its own slot after the read area.
 const WRITE_SLOT: u64 = 1 << 20;
@@ -335,7 +335,7 @@ fn boot_linux_6_1_each_iommu_mode_reads_and_writes_disk_through_vtd() {
     let opts = RunnerOptions {
         vmm_binary: Some(vmm.clone()),
         job_timeout: Duration::from_secs(600),
-        // Up to four L1 failures (freeze or crash, see vmm/src/nested/README.md) are retried.
+        // Up to four L1 failures (freeze or crash, see vmm/nested/README.md) are retried.
         attempts: 5,
         // The guest prints a line at least every ~20 s here, except while it checksums the
         // disk (about 0.3 s per MiB): silence longer than this is a frozen L1, found sooner

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use iommu_tests::vtd_stats::{self, VtdStats};
+use iommu_nested::{Job, NestedMode, RunnerOptions, run_batch};
 use iommu_vmm::exit::STATUS_TRIPLE_FAULT;
-use iommu_vmm::nested::{Job, NestedMode, RunnerOptions, run_batch};
 
 /// One configuration of the matrix.
 struct Config {
@@ -405,7 +405,7 @@ fn boot_matrix_payload_pass_and_skip_sets_per_iommu_configuration() {
     let opts = RunnerOptions {
         vmm_binary: Some(vmm),
         job_timeout: Duration::from_secs(300),
-        // L1 freezes and crashes happen (vmm/src/nested/README.md): retry up to four.
+        // L1 freezes and crashes happen (vmm/nested/README.md): retry up to four.
         attempts: 5,
         idle_timeout: Some(Duration::from_secs(150)),
         ..RunnerOptions::default()

@@ -22,11 +22,11 @@
 //!   it when measuring the L1 failure rate, so a run survives several L1 failures.
 //!
 //! The runner's own knobs apply too (`IOMMU_VMM_NESTED_KVM_PARAMS`, `IOMMU_VMM_NESTED_CPU`,
-//! `IOMMU_VMM_NESTED_L1_KERNEL`, `IOMMU_VMM_NESTED_IDLE_TIMEOUT`, vmm/src/nested/README.md).
+//! `IOMMU_VMM_NESTED_L1_KERNEL`, `IOMMU_VMM_NESTED_IDLE_TIMEOUT`, vmm/nested/README.md).
 //! The last line, `boot_stress: SUMMARY ...`, counts the L1 boots, the L2 boots started (jobs
 //! that ended plus those cut off by an L1 failure), L1 freezes (idle or outer timeout), L1
 //! crashes (QEMU exited early), L2 triple faults, other failed boots, retry boots and the wall
-//! time: the L1 failure-rate table in vmm/src/nested/README.md is made of these lines.
+//! time: the L1 failure-rate table in vmm/nested/README.md is made of these lines.
 //!
 //! `cargo test -p iommu-tests --test boot_stress -- --ignored --nocapture`
 
@@ -34,7 +34,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use iommu_vmm::nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
+use iommu_nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
 
 const DISK_BYTES: u64 = 16 << 20;
 const READ_BYTES: u64 = 8 << 20;

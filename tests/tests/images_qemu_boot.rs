@@ -3,7 +3,7 @@
 //! their payload work before our own VMM boots them (tests of the VMM live elsewhere).
 //! QEMU's isa-debug-exit device on port 0xf4 exits with status (byte << 1) | 1; the payload
 //! writes byte 0 there only when a test failed, and a passing run powers off (status 0).
-//! The QEMU is the nested runner's ([`iommu_vmm::nested::find_qemu`]: QEMU 10 extracted from
+//! The QEMU is the nested runner's ([`iommu_nested::find_qemu`]: QEMU 10 extracted from
 //! Debian's packages into the cache), so the host needs no qemu-system package.
 
 use std::io::Read;
@@ -36,10 +36,10 @@ fn disk(dir: &Path) -> (std::path::PathBuf, String) {
 }
 
 /// The QEMU of the nested runner, found (or fetched into the cache) once.
-fn qemu() -> &'static iommu_vmm::nested::Qemu {
-    static QEMU: std::sync::OnceLock<iommu_vmm::nested::Qemu> = std::sync::OnceLock::new();
+fn qemu() -> &'static iommu_nested::Qemu {
+    static QEMU: std::sync::OnceLock<iommu_nested::Qemu> = std::sync::OnceLock::new();
     QEMU.get_or_init(|| {
-        iommu_vmm::nested::find_qemu(true)
+        iommu_nested::find_qemu(true)
             .unwrap_or_else(|e| panic!("no QEMU for the image boot tests: {e}"))
     })
 }

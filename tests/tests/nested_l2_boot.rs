@@ -1,4 +1,4 @@
-//! L2 boot matrix through `iommu_vmm::nested::run_batch`: several `iommu-vmm --guest ...` runs,
+//! L2 boot matrix through `iommu_nested::run_batch`: several `iommu-vmm --guest ...` runs,
 //! directly on hosts with hardware KVM, in ONE L1 boot of the nested runner elsewhere. Each run
 //! must exit 0 with the guest payload's summary line showing no failure.
 //!
@@ -10,8 +10,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use iommu_nested::{Job, KvmSupport, NestedMode, RunnerOptions, detect_kvm, run_batch};
 use iommu_vmm::exit::{STATUS_TRIPLE_FAULT, Summary};
-use iommu_vmm::nested::{Job, KvmSupport, NestedMode, RunnerOptions, detect_kvm, run_batch};
 
 /// Builds (or checks current) a guest image on the host: the L1 machine can not build one.
 fn ensure_guest(name: &str) {

@@ -1,4 +1,4 @@
-//! Boot tests of the nested runner (`iommu_vmm::nested`): each one boots the real L1 machine
+//! Boot tests of the nested runner (`iommu_nested`): each one boots the real L1 machine
 //! (QEMU TCG, `-cpu EPYC`, Debian 6.1 kernel with kvm_amd; one test each for the `-cpu qemu64`
 //! and 6.12 kernel options) and fails loudly when it does not boot.
 //!
@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use iommu_vmm::nested::{
+use iommu_nested::{
     Job, JobOutcome, KvmSupport, NestedError, NestedMode, RunnerOptions, detect_kvm, run_batch,
     run_jobs, run_smoke,
 };

@@ -12,8 +12,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use iommu_nested::{Job, NestedMode, RunnerOptions, run_batch};
 use iommu_vmm::exit::STATUS_TRIPLE_FAULT;
-use iommu_vmm::nested::{Job, NestedMode, RunnerOptions, run_batch};
 
 fn line<'a>(console: &'a str, name: &str) -> Option<&'a str> {
     let prefix = format!("IOMMUTEST {name} ");

@@ -8,6 +8,10 @@ use clap::builder::ArgPredicate;
 /// `--device` of `--guest` runs: the PASID test device the payload drives.
 pub const GUEST_DEVICE: &str = "pasid-test";
 
+/// Default `--iommu` for `--guest` (the base the `iommu-vmm` command's per-kernel defaults add
+/// to; `--guest` itself is resolved there, not in this library).
+pub const GUEST_DEFAULT_IOMMU: &str = "intel-iommu,x-scalable-mode=on";
+
 /// `iommu-vmm`: boot a Linux guest under KVM against an emulated IOMMU.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "iommu-vmm", version, about)]
@@ -22,7 +26,7 @@ pub struct Args {
     #[arg(long, value_name = "STR")]
     pub append: Option<String>,
     /// IOMMU: `intel-iommu[,prop=value,...]` or `none`. With `--guest` the default is scalable
-    /// mode plus what the payload's tests need (`vmm::guest_default_iommu`).
+    /// mode plus what the payload's tests need (the `iommu-vmm` command's `guest_default_iommu`).
     #[arg(long, value_name = "SPEC", value_parser = parse_iommu)]
     pub iommu: Option<IommuSpec>,
     /// Raw disk image for virtio-blk: `PATH[,readonly=on]`.

@@ -311,7 +311,7 @@ mod tests {
     fn guest_default_iommu_has_interrupt_remapping_with_eim() {
         // `--guest NAME` boots with GUEST_DEFAULT_IOMMU: scalable mode plus
         // the VMM's intremap/eim defaults.
-        let spec = crate::cli::parse_iommu(crate::vmm::GUEST_DEFAULT_IOMMU).unwrap();
+        let spec = crate::cli::parse_iommu(crate::cli::GUEST_DEFAULT_IOMMU).unwrap();
         let IommuSpec::IntelIommu { props } = spec else {
             panic!("{spec:?}")
         };

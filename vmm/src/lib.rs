@@ -1,4 +1,11 @@
-//! `iommu-vmm`: a KVM VMM that boots Linux guests against emulated IOMMUs.
+//! `iommu_vmm` (package `iommu-vmm-lib`): a KVM VMM that boots Linux guests against emulated
+//! IOMMUs, as a library.
+//!
+//! The `iommu-vmm` command is its own package (vmm/cli/): it turns `--guest NAME` into a kernel,
+//! initramfs and defaults with `guest-images`, and runs itself inside an L1 machine through the
+//! nested runner (`iommu-nested`, vmm/nested/) where the host's KVM cannot boot stock kernels.
+//! This library depends on neither: [`vmm::run`] and [`vmm::preflight`] take resolved
+//! arguments and refuse `--guest`.
 //!
 //! Layout: [`arch`] (what differs per guest architecture; today [`arch::x86_64`]: layout and
 //! e820, boot protocol, ACPI, CPUID, IOAPIC, ACPI PM, CF8/CFC, the VT-d unit, the platform's
@@ -8,8 +15,8 @@
 //! (buses, serial, console, debug-exit, the PASID test device), [`iommu`] (wiring of the
 //! IOMMU models), [`kvm`] (VM, vCPUs, interrupts: the only place that talks to KVM),
 //! [`event_loop`] (the only place that knows epoll), [`vmm`] (the run as a short sequence of
-//! steps), [`cli`], [`exit`], [`diag`] (flight recorder and triple-fault post-mortem, off the
-//! hot paths) and [`nested`] (the nested runner).
+//! steps), [`cli`], [`exit`] and [`diag`] (flight recorder and triple-fault post-mortem, off
+//! the hot paths).
 //!
 //! Unsafe code carries `// SAFETY:` notes; it is in [`kvm`] (KVM ioctls, guest memory for
 //! vCPU state) and in [`vmm`] (the built-in disk's memfd).
@@ -38,7 +45,6 @@ pub mod event_loop;
 pub mod exit;
 pub mod iommu;
 pub mod kvm;
-pub mod nested;
 pub mod pci;
 pub mod virtio;
 pub mod vmm;

@@ -21,29 +21,6 @@ use crate::kvm::{self, Vm};
 
 pub use crate::arch::x86_64::BASE_CMDLINE;
 
-/// Default `--iommu` for `--guest`.
-pub const GUEST_DEFAULT_IOMMU: &str = "intel-iommu,x-scalable-mode=on";
-
-/// Default `--iommu` for `--guest NAME` with `devices`: [`GUEST_DEFAULT_IOMMU`], plus ATS and
-/// page requests (`device-iotlb=on,x-prs=on`, which Linux needs for PRI and SVA) with the
-/// PASID test device, plus `x-perfmon=on` for kernels with the IOMMU perf driver (6.3+).
-/// `name` is the guest's kernel release (`7.3.4+deb13-amd64`) or version (`6.12`).
-pub fn guest_default_iommu(name: &str, devices: &[String]) -> String {
-    let mut s = GUEST_DEFAULT_IOMMU.to_string();
-    if devices.iter().any(|d| d == "pasid-test") {
-        s.push_str(",device-iotlb=on,x-prs=on");
-    }
-    let mut v = name.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    if (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 3) {
-        s.push_str(",x-perfmon=on");
-    }
-    s
-}
-
-/// Length of the built-in disk `--guest` adds when no `--disk` is given (the payload's default
-/// `iommutest.disk_len`).
-pub const GUEST_DISK_LEN: usize = 1 << 20;
-
 /// The built-in test disk's bytes: 32-byte blocks, block `i` the SHA-256 of
 /// `"iommu-emulator builtin disk"` and `i` (little-endian u64). Deterministic and without
 /// repeats, so a DMA that lands on the wrong block changes the guest's checksum.
@@ -61,15 +38,6 @@ pub fn builtin_disk_content(len: usize) -> Vec<u8> {
         i = i.wrapping_add(1); // a block counter; 2^64 blocks are never reached
     }
     out
-}
-
-/// Lower-case hex SHA-256 of `data`.
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// An anonymous in-memory file holding `data` (the built-in disk's backing).
@@ -100,15 +68,11 @@ pub struct RunReport {
 /// Check what can be checked without KVM (files, `--iommu` properties), so
 /// that a mistake is reported at once, also before the nested runner
 /// starts an L1 machine.
+///
+/// `args` must be resolved already: `--guest NAME` is the `iommu-vmm` command's (it turns the
+/// name into kernel, initrd and defaults), and is refused here.
 pub fn preflight(args: &Args) -> Result<()> {
-    let resolved;
-    let args = match &args.guest {
-        Some(name) => {
-            resolved = resolve_guest(args, name, false)?;
-            &resolved
-        }
-        None => args,
-    };
+    refuse_guest(args)?;
     open_host_files(args)?;
     iommu::validate(args.iommu.as_ref().unwrap_or(&IommuSpec::None))
 }
@@ -196,16 +160,11 @@ fn exit_path() -> Result<(EventFd, Arc<ExitControl>)> {
 /// Boot and run the guest described by `args`: open the inputs, create the VM and its
 /// memory, wire the devices (device manager, then the platform's own), load the guest,
 /// start the vCPUs, serve the event loop until a device ends the run, report.
+///
+/// As for [`preflight`], `--guest` must have been resolved by the caller.
 pub fn run(args: &Args) -> Result<RunReport> {
     let started = Instant::now();
-    let resolved;
-    let args = match &args.guest {
-        Some(name) => {
-            resolved = resolve_guest(args, name, false)?;
-            &resolved
-        }
-        None => args,
-    };
+    refuse_guest(args)?;
     let inputs = Inputs::open(args)?;
     let mem = guest_memory(args.memory)?;
     let vm = Vm::new(kvm::open_kvm()?, &mem)?;
@@ -361,74 +320,15 @@ fn event_loop(
     Ok(em)
 }
 
-/// Default kernel command line of `--guest` images (before `--append`).
-pub fn guest_cmdline(iommu: &IommuSpec) -> &'static str {
-    match iommu {
-        IommuSpec::IntelIommu { .. } => "quiet intel_iommu=on,sm_on iommu.strict=1",
-        IommuSpec::None => "quiet",
+/// `--guest NAME` needs the guest images, which this library does not depend on: the
+/// `iommu-vmm` command resolves it into `--kernel`, `--initrd`, `--iommu` and `--append` first.
+fn refuse_guest(args: &Args) -> Result<()> {
+    match &args.guest {
+        Some(name) => Err(Error::Setup(format!(
+            "--guest {name}: guest images are resolved by the iommu-vmm command, not by the VMM library"
+        ))),
+        None => Ok(()),
     }
-}
-
-/// Turn `--guest NAME` into kernel, initrd, default IOMMU and command line, plus the built-in
-/// read-only disk (and its checksum on the command line) when no `--disk` is given.
-/// With `build`, the image is built (or checked current) first; without,
-/// a cached image is used as it is and built only when missing (inside the
-/// nested runner's L1 machine there is no compiler or network, and the
-/// host has built it already).
-pub fn resolve_guest(args: &Args, name: &str, build: bool) -> Result<Args> {
-    use guest_images::image::{BuildOptions, Builder, image_path};
-    let err = |e: guest_images::Error| Error::Setup(format!("--guest {name}: {e}"));
-    let cache = guest_images::cache::Cache::from_env().map_err(err)?;
-    let manifest = guest_images::manifest::Manifest::embedded().map_err(err)?;
-    // A guest's kernel series names it too (`7.3` for `latest`); an image that is not in the
-    // manifest (`guest-image build --kernel-tree`) is used as it is.
-    let guest = manifest.guest(name).map(|g| g.name.clone()).ok();
-    let dir = match (image_path(&cache, guest.as_deref().unwrap_or(name)), &guest) {
-        (Ok(dir), _) if !build => dir,
-        (Ok(dir), None) => dir,
-        (Err(e), None) => return Err(err(e)),
-        (_, Some(guest)) => {
-            let opts = BuildOptions {
-                quiet: true,
-                ..BuildOptions::default()
-            };
-            Builder::new(cache, manifest, opts)
-                .build_debian(guest)
-                .map_err(err)?
-                .dir
-        }
-    };
-    // Per-kernel defaults follow the image's kernel release (its lock), not its name.
-    let release =
-        guest_images::lockfile::ImageLock::load(&dir.join(guest_images::cache::LOCK_FILE))
-            .ok()
-            .flatten()
-            .map(|l| l.release)
-            .unwrap_or_else(|| name.to_owned());
-    let mut out = args.clone();
-    out.guest = None;
-    out.kernel = Some(dir.join(guest_images::cache::KERNEL_FILE));
-    out.initrd = Some(dir.join(guest_images::cache::INITRAMFS_FILE));
-    let iommu = args.iommu.clone().unwrap_or_else(|| {
-        crate::cli::parse_iommu(&guest_default_iommu(&release, &args.device))
-            .unwrap_or(IommuSpec::None)
-    });
-    let mut append = guest_cmdline(&iommu).to_string();
-    // Without a disk of the user's, a built-in one whose checksum the payload verifies.
-    if args.disk.is_empty() && args.builtin_disk.is_none() {
-        out.builtin_disk = Some(GUEST_DISK_LEN);
-        let sha = sha256_hex(&builtin_disk_content(GUEST_DISK_LEN));
-        append.push_str(&format!(
-            " iommutest.disk_sha={sha} iommutest.disk_len={GUEST_DISK_LEN}"
-        ));
-    }
-    if let Some(a) = &args.append {
-        append.push(' ');
-        append.push_str(a);
-    }
-    out.iommu = Some(iommu);
-    out.append = Some(append);
-    Ok(out)
 }
 
 fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
@@ -451,12 +351,13 @@ mod tests {
 
     #[test]
     fn builtin_disk_content_is_deterministic_and_has_no_repeated_block() {
-        let a = builtin_disk_content(GUEST_DISK_LEN);
-        assert_eq!(a.len(), GUEST_DISK_LEN);
-        assert_eq!(a, builtin_disk_content(GUEST_DISK_LEN));
+        const LEN: usize = 1 << 20;
+        let a = builtin_disk_content(LEN);
+        assert_eq!(a.len(), LEN);
+        assert_eq!(a, builtin_disk_content(LEN));
         assert_eq!(builtin_disk_content(100), a[..100].to_vec());
         let blocks: std::collections::HashSet<&[u8]> = a.chunks(32).collect();
-        assert_eq!(blocks.len(), GUEST_DISK_LEN / 32);
+        assert_eq!(blocks.len(), LEN / 32);
     }
 
     #[test]
@@ -468,23 +369,6 @@ mod tests {
         f.read_exact_at(&mut back, 0).unwrap();
         assert_eq!(back, data);
         assert_eq!(f.metadata().unwrap().len(), 4096);
-    }
-
-    #[test]
-    fn guest_default_iommu_adds_pri_with_the_pasid_device_and_perfmon_from_6_3() {
-        let pasid = vec!["pasid-test".to_string()];
-        assert_eq!(guest_default_iommu("6.1", &[]), GUEST_DEFAULT_IOMMU);
-        let s = guest_default_iommu("6.1", &pasid);
-        assert!(s.ends_with(",device-iotlb=on,x-prs=on"), "{s}");
-        assert!(guest_default_iommu("6.12", &[]).ends_with(",x-perfmon=on"));
-        assert!(!guest_default_iommu("5.10", &pasid).contains("perfmon"));
-        // Kernel releases as the image locks give them: 7.x and trixie's ABIs too.
-        assert!(guest_default_iommu("7.3.4+deb13-amd64", &[]).ends_with(",x-perfmon=on"));
-        assert!(!guest_default_iommu("6.1.0-57-amd64", &[]).contains("perfmon"));
-        for name in ["5.10", "6.1", "6.12", "kt-test", "7.3.4+deb13-amd64"] {
-            let s = guest_default_iommu(name, &pasid);
-            assert!(crate::cli::parse_iommu(&s).is_ok(), "{s}");
-        }
     }
 
     #[test]
@@ -538,9 +422,13 @@ mod tests {
     }
 
     #[test]
-    fn guest_cmdline_turns_on_scalable_mode_with_intel_iommu() {
-        let spec = crate::cli::parse_iommu(GUEST_DEFAULT_IOMMU).unwrap();
-        assert!(guest_cmdline(&spec).contains("intel_iommu=on,sm_on"));
-        assert!(!guest_cmdline(&IommuSpec::None).contains("intel_iommu"));
+    fn preflight_and_run_refuse_an_unresolved_guest() {
+        for e in [
+            preflight(&args(&["--guest", "6.1"])).unwrap_err(),
+            run(&args(&["--guest", "6.1"])).unwrap_err(),
+        ] {
+            assert!(matches!(e, Error::Setup(_)), "{e}");
+            assert!(e.to_string().contains("--guest 6.1"), "{e}");
+        }
     }
 }

@@ -21,7 +21,7 @@ use iommu_benches::wholevm::{
     our_args, parse_block, parse_guest_line, parse_modes, qemu_args, render_table, schedule,
     to_csv,
 };
-use iommu_vmm::nested::{self, Job, KvmSupport, NestedMode, RunnerOptions};
+use iommu_nested::{self as nested, Job, KvmSupport, NestedMode, RunnerOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -107,7 +107,7 @@ struct RunOne {
     /// QEMU firmware folders (`-L`).
     #[arg(long)]
     qemu_data: Vec<PathBuf>,
-    /// A QEMU bundle folder (iommu_vmm::nested::bundle layout) to run QEMU from.
+    /// A QEMU bundle folder (iommu_nested::bundle layout) to run QEMU from.
     #[arg(long)]
     qemu_bundle: Option<PathBuf>,
     /// Copy kernel, initramfs, disk and QEMU bundle into L1's RAM first (nested runs).

@@ -29,6 +29,13 @@
 //! - QEMU 7.2 hangs the inner machine in about 1 of 20 boots, and a timeout inside L1 cannot
 //!   fire then: every L1 boot has an outer wall-clock deadline, and jobs that got no result are
 //!   run again in one more L1 boot.
+//!
+//! This crate (`iommu-nested`) is the runner alone: it starts the `iommu-vmm` binary as a
+//! program and does not depend on the VMM library (`iommu_vmm`), which in turn knows nothing of
+//! guest images, QEMU or nesting. The `iommu-vmm` command (vmm/cli/) calls [`maybe_run_nested`]
+//! and [`nested_check_main`]; the boot tests and the whole-VM benchmark call [`run_batch`].
+//! Design, costs and the L1 machine's failure modes: vmm/nested/README.md.
+#![deny(missing_docs)]
 
 pub mod bundle;
 pub mod detect;
@@ -188,8 +195,8 @@ impl Job {
     }
     /// Under the nested runner only: when the job ends with exit status `status`, run it once
     /// more in a new L1 boot, and keep the first attempt in [`JobResult::earlier`]. For boot
-    /// tests whose guests must not triple-fault (`crate::exit::STATUS_TRIPLE_FAULT`): the L1
-    /// machine's emulated SVM (QEMU TCG) is itself unreliable here (vmm/src/nested/README.md:
+    /// tests whose guests must not triple-fault (`iommu_vmm::exit::STATUS_TRIPLE_FAULT`): the L1
+    /// machine's emulated SVM (QEMU TCG) is itself unreliable here (vmm/nested/README.md:
     /// L1 freezes and crashes in KVM's world switch, and L2 triple faults with the same
     /// signature that no direct run has shown), so
     /// one such ending is retried and reported rather than failing CI. Direct runs on hardware
@@ -220,7 +227,7 @@ pub struct RunnerOptions {
     pub idle_timeout: Option<Duration>,
     /// L1 boots at most (3 = two retries for jobs left without a result: QEMU 10's L1 froze or
     /// crashed 0-4 times in the ~20 L2 boots of a `.ci/run`, though not once in 200 short
-    /// boot_stress boots; see vmm/src/nested/README.md).
+    /// boot_stress boots; see vmm/nested/README.md).
     pub attempts: u32,
     /// Print job consoles to stdout (and their stderr to stderr) as they arrive.
     pub stream: bool,
@@ -386,10 +393,17 @@ pub fn in_nested_l1() -> bool {
 
 /// Decides whether to run nested, and if so runs the whole command inside the L1 runner.
 ///
-/// `args` are the user's original arguments (without argv\[0\]). Returns `Ok(None)` when the
-/// caller should run the guest directly on this host, `Ok(Some(status))` with the L2 run's exit
-/// status when it ran nested.
-pub fn maybe_run_nested(mode: NestedMode, args: &[OsString]) -> Result<Option<i32>, NestedError> {
+/// `args` are the user's original arguments (without argv\[0\]). `retry_on` are the VMM's exit
+/// statuses after which a nested run is made once more in a new L1 boot (see
+/// [`Job::retry_nested_on`]; the `iommu-vmm` command passes its triple-fault status,
+/// `iommu_vmm::exit::STATUS_TRIPLE_FAULT`: this crate does not know the VMM's statuses).
+/// Returns `Ok(None)` when the caller should run the guest directly on this host,
+/// `Ok(Some(status))` with the L2 run's exit status when it ran nested.
+pub fn maybe_run_nested(
+    mode: NestedMode,
+    args: &[OsString],
+    retry_on: &[i32],
+) -> Result<Option<i32>, NestedError> {
     let support = detect_kvm();
     let reason = match (mode, support) {
         (NestedMode::Off, KvmSupport::Unusable { reason }) => {
@@ -411,7 +425,11 @@ pub fn maybe_run_nested(mode: NestedMode, args: &[OsString]) -> Result<Option<i3
     };
     // A triple fault under the nested runner gets one more run (see `Job::retry_nested_on`):
     // both attempts' output reaches the user as it arrives.
-    let job = Job::vmm(args.iter().cloned()).retry_nested_on(crate::exit::STATUS_TRIPLE_FAULT);
+    let job = retry_on
+        .iter()
+        .fold(Job::vmm(args.iter().cloned()), |job, &status| {
+            job.retry_nested_on(status)
+        });
     let report = run_jobs(&[job], &opts)?;
     let Some(job) = report.jobs.into_iter().next() else {
         return Err(NestedError::Lost("no job result".into()));

@@ -1,4 +1,7 @@
-//! The `iommu-vmm` command.
+//! The `iommu-vmm` command: the VMM library (`iommu_vmm`) plus what only the command needs,
+//! `--guest NAME` resolution ([`guest`], through `guest-images`) and the nested runner
+//! (`iommu_nested`).
+
 // The library's no-panic rules (STYLE rule 8) hold for the binary too.
 #![cfg_attr(
     not(test),
@@ -12,13 +15,15 @@
     )
 )]
 
+mod guest;
+
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::Parser;
+use iommu_nested::{NestedMode, in_nested_l1, maybe_run_nested, nested_check_main};
 use iommu_vmm::cli::Args;
-use iommu_vmm::exit::{ExitReason, STATUS_VMM_ERROR};
-use iommu_vmm::nested::{NestedMode, maybe_run_nested};
+use iommu_vmm::exit::{ExitReason, STATUS_TRIPLE_FAULT, STATUS_VMM_ERROR};
 
 /// A process exit status: statuses outside 0..=255 clamp to the nearest end.
 fn exit_code(status: i32) -> ExitCode {
@@ -36,21 +41,26 @@ fn main() -> ExitCode {
     let raw: Vec<OsString> = std::env::args_os().collect();
     // Hidden: `iommu-vmm nested-check` boots the nested runner's L1 machine once.
     if raw.get(1).is_some_and(|a| a == "nested-check") {
-        return ExitCode::from(iommu_vmm::nested::nested_check_main().clamp(0, 255) as u8);
+        return ExitCode::from(nested_check_main().clamp(0, 255) as u8);
     }
     let args = Args::parse();
 
     // The single call site of the nested runner: when the host's KVM cannot
     // boot stock kernels, the whole command runs inside an L1 machine.
     // A --guest image is built (or checked current) here on the host: the L1
-    // machine of the nested runner has neither compiler nor network.
-    if let Some(name) = &args.guest
-        && let Err(e) =
-            iommu_vmm::vmm::resolve_guest(&args, name, !iommu_vmm::nested::in_nested_l1())
-    {
-        eprintln!("iommu-vmm: {e}");
-        return exit_code(STATUS_VMM_ERROR);
-    }
+    // machine of the nested runner has neither compiler nor network. The
+    // nested runner gets the user's own arguments (`raw`), and the command
+    // inside L1 resolves `--guest` again from the image the host built.
+    let args = match &args.guest {
+        Some(name) => match guest::resolve_guest(&args, name, !in_nested_l1()) {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                eprintln!("iommu-vmm: {e}");
+                return exit_code(STATUS_VMM_ERROR);
+            }
+        },
+        None => args,
+    };
     if let Err(e) = iommu_vmm::vmm::preflight(&args) {
         eprintln!("iommu-vmm: {e}");
         return exit_code(STATUS_VMM_ERROR);
@@ -62,7 +72,8 @@ fn main() -> ExitCode {
             return exit_code(STATUS_VMM_ERROR);
         }
     };
-    match maybe_run_nested(mode, raw.get(1..).unwrap_or(&[])) {
+    // A triple fault in L2 under the runner is retried once (L1's emulated SVM is unreliable).
+    match maybe_run_nested(mode, raw.get(1..).unwrap_or(&[]), &[STATUS_TRIPLE_FAULT]) {
         Ok(Some(status)) => return exit_code(status),
         Ok(None) => {}
         Err(e) => {
