@@ -223,7 +223,12 @@ impl DeviceManager {
 
     /// A virtio-blk disk backed by `file` on the next PCI slot: its BAR in the PCI window, its
     /// queue notifications as ioeventfds (moved with the BAR) served by the event loop.
-    pub fn add_virtio_blk(&mut self, file: std::fs::File, readonly: bool) -> Result<()> {
+    /// Returns the transport (the fuzzer checks its queues' state; the VMM needs nothing back).
+    pub fn add_virtio_blk(
+        &mut self,
+        file: std::fs::File,
+        readonly: bool,
+    ) -> Result<Arc<Mutex<VirtioPci>>> {
         let index = self.disks;
         let blk = Blk::new(file, readonly).map_err(|source| Error::Io {
             what: "reading the disk size".into(),
@@ -266,7 +271,10 @@ impl DeviceManager {
         self.pci.add(slot.devfn, dev.clone());
         self.subscribers
             .push(Box::new(QueueHandler::new(dev.clone(), fds)));
-        self.devices.push(Arc::new(VirtioBlkHandle { index, dev }));
+        self.devices.push(Arc::new(VirtioBlkHandle {
+            index,
+            dev: dev.clone(),
+        }));
         self.disks = index.saturating_add(1);
         tracing::info!(
             "virtio-blk {index} at 00:{:02x}.{} (requester ID {})",
@@ -274,7 +282,7 @@ impl DeviceManager {
             slot.devfn & 7,
             slot.source
         );
-        Ok(())
+        Ok(dev)
     }
 
     /// The PASID test device on the next PCI slot (its BAR at a fixed place in the window).

@@ -15,8 +15,8 @@
 //! (buses, serial, console, debug-exit, the PASID test device), [`iommu`] (wiring of the
 //! IOMMU models), [`kvm`] (VM, vCPUs, interrupts: the only place that talks to KVM),
 //! [`event_loop`] (the only place that knows epoll), [`vmm`] (the run as a short sequence of
-//! steps), [`cli`], [`exit`] and [`diag`] (flight recorder and triple-fault post-mortem, off
-//! the hot paths).
+//! steps), [`cli`], [`exit`], [`fuzzing`] (the device-layer fuzzer's interpreter) and [`diag`]
+//! (flight recorder and triple-fault post-mortem, off the hot paths).
 //!
 //! Unsafe code carries `// SAFETY:` notes; it is in [`kvm`] (KVM ioctls, guest memory for
 //! vCPU state) and in [`vmm`] (the built-in disk's memfd).
@@ -43,6 +43,7 @@ pub mod diag;
 pub mod error;
 pub mod event_loop;
 pub mod exit;
+pub mod fuzzing;
 pub mod iommu;
 pub mod kvm;
 pub mod pci;

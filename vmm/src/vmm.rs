@@ -41,7 +41,7 @@ pub fn builtin_disk_content(len: usize) -> Vec<u8> {
 }
 
 /// An anonymous in-memory file holding `data` (the built-in disk's backing).
-fn memfd_with(data: &[u8]) -> std::io::Result<std::fs::File> {
+pub(crate) fn memfd_with(data: &[u8]) -> std::io::Result<std::fs::File> {
     use std::io::Write;
     use std::os::fd::FromRawFd;
     // SAFETY: memfd_create with a valid NUL-terminated name and no flags beyond CLOEXEC; the

@@ -97,6 +97,19 @@ pub struct TransportFaults {
     pub stalled_passes: u64,
 }
 
+/// The device's view of one split virtqueue (Virtio 1.2 §2.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueState {
+    /// Queue size the driver set.
+    pub size: u16,
+    /// queue_enable.
+    pub ready: bool,
+    /// Next avail ring index the device will take.
+    pub next_avail: u16,
+    /// Next used ring index the device will write (the used idx it published).
+    pub next_used: u16,
+}
+
 impl VirtioPci {
     /// Wrap `dev`; its DMA goes through `mem`, its interrupts to `msi`.
     pub fn new(dev: Box<dyn VirtioDevice>, mem: DmaMemory, msi: Arc<dyn MsiSink>) -> Self {
@@ -212,6 +225,24 @@ impl VirtioPci {
     /// The driver errors this transport counted.
     pub fn faults(&self) -> TransportFaults {
         self.faults
+    }
+
+    /// The device status register (§2.1).
+    pub fn status(&self) -> u8 {
+        self.status
+    }
+
+    /// The device's side of each queue (for tests and the fuzzer's invariants).
+    pub fn queue_states(&self) -> Vec<QueueState> {
+        self.queues
+            .iter()
+            .map(|q| QueueState {
+                size: q.queue.size(),
+                ready: q.queue.ready(),
+                next_avail: q.queue.next_avail(),
+                next_used: q.queue.next_used(),
+            })
+            .collect()
     }
 
     fn offered_features(&self) -> u64 {

@@ -19,7 +19,10 @@ use crate::exit::ExitSink;
 use crate::pci::PciRoot;
 
 /// The x86 guest's console: COM1 raising IOAPIC pin 4, printing to stdout.
-pub type Console = SerialDevice<IoapicLine, ConsoleOut<std::io::Stdout>>;
+pub type Console = ConsoleTo<std::io::Stdout>;
+
+/// COM1 raising IOAPIC pin 4, printing to `W` (stdout in the VMM, a sink in the fuzzer).
+pub type ConsoleTo<W> = SerialDevice<IoapicLine, ConsoleOut<W>>;
 
 /// The PCI windows of the x86 layout.
 pub const PCI_WINDOWS: PciWindows = PciWindows {
@@ -30,24 +33,33 @@ pub const PCI_WINDOWS: PciWindows = PciWindows {
 };
 
 /// The platform devices other parts of the VMM talk to.
-pub struct Platform {
+pub struct Platform<W: std::io::Write + Send = std::io::Stdout> {
     /// The IOAPIC (vCPUs deliver EOIs to it).
     pub ioapic: Arc<Ioapic>,
     /// COM1 (the event loop feeds it host input).
-    pub console: Arc<Mutex<Console>>,
+    pub console: Arc<Mutex<ConsoleTo<W>>>,
 }
 
-/// Adds the IOAPIC and the legacy port devices to `dm`.
+/// Adds the IOAPIC and the legacy port devices to `dm`, the console printing to stdout.
 pub fn add_devices(dm: &mut DeviceManager, exit: &Arc<dyn ExitSink>) -> Result<Platform> {
+    add_devices_with_console(dm, exit, std::io::stdout())
+}
+
+/// [`add_devices`] with the console printing to `out` (the fuzzer gives it a sink).
+pub fn add_devices_with_console<W: std::io::Write + Send + 'static>(
+    dm: &mut DeviceManager,
+    exit: &Arc<dyn ExitSink>,
+    out: W,
+) -> Result<Platform<W>> {
     let ioapic = Arc::new(Ioapic::new(acpi::IOAPIC_ID, dm.router().clone()));
     dm.add_mmio(ioapic.clone(), layout::IOAPIC_START, IOAPIC_MMIO_SIZE)?;
     dm.add_device(Arc::new(IoapicHandle(ioapic.clone())));
-    let console: Arc<Mutex<Console>> = Arc::new(Mutex::new(SerialDevice::new(
+    let console: Arc<Mutex<ConsoleTo<W>>> = Arc::new(Mutex::new(SerialDevice::new(
         IoapicLine {
             ioapic: ioapic.clone(),
             pin: COM1_IRQ as usize,
         },
-        ConsoleOut::new(std::io::stdout(), exit.clone()),
+        ConsoleOut::new(out, exit.clone()),
     )));
     dm.add_pio(console.clone(), u64::from(COM1_PORT), 8)?;
     dm.add_pio(
