@@ -92,6 +92,7 @@ pub struct DeviceManager {
     unit: Option<Arc<dyn IommuUnit>>,
     router: Arc<IrqRouter>,
     trace: Option<Arc<dyn TraceSink>>,
+    direct: Arc<DirectMsiFilter>,
     pio: Bus,
     mmio: Bus,
     pci: PciRoot,
@@ -112,6 +113,8 @@ pub struct Machine {
     pub router: Arc<IrqRouter>,
     /// The hypervisor side (for the count of refused direct MSIs).
     pub vm: Arc<dyn VmBackend>,
+    /// The IOMMU unit's own interrupts on their way to the hypervisor (for its drop count).
+    pub direct: Arc<DirectMsiFilter>,
     /// Every device that reports statistics or must stop cleanly, in creation order.
     pub devices: Vec<Arc<dyn VmDevice>>,
     /// Event-loop subscribers of the devices.
@@ -129,7 +132,8 @@ impl DeviceManager {
         spec: &IommuSpec,
         trace: Option<Arc<dyn TraceSink>>,
     ) -> Result<Self> {
-        let unit = iommu::create(spec, vm.direct_msi())?;
+        let direct = Arc::new(DirectMsiFilter::new(vm.direct_msi()));
+        let unit = iommu::create(spec, direct.clone())?;
         let router = Arc::new(IrqRouter::new(
             vm.gsi(),
             unit.as_ref().and_then(|u| u.interrupt_remapper()),
@@ -145,6 +149,7 @@ impl DeviceManager {
             unit,
             router,
             trace,
+            direct,
             pio: Bus::new(),
             mmio: Bus::new(),
             pci: PciRoot::new(),
@@ -335,6 +340,7 @@ impl DeviceManager {
             unit: self.unit,
             router: self.router,
             vm: self.vm,
+            direct: self.direct,
             devices: self.devices,
             subscribers: self.subscribers,
         })
@@ -364,13 +370,61 @@ impl Machine {
             None => out.push_str("no IOMMU (--iommu none): nothing translated\n"),
         }
         out.push_str(&format!(
-            "IOMMU MSIs refused by KVM: {}\n{}\naccesses to unmapped ports: {}, unmapped MMIO: {}",
+            "IOMMU MSIs refused by KVM: {}, outside the interrupt range (dropped): {}\n{}\n\
+             accesses to unmapped ports: {}, unmapped MMIO: {}",
             self.vm.direct_msi_dropped(),
+            self.direct.dropped(),
             self.router.stats(),
             self.pio.unhandled(),
             self.mmio.unhandled()
         ));
         out
+    }
+}
+
+/// The IOMMU unit's own interrupts (fault events, invalidation completion, page requests) on
+/// their way to the hypervisor: only messages to the interrupt range pass. The address comes
+/// from a register the guest writes (VT-d 10.4.12 FEADDR: "must be in the range
+/// 0xFEEx_xxxx"); KVM_SIGNAL_MSI does not check it and would inject whatever bits 19:12 and
+/// the data name, where hardware makes a memory write that is no interrupt. Dropped messages
+/// are counted and the first one is logged.
+pub struct DirectMsiFilter {
+    inner: Arc<dyn MsiSink>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl DirectMsiFilter {
+    /// Filter in front of `inner`.
+    pub fn new(inner: Arc<dyn MsiSink>) -> Self {
+        DirectMsiFilter {
+            inner,
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Messages dropped because their address is no interrupt address.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl MsiSink for DirectMsiFilter {
+    fn raise_msi(&self, msg: iommu_emulator::MsiMessage) {
+        if crate::kvm::irq::is_routable_msi(msg) {
+            self.inner.raise_msi(msg);
+            return;
+        }
+        let n = self
+            .dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n == 0 {
+            tracing::warn!(
+                "IOMMU interrupt to {:#x} (data {:#x}) is not an interrupt address; dropped \
+                 (logged once, counted in --stats)",
+                msg.addr,
+                msg.data
+            );
+        }
     }
 }
 
@@ -539,6 +593,33 @@ mod tests {
         assert!(m.mmio.read(base, &mut ver), "VER register mapped");
         assert_ne!(u32::from_le_bytes(ver), 0, "VT-d VER (11.4.1) is not zero");
         assert!(m.stats_report().contains("intel-iommu statistics"));
+    }
+
+    // VT-d 10.4.12: FEADDR must be in 0xFEEx_xxxx; a guest that writes anything else gets no
+    // interrupt injected for it (found by the device-layer fuzzer).
+    #[test]
+    fn direct_msi_filter_drops_non_interrupt_addresses_and_counts() {
+        let backend = Arc::new(NullBackend::default());
+        let f = DirectMsiFilter::new(backend.direct_msi());
+        let msg = |addr, data| iommu_emulator::MsiMessage { addr, data };
+        f.raise_msi(msg(0xa2a2_a2a0, 0x40));
+        f.raise_msi(msg(0, 0));
+        f.raise_msi(msg(0x1_fee0_0000, 0x41));
+        f.raise_msi(msg(0xfee0_1000, 0x42));
+        f.raise_msi(msg(0x100_fee0_0000, 0x43));
+        let got: Vec<u32> = backend
+            .direct
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| m.data)
+            .collect();
+        assert_eq!(
+            got,
+            vec![0x42, 0x43],
+            "interrupt range and x2APIC high word pass"
+        );
+        assert_eq!(f.dropped(), 3);
     }
 
     #[test]

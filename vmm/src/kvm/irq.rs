@@ -238,6 +238,13 @@ fn is_interrupt_address(addr: u64) -> bool {
     addr & 0xfff0_0000 == 0xfee0_0000
 }
 
+/// Whether KVM may be given `msg` as an interrupt: its low address word is in 0xFEEx_xxxx
+/// and bits 7:0 of the upper word are clear (bits 31:8 carry destination ID bits 31:8 with
+/// x2APIC, VT-d 10.4.12 FEUADDR; KVM_X2APIC_API treats bits 7:0 as reserved).
+pub fn is_routable_msi(msg: MsiMessage) -> bool {
+    is_interrupt_address(msg.addr) && (msg.addr >> 32) & 0xff == 0
+}
+
 impl IrqRouter {
     /// A router injecting through `backend`, remapping through `remapper`
     /// (None: no IOMMU or interrupt remapping off), reading remapping
@@ -368,7 +375,7 @@ impl IrqRouter {
         // KVM refuses a whole routing table for one route with bits 7:0 of
         // the upper address set under KVM_X2APIC_API (reserved there); a
         // guest's compatibility message must not take the others down.
-        if (r.msg.addr >> 32) & 0xff != 0 || !is_interrupt_address(r.msg.addr) {
+        if !is_routable_msi(r.msg) {
             tracing::warn!(
                 "interrupt message {:#x}/{:#x} is not routable; dropped",
                 r.msg.addr,
