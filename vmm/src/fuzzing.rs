@@ -310,6 +310,13 @@ pub enum Op {
     IoapicRte,
     /// A tick: read every work queue's status (the PASID device takes page responses).
     Tick,
+    /// (Opcode bytes 0xf0..=0xfe.) `type:u8 mask:u8 lo:u64 hi:u64` a typed invalidation
+    /// descriptor (context, IOTLB, device-TLB, IEC, wait, PASID-IOTLB, PASID-cache, PASID
+    /// device-TLB, page group response) with sparse or full operand bits, queued.
+    VtdQiTyped,
+    /// (Opcode bytes 0xf0..=0xfe.) Like [`Op::VirtioRequest`], the chain behind one indirect
+    /// descriptor (Virtio 1.2 §2.7.5.3).
+    VirtioIndirect,
 }
 
 const OPS: [Op; 25] = [
@@ -339,6 +346,25 @@ const OPS: [Op; 25] = [
     Op::IoapicRte,
     Op::Tick,
 ];
+
+/// Steps of opcode bytes 0xf0..=0xfe (added later: the bytes below keep the meaning saved
+/// inputs were found with).
+const EXT_OPS: [Op; 2] = [Op::VtdQiTyped, Op::VirtioIndirect];
+
+/// The opcode byte of `op` (the first one that decodes to it).
+pub fn opcode(op: Op) -> u8 {
+    match EXT_OPS.iter().position(|&e| e == op) {
+        Some(i) => 0xf0 + i as u8,
+        None => op as u8,
+    }
+}
+
+fn decode_op(b: u8) -> Op {
+    match b {
+        0xf0..=0xfe => EXT_OPS[usize::from(b - 0xf0) % EXT_OPS.len()],
+        _ => OPS[usize::from(b) % OPS.len()],
+    }
+}
 
 /// VT-d registers [`Op::VtdReg`] writes.
 const VTD_REGS: [u64; 20] = [
@@ -606,6 +632,18 @@ impl FuzzMachine {
     }
 
     fn virtio_request(&mut self, d: usize, rtype: u8, sector: u16, len: u16, flags: u8) {
+        self.virtio_chain(d, rtype, sector, len, flags, false)
+    }
+
+    fn virtio_chain(
+        &mut self,
+        d: usize,
+        rtype: u8,
+        sector: u16,
+        len: u16,
+        flags: u8,
+        indirect: bool,
+    ) {
         let b = Self::vq_base(d);
         let size = self.queue_size(d);
         let slot = self.next_desc[d] % size;
@@ -631,21 +669,37 @@ impl FuzzMachine {
         let len = u32::from(len % 0x1001).max(1);
         let is_read = rtype != 1;
         // Descriptor flags: NEXT 1, WRITE 2, INDIRECT 4 (flag bit 0: no data descriptor).
+        // An indirect chain lives in a table in the data page's last 64 bytes, indices 0..3.
+        let table = if indirect { data + 0xfc0 } else { b };
+        let (hi, di, si) = if indirect {
+            (0, 1, 2)
+        } else {
+            (head, data_i, status_i)
+        };
         let desc = |i: u16, addr: u64, l: u32, fl: u16, next: u16| {
             let mut e = [0u8; 16];
             e[..8].copy_from_slice(&addr.to_le_bytes());
             e[8..12].copy_from_slice(&l.to_le_bytes());
             e[12..14].copy_from_slice(&fl.to_le_bytes());
             e[14..].copy_from_slice(&next.to_le_bytes());
-            self.write_mem(b + u64::from(i) * 16, &e);
+            self.write_mem(table + u64::from(i) * 16, &e);
         };
+        let len = if indirect { len.min(0xfc0) } else { len };
         if flags & 1 != 0 {
-            desc(head, hdr, 16, 1, status_i);
+            desc(hi, hdr, 16, 1, si);
         } else {
-            desc(head, hdr, 16, 1, data_i);
-            desc(data_i, data, len, 1 | if is_read { 2 } else { 0 }, status_i);
+            desc(hi, hdr, 16, 1, di);
+            desc(di, data, len, 1 | if is_read { 2 } else { 0 }, si);
         }
-        desc(status_i, status_a, 1, 2, 0);
+        desc(si, status_a, 1, 2, 0);
+        if indirect {
+            let n = if flags & 1 != 0 { 2 } else { 3 };
+            let mut e = [0u8; 16];
+            e[..8].copy_from_slice(&table.to_le_bytes());
+            e[8..12].copy_from_slice(&(n * 16u32).to_le_bytes());
+            e[12..14].copy_from_slice(&4u16.to_le_bytes());
+            self.write_mem(b + u64::from(head) * 16, &e);
+        }
         let avail = b + 0x1000;
         let idx = self.read_u16(avail + 2);
         self.write_mem(avail + 4 + u64::from(idx % size) * 2, &head.to_le_bytes());
@@ -965,6 +1019,22 @@ impl FuzzMachine {
                 self.mmio_write(sel, 4, 0x11 + pin * 2);
                 self.mmio_write(sel + 0x10, 4, rte >> 32);
             }
+            Op::VtdQiTyped => {
+                let (t, mask) = (c.u8()?, c.u8()?);
+                let (lo, hi) = (c.u64()?, c.u64()?);
+                let ty = u64::from(t % 9) + 1;
+                // Sparse operands pass the reserved-bit checks more often.
+                let keep =
+                    [0, 0x30, 0xffff_0000_0000_00f0, 0xffff_ffff_ffff_f1f0][usize::from(mask % 4)];
+                let hi =
+                    [0, hi & 0xffff_ffff_ffff_f000, hi & 0x7f, hi][usize::from((mask >> 2) % 4)];
+                self.vtd_qi((lo & keep) | ty, hi);
+            }
+            Op::VirtioIndirect => {
+                let d = usize::from(c.u8()? % 2);
+                let (t, sector, len, flags) = (c.u8()?, c.u16()?, c.u16()?, c.u8()?);
+                self.virtio_chain(d, t, sector, len, flags, true);
+            }
             Op::Tick => {
                 for n in 0..8 {
                     let _ = self.mmio_read(Self::wq_reg(n, 0x20), 4);
@@ -1110,7 +1180,7 @@ pub fn run_machine(data: &[u8]) -> Result<Option<(FuzzMachine, RunReport)>, Viol
     let mut steps = 0;
     while steps < MAX_STEPS {
         let Some(b) = c.u8() else { break };
-        let op = OPS[usize::from(b) % OPS.len()];
+        let op = decode_op(b);
         let start = Instant::now();
         let done = m.step(op, &mut c);
         let elapsed = start.elapsed();
@@ -1142,7 +1212,7 @@ pub fn fuzz(data: &[u8]) {
 pub fn encode(sel: u8, steps: &[(Op, &[u8])]) -> Vec<u8> {
     let mut v = vec![sel];
     for (op, operands) in steps {
-        v.push(*op as u8);
+        v.push(opcode(*op));
         v.extend_from_slice(operands);
     }
     v

@@ -367,3 +367,39 @@ fn seed_every_region_every_size() {
     assert_eq!(r.steps, 320);
     assert_ne!(m.mmio_read(layout::VTD_START, 4), 0, "VER");
 }
+
+// Virtio 1.2 §2.7.5.3: a request behind one indirect descriptor completes like a direct one.
+#[test]
+fn seed_virtio_indirect_request_completes() {
+    let (m, r) = run(&encode(
+        LEGACY,
+        &[
+            (Op::VirtioInit, &virtio_init(1)),
+            (Op::VirtioIndirect, &virtio_request(1, 0, 7, 512)),
+        ],
+    ));
+    assert_eq!(r.virtio_used[1], 1, "{r:?}");
+    assert_eq!(status_byte(&m, 1, 0), 0, "VIRTIO_BLK_S_OK");
+    let b: u8 = m
+        .mem()
+        .read_obj(GuestAddress(addrs::VQ + addrs::VQ_STRIDE + 0x8000))
+        .unwrap();
+    assert_eq!(b, 7, "sector 7's content");
+}
+
+// VT-d 6.5.2.8: an invalidation wait descriptor with SW set writes its status data to the
+// status address when the queue reaches it, inside the IQT write.
+#[test]
+fn seed_vtd_qi_wait_writes_status() {
+    let wait = le(&[
+        &[4, 2],
+        &0xabcd_0000_0000_0020u64.to_le_bytes(),
+        &0u64.to_le_bytes(),
+    ]);
+    let (m, r) = run(&encode(
+        LEGACY,
+        &[(Op::VtdEnable, &[1 | 16]), (Op::VtdQiTyped, &wait)],
+    ));
+    let status: u32 = m.mem().read_obj(GuestAddress(addrs::INV_STATUS)).unwrap();
+    assert_eq!(status, 0xabcd_0000, "{r:?}");
+}
