@@ -167,6 +167,10 @@ pub enum Violation {
         /// Disk.
         disk: usize,
     },
+    /// The machine could not be built (host resources: memfd, mmap, eventfds). Not the
+    /// input's doing, but a run that silently tests nothing must not pass: e.g. descriptors
+    /// leaked by earlier runs.
+    Setup(String),
 }
 
 /// What an input reached, for tests that check a seed does what it says.
@@ -1162,21 +1166,14 @@ impl FuzzMachine {
 /// Runs one input: byte 0 the configuration, then steps until the input or [`MAX_STEPS`]
 /// ends. Returns what the machine shows at the end, or the first invariant it broke.
 pub fn run(data: &[u8]) -> Result<RunReport, Violation> {
-    match run_machine(data) {
-        Ok(Some((_, r))) => Ok(r),
-        // Host resources (memfd, mmap) exhausted: nothing the input did.
-        Ok(None) => Ok(RunReport::default()),
-        Err(v) => Err(v),
-    }
+    run_machine(data).map(|(_, r)| r)
 }
 
-/// [`run`], keeping the machine for a test to look at (None: it could not be built).
-pub fn run_machine(data: &[u8]) -> Result<Option<(FuzzMachine, RunReport)>, Violation> {
+/// [`run`], keeping the machine for a test to look at.
+pub fn run_machine(data: &[u8]) -> Result<(FuzzMachine, RunReport), Violation> {
     let mut c = Cursor(data);
     let sel = c.u8().unwrap_or(0);
-    let Ok(mut m) = FuzzMachine::new(sel) else {
-        return Ok(None);
-    };
+    let mut m = FuzzMachine::new(sel).map_err(|e| Violation::Setup(e.to_string()))?;
     let mut steps = 0;
     while steps < MAX_STEPS {
         let Some(b) = c.u8() else { break };
@@ -1198,7 +1195,7 @@ pub fn run_machine(data: &[u8]) -> Result<Option<(FuzzMachine, RunReport)>, Viol
         }
     }
     let r = m.report(steps);
-    Ok(Some((m, r)))
+    Ok((m, r))
 }
 
 /// The fuzz target's body: [`run`], panicking on a broken invariant.

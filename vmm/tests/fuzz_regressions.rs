@@ -49,8 +49,7 @@ fn fuzz_regressions_replay_every_found_input() {
 
 fn run(data: &[u8]) -> (fuzzing::FuzzMachine, RunReport) {
     match fuzzing::run_machine(data) {
-        Ok(Some(m)) => m,
-        Ok(None) => panic!("machine not built"),
+        Ok(m) => m,
         Err(v) => panic!("invariant broken: {v:?}"),
     }
 }
