@@ -47,7 +47,17 @@ fn fuzz_regressions_replay_every_found_input() {
     assert_eq!(replayed, FOUND.len(), "every listed input replayed");
 }
 
+/// Runs a seed. With `FUZZ_SEED_DIR` set, the seed is also written there under the test's name
+/// (`FUZZ_SEED_DIR=vmm/fuzz/corpus/devices cargo test --test fuzz_regressions` seeds the
+/// fuzzer's corpus).
 fn run(data: &[u8]) -> (fuzzing::FuzzMachine, RunReport) {
+    if let Some(dir) = std::env::var_os("FUZZ_SEED_DIR") {
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("seed")
+            .replace("::", "-");
+        std::fs::write(std::path::Path::new(&dir).join(name), data).unwrap();
+    }
     match fuzzing::run_machine(data) {
         Ok(m) => m,
         Err(v) => panic!("invariant broken: {v:?}"),
@@ -401,4 +411,73 @@ fn seed_vtd_qi_wait_writes_status() {
     ));
     let status: u32 = m.mem().read_obj(GuestAddress(addrs::INV_STATUS)).unwrap();
     assert_eq!(status, 0xabcd_0000, "{r:?}");
+}
+
+// PCIe 6.0 §10.4 and VT-d 7.4 through the PASID device (vmm/docs/pasid-device.md): a USE_PRI
+// work queue whose FILL hits a read-only second-level mapping (scalable mode, PASID entry
+// with PGTT 2) sends one page request; it lands in the VT-d page request queue and the queue
+// waits for the response.
+#[test]
+fn seed_pasid_device_page_request_reaches_the_prq() {
+    let pasid = (1u32 << 31) | 7;
+    let desc = le(&[
+        &[2, 0],
+        &[2, 0], // FILL
+        &64u32.to_le_bytes(),
+        &0u16.to_le_bytes(),
+        &0x300u16.to_le_bytes(),
+        &0x55u64.to_le_bytes(),
+        &[0],
+    ]);
+    let (m, r) = run(&encode(
+        SCALABLE_ATS_PRS,
+        &[
+            (
+                Op::VtdRoot,
+                &le(&[&[0], &0u16.to_le_bytes(), &0u16.to_le_bytes()]),
+            ),
+            // 00:03.0: present, DTE, PASIDE, PRE; PASID directory.
+            (
+                Op::VtdContext,
+                &le(&[&[0x18], &0x1du16.to_le_bytes(), &0u32.to_le_bytes(), &[2]]),
+            ),
+            // PASID 7: present, 3 levels, PGTT second-level, PT page 0; domain 1.
+            (
+                Op::VtdPasid,
+                &le(&[
+                    &7u16.to_le_bytes(),
+                    &0x85u16.to_le_bytes(),
+                    &1u32.to_le_bytes(),
+                    &0u16.to_le_bytes(),
+                    &[8],
+                ]),
+            ),
+            (
+                Op::VtdPte,
+                &le(&[&[0], &0u16.to_le_bytes(), &3u16.to_le_bytes(), &[9]]),
+            ),
+            // 2 MiB at 0, read-only.
+            (
+                Op::VtdPte,
+                &le(&[
+                    &[1],
+                    &0u16.to_le_bytes(),
+                    &(0x8000u16 | 0x81).to_le_bytes(),
+                    &[0],
+                ]),
+            ),
+            (Op::PasidCaps, &[1 | 8 | 16]),
+            (Op::PasidWq, &le(&[&[2], &pasid.to_le_bytes(), &[3], &[2]])),
+            (Op::VtdEnable, &[1 | 4]),
+            (Op::PasidDesc, &desc),
+            (Op::Tick, &[]),
+        ],
+    ));
+    assert_eq!(m.mmio_read(PASID_BAR + 0x1c, 4), 1, "PAGE_REQUESTS: {r:?}");
+    assert_ne!(r.pasid_status[2] & 4, 0, "WAITING_PAGE_RESPONSE: {r:?}");
+    assert_eq!(
+        m.mmio_read(layout::VTD_START + 0xc8, 8),
+        0x20,
+        "PQT moved by one 32-byte request"
+    );
 }
