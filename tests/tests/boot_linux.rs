@@ -20,8 +20,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use iommu_tests::vtd_stats::{self, VtdStats};
 use iommu_nested::{Job, JobOutcome, NestedMode, RunnerOptions, run_batch};
+use iommu_tests::vtd_stats::{self, VtdStats};
 use iommu_vmm::exit::{STATUS_GUEST_PANIC, STATUS_TRIPLE_FAULT};
 
 /// Each mode writes one MiB at its own slot after the read area.

@@ -19,8 +19,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use iommu_tests::vtd_stats::{self, VtdStats};
 use iommu_nested::{Job, NestedMode, RunnerOptions, run_batch};
+use iommu_tests::vtd_stats::{self, VtdStats};
 use iommu_vmm::exit::STATUS_TRIPLE_FAULT;
 
 /// One configuration of the matrix.
