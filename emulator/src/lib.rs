@@ -37,6 +37,7 @@
 pub mod cache;
 pub mod counters;
 pub mod endpoint;
+pub mod fuzz;
 pub mod iommu;
 pub mod mem;
 pub mod regs;

@@ -31,29 +31,7 @@ const PRIQ: u64 = 0x6_0000;
 const CDTAB: u64 = 0x8_0000;
 const PT: u64 = 0x10_0000;
 
-struct Input<'a> {
-    data: &'a [u8],
-}
-
-impl Input<'_> {
-    fn u8(&mut self) -> Option<u8> {
-        let (b, rest) = self.data.split_first()?;
-        self.data = rest;
-        Some(*b)
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        let mut v = 0u32;
-        for i in 0..4u32 {
-            v |= u32::from(self.u8()?) << (i * 8);
-        }
-        Some(v)
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from(self.u32()?) | (u64::from(self.u32()?) << 32))
-    }
-}
+use iommu_emulator::fuzz::ByteCursor as Input;
 
 const OFFSETS: [u64; 28] = [
     regs::CR0,
@@ -208,7 +186,7 @@ pub fn run(data: &[u8]) {
 pub fn run_with_stats(data: &[u8]) -> Option<crate::SmmuStats> {
     let ram = FakeRam::new(RAM);
     let msi = Arc::new(RecordingMsi::new());
-    let mut inp = Input { data };
+    let mut inp = Input::new(data);
     // First byte: bring-up (bit 0), IDR0.STALL_MODEL (bits 1-2) and
     // max-stalls (bits 3-4).
     let first = inp.u8().unwrap_or(0);
@@ -461,7 +439,7 @@ pub fn run_with_stats(data: &[u8]) -> Option<crate::SmmuStats> {
                 Some(())
             })(),
         };
-        if ok.is_none() && inp.data.is_empty() {
+        if ok.is_none() && inp.remaining() == 0 {
             break;
         }
         check(&s, mem);

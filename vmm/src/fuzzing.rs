@@ -403,32 +403,7 @@ const VTD_REGS: [u64; 20] = [
     vtd_regs::FRO + 8,
 ];
 
-struct Cursor<'a>(&'a [u8]);
-
-impl Cursor<'_> {
-    fn u8(&mut self) -> Option<u8> {
-        let (b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(*b)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes([self.u8()?, self.u8()?]))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from(self.u16()?) | (u32::from(self.u16()?) << 16))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from(self.u32()?) | (u64::from(self.u32()?) << 32))
-    }
-    fn bytes(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (b, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(b)
-    }
-}
+use iommu_emulator::fuzz::ByteCursor as Cursor;
 
 /// A table pointer chosen by `sel`: one of the harness's structures or data pages.
 fn table_ptr(sel: u8) -> u64 {
@@ -1180,7 +1155,7 @@ pub fn run(data: &[u8]) -> Result<RunReport, Violation> {
 
 /// [`run`], keeping the machine for a test to look at.
 pub fn run_machine(data: &[u8]) -> Result<(FuzzMachine, RunReport), Violation> {
-    let mut c = Cursor(data);
+    let mut c = Cursor::new(data);
     let sel = c.u8().unwrap_or(0);
     let mut m = FuzzMachine::new(sel).map_err(|e| Violation::Setup(e.to_string()))?;
     let mut steps = 0;

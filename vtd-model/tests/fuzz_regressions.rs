@@ -23,17 +23,7 @@ const SAVED: &[(&str, &str)] = &[
 
 /// Bytes of a saved input: hex text, whitespace ignored.
 fn decode_hex(name: &str, text: &str) -> Vec<u8> {
-    let hex: String = text.split_whitespace().collect();
-    assert!(
-        !hex.is_empty() && hex.len().is_multiple_of(2),
-        "{name}: not whole hex bytes"
-    );
-    (0..hex.len() / 2)
-        .map(|i| {
-            u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                .unwrap_or_else(|e| panic!("{name}: byte {i}: {e}"))
-        })
-        .collect()
+    iommu_emulator::fuzz::decode_hex(name, text).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

@@ -22,29 +22,7 @@ pub const MAX_READS_PER_DMA: u64 = 600;
 /// pages of 16-byte descriptors, two reads and one status write each).
 pub const MAX_ACCESSES_PER_MMIO: u64 = 32768 * 4 + 16;
 
-struct Cursor<'a>(&'a [u8]);
-
-impl Cursor<'_> {
-    fn u8(&mut self) -> Option<u8> {
-        let (b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(*b)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes([self.u8()?, self.u8()?]))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes([
-            self.u8()?,
-            self.u8()?,
-            self.u8()?,
-            self.u8()?,
-        ]))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from(self.u32()?) | (u64::from(self.u32()?) << 32))
-    }
-}
+use iommu_emulator::fuzz::ByteCursor as Cursor;
 
 fn config(sel: u8) -> VtdConfig {
     let mut c = VtdConfig::default();
@@ -65,7 +43,7 @@ fn config(sel: u8) -> VtdConfig {
 
 /// Decode and run one input; panics (for the fuzzer) on a broken invariant.
 pub fn run(data: &[u8]) {
-    let mut c = Cursor(data);
+    let mut c = Cursor::new(data);
     let Some(sel) = c.u8() else { return };
     let ram = Arc::new(FakeRam::new(RAM));
     let msi = Arc::new(RecordingMsi::new());
