@@ -1037,33 +1037,30 @@ impl FuzzMachine {
         // The low word in 0xFEEx_xxxx, bits 7:0 of the high word clear (x2APIC destinations
         // use bits 31:8 of it). Computed here, not with the router's own helper.
         let interrupt = |addr: u64| (addr >> 32) & 0xff == 0 && addr & 0xfff0_0000 == 0xfee0_0000;
-        for (_, m) in self
+        let routes: Vec<iommu_emulator::MsiMessage> = self
             .backend
             .routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-        {
-            if !interrupt(m.addr) {
-                return Err(Violation::MsiOutsideInterruptRange {
-                    addr: m.addr,
-                    data: m.data,
-                    direct: false,
-                });
-            }
-        }
-        for m in self
+            .map(|(_, m)| *m)
+            .collect();
+        let direct = self
             .backend
             .direct
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let given = routes
             .iter()
-        {
+            .map(|m| (m, false))
+            .chain(direct.iter().map(|m| (m, true)));
+        for (m, direct) in given {
             if !interrupt(m.addr) {
                 return Err(Violation::MsiOutsideInterruptRange {
                     addr: m.addr,
                     data: m.data,
-                    direct: true,
+                    direct,
                 });
             }
         }
