@@ -24,13 +24,16 @@ pub fn scratch(area: &str, name: &str) -> PathBuf {
 }
 
 /// Builds binary `bin` of workspace package `package` with cargo, in this
-/// test's profile (release when `release`), into this test's target dir
+/// test's profile (or release when `release`), into this test's target dir
 /// (a no-op when current, so never stale), and returns its path.
 pub fn workspace_binary(package: &str, bin: &str, release: bool) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // <target>/<profile>/deps/<test>-<hash>
     let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
     let target = profile_dir.parent().expect("target dir");
+    // A test built with --release builds (and finds) its binaries in release too: a debug
+    // build would land in target/debug while an older binary sat in target/release.
+    let release = release || profile_dir.ends_with("release");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "-q", "-p", package, "--bin", bin]);
@@ -48,7 +51,7 @@ pub fn workspace_binary(package: &str, bin: &str, release: bool) -> PathBuf {
     let path = if release {
         target.join("release").join(bin)
     } else {
-        profile_dir.join(bin)
+        target.join("debug").join(bin)
     };
     assert!(path.exists(), "no {bin} binary at {}", path.display());
     path
